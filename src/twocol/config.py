@@ -1,0 +1,288 @@
+"""Typed configuration: YAML files validated into dataclasses, plus `key.sub=value` overrides.
+
+Every key a YAML file or an override names must exist in the dataclasses below, with a value
+of the declared type; anything else is a ConfigError that names the key and the file.
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Optional, get_args, get_origin
+
+import yaml
+
+from .errors import ConfigError
+
+
+@dataclass
+class Conv1Config:
+    kernel: int = 11
+    stride: int = 4
+
+
+@dataclass
+class LRNConfig:
+    enabled: bool = True
+    size: int = 5
+    k: float = 2.0
+    alpha: float = 1e-4
+    beta: float = 0.75
+    # "sum": alpha multiplies the plain sum of squares (the paper's formula).
+    # "mean": alpha is divided by size first (the 2012 code, Caffe, torch.nn.LocalResponseNorm).
+    alpha_convention: Literal["sum", "mean"] = "sum"
+    # The paper normalises after the ReLU everywhere; the 2012 code's layer 1 normalises before it.
+    layer1_order: Literal["relu_lrn", "lrn_relu"] = "relu_lrn"
+
+
+@dataclass
+class SpatialNormConfig:
+    """The 2012 code's layer-2 "rnorm": x / (1 + scale/size^2 * sum over a size x size window
+    of x^2)^pow, applied per channel between LRN and pool2. The paper never mentions it."""
+    enabled: bool = False
+    size: int = 5
+    scale: float = 1e-3
+    pow: float = 0.75
+
+
+@dataclass
+class PoolConfig:
+    kernel: int = 3
+    stride: int = 2
+
+
+@dataclass
+class ModelConfig:
+    arch: Literal["twocol", "onecol"] = "twocol"
+    input_size: int = 224
+    num_classes: int = 1000
+    conv1: Conv1Config = field(default_factory=Conv1Config)
+    # Widths of conv1..conv5 and fc6, fc7 for ONE column (twocol) or for the single column (onecol).
+    conv_widths: list[int] = field(default_factory=lambda: [48, 128, 192, 192, 128])
+    fc_widths: list[int] = field(default_factory=lambda: [2048, 2048])
+    activation: Literal["relu", "tanh"] = "relu"
+    lrn: LRNConfig = field(default_factory=LRNConfig)
+    spatial_norm: SpatialNormConfig = field(default_factory=SpatialNormConfig)
+    pool: PoolConfig = field(default_factory=PoolConfig)
+    dropout: float = 0.5
+
+
+@dataclass
+class InitConfig:
+    # "paper": N(0, weight_std) weights, biases 1 on bias_one layers and 0 elsewhere.
+    # "kaiming": Kaiming-normal weights and zero biases (the small configs: see DESIGN.md).
+    scheme: Literal["paper", "kaiming"] = "paper"
+    weight_std: float = 0.01
+    # Per-layer std overrides, e.g. {conv3: 0.03} for the 2012 code.
+    layer_std: dict[str, float] = field(default_factory=dict)
+    bias_one: list[str] = field(default_factory=lambda: ["conv2", "conv4", "conv5", "fc6", "fc7"])
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 0.0005
+    # Biases learn at lr * bias_lr_mult (the 2012 code: 0.02 = 2 x 0.01).
+    bias_lr_mult: float = 1.0
+
+
+@dataclass
+class ScheduleConfig:
+    # "plateau": divide by 1/factor when validation error has not improved for `patience`
+    # epochs, at most `max_drops` times. "fixed": divide at each epoch of `milestones`.
+    kind: Literal["plateau", "fixed"] = "plateau"
+    factor: float = 0.1
+    patience: int = 5
+    max_drops: int = 3
+    milestones: list[int] = field(default_factory=lambda: [25, 51, 79])
+
+
+@dataclass
+class DataConfig:
+    # Side of the stored square images (prepare's output size); crops are model.input_size.
+    image_size: int = 256
+    batch_size: int = 128
+    # Std of the PCA lighting noise alpha; 0 turns it off.
+    lighting_std: float = 0.1
+    # Mean-subtracted pixels are divided by this (1.0 = raw 0..255 scale as in the paper).
+    input_scale: float = 1.0
+    # One random crop position per chunk of this many images (the 2012 code used 32); 1 = per image.
+    crop_chunk: int = 1
+    loader: Literal["auto", "dali", "torch"] = "auto"
+    workers: int = 2
+    # Built-in synthetic dataset used when no --data is given.
+    synth_classes: int = 10
+    synth_per_class: int = 500
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 90
+    seed: int = 0
+    log_every: int = 20
+    out_dir: str = "runs"
+
+
+@dataclass
+class Config:
+    name: str = "unnamed"
+    description: str = ""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    init: InitConfig = field(default_factory=InitConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _type_name(tp) -> str:
+    if get_origin(tp) is Literal:
+        return " | ".join(repr(a) for a in get_args(tp))
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value, tp, key: str, source: str):
+    """Check `value` against the annotation `tp`; return it converted (int -> float only)."""
+    origin = get_origin(tp)
+    bad = ConfigError(f"{source}: {key} must be {_type_name(tp)}, got {value!r}")
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{source}: {key} must be a mapping, got {value!r}")
+        return _build(tp, value, key + ".", source)
+    if origin is Literal:
+        if value not in get_args(tp):
+            raise bad
+        return value
+    if origin is typing.Union:  # Optional[X]
+        args = [a for a in get_args(tp) if a is not type(None)]
+        return None if value is None else _coerce(value, args[0], key, source)
+    if origin is list:
+        if not isinstance(value, list):
+            raise bad
+        (item,) = get_args(tp)
+        return [_coerce(v, item, f"{key}[{i}]", source) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise bad
+        _, vt = get_args(tp)
+        return {str(k): _coerce(v, vt, f"{key}.{k}", source) for k, v in value.items()}
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise bad
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise bad
+        return value
+    raise TypeError(f"unsupported config type {tp} for {key}")
+
+
+def _hints(cls):
+    return typing.get_type_hints(cls)
+
+
+def _build(cls, data: dict, prefix: str, source: str):
+    hints = _hints(cls)
+    unknown = [k for k in data if k not in hints]
+    if unknown:
+        raise ConfigError(f"{source}: unknown key '{prefix}{unknown[0]}'")
+    obj = cls()
+    for k, v in data.items():
+        setattr(obj, k, _coerce(v, hints[k], prefix + k, source))
+    return obj
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def parse_override(text: str) -> dict:
+    """'model.lrn.enabled=false' -> {'model': {'lrn': {'enabled': False}}} (value parsed as YAML)."""
+    if "=" not in text:
+        raise ConfigError(f"override '{text}' is not key=value")
+    key, raw = text.split("=", 1)
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override '{text}' has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError:
+        value = raw
+    for part in reversed(key.split(".")):
+        value = {part: value}
+    return value
+
+
+def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
+    """Load a YAML config (or the defaults when path is None) and apply overrides in order."""
+    data: dict = {}
+    source = "defaults"
+    if path is not None:
+        path = Path(path)
+        source = str(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: top level must be a mapping")
+        data = loaded
+    cfg = _build(Config, data, "", source)
+    for ov in overrides:
+        cfg = _build(Config, _merge(cfg.to_dict(), parse_override(ov)), "", f"override '{ov}'")
+    validate(cfg, source)
+    return cfg
+
+
+def config_from_dict(data: dict, source: str = "checkpoint") -> Config:
+    cfg = _build(Config, data, "", source)
+    validate(cfg, source)
+    return cfg
+
+
+def validate(cfg: Config, source: str) -> None:
+    """Checks that go beyond types: values the model or optimiser could not use."""
+    m = cfg.model
+
+    def need(ok: bool, key: str, what: str):
+        if not ok:
+            raise ConfigError(f"{source}: {key} {what}")
+
+    need(len(m.conv_widths) == 5, "model.conv_widths", "must list 5 widths (conv1..conv5)")
+    need(len(m.fc_widths) == 2, "model.fc_widths", "must list 2 widths (fc6, fc7)")
+    need(all(w > 0 for w in m.conv_widths + m.fc_widths), "model widths", "must be positive")
+    need(m.lrn.size % 2 == 1 and m.lrn.size > 0, "model.lrn.size", "must be a positive odd number")
+    need(m.spatial_norm.size % 2 == 1, "model.spatial_norm.size", "must be odd")
+    need(0.0 <= m.dropout < 1.0, "model.dropout", "must be in [0, 1)")
+    need(m.num_classes > 1, "model.num_classes", "must be at least 2")
+    need(m.conv1.kernel <= m.input_size, "model.conv1.kernel", "must not exceed model.input_size")
+    need(m.conv1.stride > 0 and m.pool.stride > 0 and m.pool.kernel > 0, "model strides", "must be positive")
+    need(cfg.data.image_size >= m.input_size, "data.image_size", "must be at least model.input_size")
+    need(cfg.data.batch_size > 0, "data.batch_size", "must be positive")
+    need(cfg.data.crop_chunk > 0, "data.crop_chunk", "must be positive")
+    need(cfg.data.lighting_std >= 0, "data.lighting_std", "must be >= 0")
+    need(cfg.data.input_scale > 0, "data.input_scale", "must be positive")
+    need(cfg.optim.lr > 0, "optim.lr", "must be positive")
+    need(0 < cfg.schedule.factor < 1, "schedule.factor", "must be in (0, 1)")
+    layers = {"conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8"}
+    for name in list(cfg.init.layer_std) + cfg.init.bias_one:
+        need(name in layers, f"init ({name})", f"names no layer; layers are {sorted(layers)}")

@@ -1,0 +1,80 @@
+"""The cross-column links: the only places where a tensor moves from one column to the other.
+
+A link copies a tensor to the other column's device, counts the bytes it moved in the forward
+pass and in the backward pass (the gradient going home), and, on CUDA, orders the copy after
+the source column's stream and before the destination column's.
+"""
+from __future__ import annotations
+
+import torch
+
+from . import sim
+
+
+class _Crossing(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, device, link):
+        ctx.src_device, ctx.link = x.device, link
+        link.bytes_forward += x.numel() * x.element_size()
+        if x.device == device:
+            # Same physical device (CPU mode, --gpus 0): a view is all the "copy" needs,
+            # but it is a new tensor, so it can carry the destination column's tag.
+            return x.view_as(x)
+        return x.to(device, non_blocking=True)
+
+    @staticmethod
+    def backward(ctx, grad):
+        ctx.link.bytes_backward += grad.numel() * grad.element_size()
+        if grad.device == ctx.src_device:
+            return grad, None, None
+        return grad.to(ctx.src_device, non_blocking=True), None, None
+
+
+class Link:
+    """A named cross-column link. `columns` maps a column name to (device, stream or None)."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.bytes_forward = 0
+        self.bytes_backward = 0
+
+    def reset(self) -> None:
+        self.bytes_forward = self.bytes_backward = 0
+
+    def send(self, x: torch.Tensor, src: "ColumnRuntime", dst: "ColumnRuntime") -> torch.Tensor:
+        """Move `x` (produced by column `src`) to column `dst`."""
+        with sim.in_column(None):
+            if dst.stream is not None:
+                dst.stream.wait_stream(src.stream)
+                # A copy between GPUs syncs with the current stream of both devices: make
+                # those the two columns' streams (on one GPU the second one wins).
+                with torch.cuda.stream(src.stream), torch.cuda.stream(dst.stream):
+                    out = _Crossing.apply(x, dst.device, self)
+                # The source tensor is read on the destination's stream: keep its memory alive.
+                x.record_stream(dst.stream)
+            else:
+                out = _Crossing.apply(x, dst.device, self)
+        return sim.tag(out, dst.name)
+
+    def __repr__(self) -> str:
+        return f"Link({self.name}: {self.bytes_forward} B forward, {self.bytes_backward} B backward)"
+
+
+class ColumnRuntime:
+    """Where one column runs: its name, device and (on CUDA, when enabled) its own stream."""
+
+    def __init__(self, name: str, device: torch.device):
+        self.name, self.device, self.stream = name, device, None
+
+    def __enter__(self):
+        self._stack = [sim.in_column(self.name)]
+        if self.stream is not None:
+            self._stack.append(torch.cuda.stream(self.stream))
+        for c in self._stack:
+            c.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        for c in reversed(self._stack):
+            c.__exit__(*exc)
+        return False

@@ -1,0 +1,333 @@
+"""The two-column AlexNet, read off the paper's Figure 2 (sizes: DESIGN.md).
+
+Each Column holds one half of every layer and lives on one device. Data crosses between the
+columns only through the four named links: conv3 (both pool2 outputs), fc6 (both pool5
+outputs), fc7 (both fc6 outputs) and fc8 (both fc7 outputs, gathered on column A's device,
+where fc8 and the loss live).
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from . import ops, sim
+from .config import Config, ModelConfig
+from .devices import Placement
+from .links import ColumnRuntime, Link
+
+
+def conv1_geometry(m: ModelConfig) -> tuple[int, int]:
+    """(output side, right/bottom zero padding) of conv1.
+
+    The 2012 code computes conv1's output as 1 + ceil((224 - 11) / 4) = 55, which only works
+    if the image is zero-padded by 3 pixels on the right and bottom; we do the same, so a
+    224x224 input gives 55x55 as in the paper's figure."""
+    k, s, n = m.conv1.kernel, m.conv1.stride, m.input_size
+    out = 1 + math.ceil((n - k) / s)
+    return out, (out - 1) * s + k - n
+
+
+def feature_sides(m: ModelConfig) -> dict[str, int]:
+    """Spatial side of every layer's output (square maps)."""
+    def pool(n):
+        return (n - m.pool.kernel) // m.pool.stride + 1
+
+    c1, _ = conv1_geometry(m)
+    p1 = pool(c1)
+    p2 = pool(p1)  # conv2 keeps the size (5x5, pad 2)
+    p5 = pool(p2)  # conv3-5 keep it (3x3, pad 1)
+    if p5 < 1:
+        from .errors import ConfigError
+        raise ConfigError(f"model.input_size={m.input_size} is too small: pool5 would be empty")
+    return {"conv1": c1, "pool1": p1, "conv2": p1, "pool2": p2, "conv3": p2, "conv4": p2,
+            "conv5": p2, "pool5": p5}
+
+
+class ActNorm(nn.Module):
+    """Activation + LRN (+ the 2012 code's spatial norm) after conv1 or conv2."""
+
+    def __init__(self, m: ModelConfig, layer: int):
+        super().__init__()
+        self.activation, self.lrn = m.activation, m.lrn
+        # The 2012 code's layer 1 is conv -> LRN -> pool -> ReLU; max-pool and ReLU commute,
+        # so LRN -> ReLU -> pool computes the same thing.
+        self.order = m.lrn.layer1_order if layer == 1 else "relu_lrn"
+        self.spatial = m.spatial_norm if layer == 2 and m.spatial_norm.enabled else None
+
+    def forward(self, x):
+        lrn = self.lrn
+        if not lrn.enabled:
+            x = torch.relu(x) if self.activation == "relu" else torch.tanh(x)
+        elif self.activation == "relu":
+            x = ops.relu_lrn(x, lrn.size, lrn.k, lrn.alpha, lrn.beta, self.order, lrn.alpha_convention)
+        else:
+            norm = lambda t: ops.lrn_reference(t, lrn.size, lrn.k, lrn.alpha, lrn.beta, lrn.alpha_convention)
+            x = norm(torch.tanh(x)) if self.order == "relu_lrn" else torch.tanh(norm(x))
+        if self.spatial is not None:
+            x = ops.spatial_norm(x, self.spatial.size, self.spatial.scale, self.spatial.pow)
+        return x
+
+
+class Column(nn.Module):
+    """One column: conv1..conv5 and fc6, fc7. Input widths of conv3, fc6 and fc7 include what
+    arrives from the other column (if any)."""
+
+    def __init__(self, m: ModelConfig, conv3_in: int, fc6_in: int, fc7_in: int):
+        super().__init__()
+        w1, w2, w3, w4, w5 = m.conv_widths
+        f6, f7 = m.fc_widths
+        act = nn.ReLU if m.activation == "relu" else nn.Tanh
+        self.conv1_pad = conv1_geometry(m)[1]
+        self.conv1 = nn.Conv2d(3, w1, m.conv1.kernel, stride=m.conv1.stride)
+        self.norm1 = ActNorm(m, 1)
+        self.pool1 = nn.MaxPool2d(m.pool.kernel, m.pool.stride)
+        self.conv2 = nn.Conv2d(w1, w2, 5, padding=2)
+        self.norm2 = ActNorm(m, 2)
+        self.pool2 = nn.MaxPool2d(m.pool.kernel, m.pool.stride)
+        self.conv3 = nn.Conv2d(conv3_in, w3, 3, padding=1)
+        self.act3 = act()
+        self.conv4 = nn.Conv2d(w3, w4, 3, padding=1)
+        self.act4 = act()
+        self.conv5 = nn.Conv2d(w4, w5, 3, padding=1)
+        self.act5 = act()
+        self.pool5 = nn.MaxPool2d(m.pool.kernel, m.pool.stride)
+        self.fc6 = nn.Linear(fc6_in, f6)
+        self.act6 = act()
+        self.drop6 = nn.Dropout(m.dropout)
+        self.fc7 = nn.Linear(fc7_in, f7)
+        self.act7 = act()
+        self.drop7 = nn.Dropout(m.dropout)
+
+    def to_pool2(self, x):
+        x = F.pad(x, (0, self.conv1_pad, 0, self.conv1_pad))
+        x = self.pool1(self.norm1(self.conv1(x)))
+        return self.pool2(self.norm2(self.conv2(x)))
+
+    def to_pool5(self, x):
+        x = self.act4(self.conv4(self.act3(self.conv3(x))))
+        return torch.flatten(self.pool5(self.act5(self.conv5(x))), 1)
+
+    def to_fc6(self, x):
+        return self.drop6(self.act6(self.fc6(x)))
+
+    def to_fc7(self, x):
+        return self.drop7(self.act7(self.fc7(x)))
+
+
+class TwoColumnNet(nn.Module):
+    """The paper's net: column A on placement.a, column B on placement.b, four links."""
+
+    LINKS = ("conv3", "fc6", "fc7", "fc8")
+
+    def __init__(self, m: ModelConfig, placement: Placement):
+        super().__init__()
+        w, f = m.conv_widths, m.fc_widths
+        side5 = feature_sides(m)["pool5"]
+        self.placement = placement
+        self.col_a = Column(m, conv3_in=2 * w[1], fc6_in=2 * w[4] * side5 ** 2, fc7_in=2 * f[0])
+        self.col_b = Column(m, conv3_in=2 * w[1], fc6_in=2 * w[4] * side5 ** 2, fc7_in=2 * f[0])
+        self.fc8 = nn.Linear(2 * f[1], m.num_classes)
+        self.links = {name: Link(name) for name in self.LINKS}
+        self.run_a = ColumnRuntime("A", placement.a)
+        self.run_b = ColumnRuntime("B", placement.b)
+
+    def place(self) -> "TwoColumnNet":
+        """Move each column to its device and tag its parameters (after init, on the CPU)."""
+        self.col_a.to(self.placement.a)
+        self.fc8.to(self.placement.a)
+        self.col_b.to(self.placement.b)
+        sim.tag_module(self.col_a, "A")
+        sim.tag_module(self.fc8, "A")
+        sim.tag_module(self.col_b, "B")
+        return self
+
+    def column_of_param(self, name: str) -> str:
+        return "B" if name.startswith("col_b.") else "A"
+
+    def use_streams(self, enabled: bool = True) -> None:
+        """Give each column its own CUDA stream, so the two columns' kernels can overlap."""
+        for run in (self.run_a, self.run_b):
+            run.stream = torch.cuda.Stream(run.device) if enabled and run.device.type == "cuda" else None
+
+    def exchange(self, name: str, xa, xb):
+        """A link used by both columns: each gets [A's part, B's part] on its own device."""
+        link, a, b = self.links[name], self.run_a, self.run_b
+        return torch.cat([xa, link.send(xb, b, a)], 1), torch.cat([link.send(xa, a, b), xb], 1)
+
+    def forward(self, x):
+        a, b = self.run_a, self.run_b
+        with self._streams_follow_caller():
+            # The batch arrives on both devices (the loader's copy, not a cross-column move).
+            xa, xb = x.to(a.device, non_blocking=True), x.to(b.device, non_blocking=True)
+            with a:
+                pool2_a = self.col_a.to_pool2(xa)
+            with b:
+                pool2_b = self.col_b.to_pool2(xb)
+            conv3_in_a, conv3_in_b = self.exchange("conv3", pool2_a, pool2_b)
+            with a:
+                pool5_a = self.col_a.to_pool5(conv3_in_a)
+            with b:
+                pool5_b = self.col_b.to_pool5(conv3_in_b)
+            fc6_in_a, fc6_in_b = self.exchange("fc6", pool5_a, pool5_b)
+            with a:
+                fc6_a = self.col_a.to_fc6(fc6_in_a)
+            with b:
+                fc6_b = self.col_b.to_fc6(fc6_in_b)
+            fc7_in_a, fc7_in_b = self.exchange("fc7", fc6_a, fc6_b)
+            with a:
+                fc7_a = self.col_a.to_fc7(fc7_in_a)
+            with b:
+                fc7_b = self.col_b.to_fc7(fc7_in_b)
+            fc8_in = torch.cat([fc7_a, self.links["fc8"].send(fc7_b, b, a)], 1)
+            with a:
+                return self.fc8(fc8_in)
+
+    @contextlib.contextmanager
+    def _streams_follow_caller(self):
+        """Column streams start after whatever the caller queued (the input) and the caller's
+        stream resumes after both columns finish."""
+        runs = [r for r in (self.run_a, self.run_b) if r.stream is not None]
+        for r in runs:
+            r.stream.wait_stream(torch.cuda.current_stream(r.device))
+        yield
+        for r in runs:
+            torch.cuda.current_stream(r.device).wait_stream(r.stream)
+
+    def link_bytes(self) -> dict[str, dict[str, int]]:
+        return {n: {"forward": l.bytes_forward, "backward": l.bytes_backward} for n, l in self.links.items()}
+
+    def reset_link_bytes(self) -> None:
+        for link in self.links.values():
+            link.reset()
+
+
+class OneColumnNet(nn.Module):
+    """The paper's one-GPU comparison net (footnote; the 2012 code's layers-145-half.cfg):
+    one column whose conv3 and fc6 see only its own features, on one device, no links."""
+
+    def __init__(self, m: ModelConfig, placement: Placement):
+        super().__init__()
+        w, f = m.conv_widths, m.fc_widths
+        side5 = feature_sides(m)["pool5"]
+        self.placement = placement
+        self.col_a = Column(m, conv3_in=w[1], fc6_in=w[4] * side5 ** 2, fc7_in=f[0])
+        self.fc8 = nn.Linear(f[1], m.num_classes)
+        self.run_a = ColumnRuntime("A", placement.a)
+        self.links: dict[str, Link] = {}
+
+    def place(self) -> "OneColumnNet":
+        self.to(self.placement.a)
+        sim.tag_module(self, "A")
+        return self
+
+    def column_of_param(self, name: str) -> str:
+        return "A"
+
+    def use_streams(self, enabled: bool = True) -> None:
+        pass  # one column: the caller's stream is the column's stream
+
+    def forward(self, x):
+        with self.run_a:
+            x = x.to(self.placement.a, non_blocking=True)
+            c = self.col_a
+            return self.fc8(c.to_fc7(c.to_fc6(c.to_pool5(c.to_pool2(x)))))
+
+    def link_bytes(self) -> dict[str, dict[str, int]]:
+        return {}
+
+    def reset_link_bytes(self) -> None:
+        pass
+
+
+class GroupedNet(nn.Module):
+    """The single-device equivalent of TwoColumnNet: one conv per layer, groups=2 for conv2,
+    conv4 and conv5, dense conv3 and fc layers, and LRN applied to each half separately.
+    The reference for tests and the baseline of the model-parallel overhead benchmark."""
+
+    def __init__(self, m: ModelConfig, device: torch.device):
+        super().__init__()
+        w, f = m.conv_widths, m.fc_widths
+        side5 = feature_sides(m)["pool5"]
+        act = nn.ReLU if m.activation == "relu" else nn.Tanh
+        self.conv1_pad = conv1_geometry(m)[1]
+        self.conv1 = nn.Conv2d(3, 2 * w[0], m.conv1.kernel, stride=m.conv1.stride)
+        self.norm1 = ActNorm(m, 1)
+        self.conv2 = nn.Conv2d(2 * w[0], 2 * w[1], 5, padding=2, groups=2)
+        self.norm2 = ActNorm(m, 2)
+        self.pool = nn.MaxPool2d(m.pool.kernel, m.pool.stride)
+        self.conv3 = nn.Conv2d(2 * w[1], 2 * w[2], 3, padding=1)
+        self.conv4 = nn.Conv2d(2 * w[2], 2 * w[3], 3, padding=1, groups=2)
+        self.conv5 = nn.Conv2d(2 * w[3], 2 * w[4], 3, padding=1, groups=2)
+        self.fc6 = nn.Linear(2 * w[4] * side5 ** 2, 2 * f[0])
+        self.fc7 = nn.Linear(2 * f[0], 2 * f[1])
+        self.fc8 = nn.Linear(2 * f[1], m.num_classes)
+        self.act = act()
+        self.drop = nn.Dropout(m.dropout)
+        self.to(device)
+
+    @staticmethod
+    def _per_half(norm, x):
+        # The columns normalise over their own channels only: fold the halves into the batch.
+        n, c, h, w = x.shape
+        return norm(x.reshape(n * 2, c // 2, h, w)).reshape(n, c, h, w)
+
+    def forward(self, x):
+        x = F.pad(x, (0, self.conv1_pad, 0, self.conv1_pad))
+        x = self.pool(self._per_half(self.norm1, self.conv1(x)))
+        x = self.pool(self._per_half(self.norm2, self.conv2(x)))
+        x = self.act(self.conv4(self.act(self.conv3(x))))
+        x = torch.flatten(self.pool(self.act(self.conv5(x))), 1)
+        x = self.drop(self.act(self.fc6(x)))
+        x = self.drop(self.act(self.fc7(x)))
+        return self.fc8(x)
+
+    @torch.no_grad()
+    def copy_from(self, net: TwoColumnNet) -> "GroupedNet":
+        """Take the two-column net's weights: output channels [A's, B's] in every layer."""
+        a, b = net.col_a, net.col_b
+        for name in ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7"):
+            mine = getattr(self, name)
+            for attr in ("weight", "bias"):
+                parts = [getattr(getattr(c, name), attr).to(mine.weight.device) for c in (a, b)]
+                getattr(mine, attr).copy_(torch.cat(parts, 0))
+        self.fc8.weight.copy_(net.fc8.weight)
+        self.fc8.bias.copy_(net.fc8.bias)
+        return self
+
+
+def init_weights(net: nn.Module, cfg: Config) -> None:
+    """Initialise every conv and linear layer by the config's scheme (DESIGN.md, "Init")."""
+    ini = cfg.init
+    for name, mod in net.named_modules():
+        if not isinstance(mod, (nn.Conv2d, nn.Linear)):
+            continue
+        layer = name.rsplit(".", 1)[-1]
+        if ini.scheme == "paper":
+            nn.init.normal_(mod.weight, 0.0, ini.layer_std.get(layer, ini.weight_std))
+            nn.init.constant_(mod.bias, 1.0 if layer in ini.bias_one else 0.0)
+        else:
+            nonlin = "relu" if cfg.model.activation == "relu" else "tanh"
+            nn.init.kaiming_normal_(mod.weight, nonlinearity=nonlin)
+            nn.init.zeros_(mod.bias)
+
+
+def build_model(cfg: Config, placement: Placement, seed: int | None = None) -> nn.Module:
+    """Build the config's net on the CPU, initialise it (deterministically from `seed`, so
+    every placement starts from the same weights) and move each column to its device."""
+    cls = TwoColumnNet if cfg.model.arch == "twocol" else OneColumnNet
+    net = cls(cfg.model, placement)
+    gen_state = torch.random.get_rng_state()
+    if seed is not None:
+        torch.manual_seed(seed)
+    init_weights(net, cfg)
+    if seed is not None:
+        torch.random.set_rng_state(gen_state)
+    return net.place()
+
+
+def count_parameters(net: nn.Module) -> int:
+    return sum(p.numel() for p in net.parameters())
