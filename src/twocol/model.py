@@ -159,6 +159,13 @@ class TwoColumnNet(nn.Module):
         return torch.cat([xa, link.send(xb, b, a)], 1), torch.cat([link.send(xa, a, b), xb], 1)
 
     def forward(self, x):
+        fc8_in = self.last_hidden(x)
+        with self.run_a:
+            return self.fc8(fc8_in)
+
+    def last_hidden(self, x):
+        """Both columns' fc7 outputs gathered on column A (the fc8 link): the paper's 4096-d
+        feature of section 6.1 / Figure 4."""
         a, b = self.run_a, self.run_b
         with self._streams_follow_caller():
             # The batch arrives on both devices (the loader's copy, not a cross-column move).
@@ -182,9 +189,8 @@ class TwoColumnNet(nn.Module):
                 fc7_a = self.col_a.to_fc7(fc7_in_a)
             with b:
                 fc7_b = self.col_b.to_fc7(fc7_in_b)
-            fc8_in = torch.cat([fc7_a, self.links["fc8"].send(fc7_b, b, a)], 1)
             with a:
-                return self.fc8(fc8_in)
+                return torch.cat([fc7_a, self.links["fc8"].send(fc7_b, b, a)], 1)
 
     @contextlib.contextmanager
     def _streams_follow_caller(self):
@@ -231,10 +237,15 @@ class OneColumnNet(nn.Module):
         pass  # one column: the caller's stream is the column's stream
 
     def forward(self, x):
+        h = self.last_hidden(x)
+        with self.run_a:
+            return self.fc8(h)
+
+    def last_hidden(self, x):
         with self.run_a:
             x = x.to(self.placement.a, non_blocking=True)
             c = self.col_a
-            return self.fc8(c.to_fc7(c.to_fc6(c.to_pool5(c.to_pool2(x)))))
+            return c.to_fc7(c.to_fc6(c.to_pool5(c.to_pool2(x))))
 
     def link_bytes(self) -> dict[str, dict[str, int]]:
         return {}
