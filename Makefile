@@ -14,7 +14,7 @@ install: $(STAMP)
 # Re-run when the package's build inputs change.
 $(STAMP): setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet "$(TORCH)" numpy pillow pyyaml pytest ninja setuptools wheel
+	$(PY) -m pip install --quiet "$(TORCH)" numpy pillow pyyaml matplotlib pytest ninja setuptools wheel
 	$(if $(DALI),$(PY) -m pip install --quiet "$(DALI)")
 	$(PY) -m pip install --quiet --no-build-isolation -e .
 	touch $@

@@ -7,7 +7,7 @@ setup(
     package_dir={"": "src"},
     packages=find_packages("src"),
     python_requires=">=3.10",
-    install_requires=["torch", "numpy", "pillow", "pyyaml"],
+    install_requires=["torch", "numpy", "pillow", "pyyaml", "matplotlib"],
     extras_require={"dali": ["nvidia-dali-cuda130"], "test": ["pytest"]},
     entry_points={"console_scripts": ["twocol=twocol.cli:main"]},
 )

@@ -11,13 +11,18 @@ from .errors import TwocolError
 # name -> (module, one-line help)
 COMMANDS = {
     "describe": ("twocol.describe", "print the layers, devices, shapes, parameters and links of a config's net"),
+    "features": ("twocol.features", "save the last hidden layer (fc7) of every image of a split, for viz neighbours"),
+    "viz": ("twocol.viz.commands", "figures of what the columns learn: conv1 filters, nearest neighbours, colour curve"),
+    "train": ("twocol.train", "train a net (default: the small two-column net on the built-in synthetic data)"),
+    "eval": ("twocol.evaluate", "top-1/top-5 error of checkpoints, centre crop or 10-patch, alone or as an ensemble"),
 }
 
 
-def add_config_arguments(p: argparse.ArgumentParser, gpus: bool = True) -> None:
+def add_config_arguments(p: argparse.ArgumentParser, gpus: bool = True,
+                         default_config: str | None = "configs/alexnet_paper.yaml",
+                         config_help: str = "YAML config (default: %(default)s)") -> None:
     """The options every command that builds a net shares."""
-    p.add_argument("-c", "--config", default="configs/alexnet_paper.yaml",
-                   help="YAML config (default: %(default)s)")
+    p.add_argument("-c", "--config", default=default_config, help=config_help)
     p.add_argument("overrides", nargs="*", metavar="key.sub=value",
                    help="config overrides, e.g. model.lrn.enabled=false data.batch_size=64")
     if gpus:
@@ -46,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         return importlib.import_module(args._module).run(args) or 0
     except TwocolError as e:
         print(f"twocol: error: {e}", file=sys.stderr)
-        return 2
+        return e.exit_code
     except KeyboardInterrupt:
         print("twocol: interrupted", file=sys.stderr)
         return 130

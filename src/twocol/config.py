@@ -122,7 +122,10 @@ class TrainConfig:
     epochs: int = 90
     seed: int = 0
     log_every: int = 20
+    # Run directories are made under this folder unless --run-dir names one.
     out_dir: str = "runs"
+    # "bf16": forward and backward under torch.autocast(bfloat16); weights stay float32.
+    amp: Literal["off", "bf16"] = "off"
 
 
 @dataclass
@@ -246,15 +249,13 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: top level must be a mapping")
         data = loaded
+    return config_from_dict(data, source, overrides)
+
+
+def config_from_dict(data: dict, source: str = "checkpoint", overrides: list[str] = ()) -> Config:
     cfg = _build(Config, data, "", source)
     for ov in overrides:
         cfg = _build(Config, _merge(cfg.to_dict(), parse_override(ov)), "", f"override '{ov}'")
-    validate(cfg, source)
-    return cfg
-
-
-def config_from_dict(data: dict, source: str = "checkpoint") -> Config:
-    cfg = _build(Config, data, "", source)
     validate(cfg, source)
     return cfg
 
@@ -282,6 +283,8 @@ def validate(cfg: Config, source: str) -> None:
     need(cfg.data.lighting_std >= 0, "data.lighting_std", "must be >= 0")
     need(cfg.data.input_scale > 0, "data.input_scale", "must be positive")
     need(cfg.optim.lr > 0, "optim.lr", "must be positive")
+    need(cfg.train.epochs > 0, "train.epochs", "must be positive")
+    need(cfg.train.log_every > 0, "train.log_every", "must be positive")
     need(0 < cfg.schedule.factor < 1, "schedule.factor", "must be in (0, 1)")
     layers = {"conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8"}
     for name in list(cfg.init.layer_std) + cfg.init.bias_one:

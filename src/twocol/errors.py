@@ -4,6 +4,8 @@
 class TwocolError(Exception):
     """Base for bad input: a config, a device list, a dataset or a checkpoint we cannot use."""
 
+    exit_code = 2
+
 
 class ConfigError(TwocolError):
     pass
@@ -19,3 +21,9 @@ class DataError(TwocolError):
 
 class CheckpointError(TwocolError):
     pass
+
+
+class TrainingDiverged(TwocolError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+    exit_code = 3

@@ -1,0 +1,28 @@
+"""What a benchmark ran on, for its results file."""
+from __future__ import annotations
+
+import datetime
+import platform
+import subprocess
+
+import torch
+
+
+def environment() -> dict:
+    def cmd(*args):
+        try:
+            return subprocess.run(args, capture_output=True, text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.TimeoutExpired):
+            return ""
+
+    cpu = next((l.split(":", 1)[1].strip() for l in cmd("cat", "/proc/cpuinfo").splitlines()
+                if l.startswith("model name")), platform.processor())
+    env = {"date": datetime.date.today().isoformat(), "commit": cmd("git", "rev-parse", "--short", "HEAD"),
+           "torch": torch.__version__, "cpu": cpu, "threads": torch.get_num_threads(),
+           "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+    try:
+        import nvidia.dali
+        env["dali"] = nvidia.dali.__version__
+    except ImportError:
+        env["dali"] = None
+    return env

@@ -1,0 +1,131 @@
+"""Training-step throughput: the two-column net against its one-column comparison net and its
+single-device grouped-convolution equivalent, in one process, on synthetic tensors.
+
+    python bench/throughput.py --gpus 0 --config configs/alexnet_paper.yaml --amp off,bf16
+
+Reports the median step time of each variant, images/s, the model-parallel overhead
+(two-column step / grouped step) and the bytes each link moved per step. On CUDA, the
+two-column net runs twice: each column on its own stream (overlapped) and with both columns
+on the caller's stream (serialised); the overlapped step being shorter than the serialised one
+shows the columns' kernels running side by side.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from env import environment
+from twocol.config import load_config
+from twocol.devices import Placement
+from twocol.model import GroupedNet, build_model
+from twocol.optim import make_optimizer
+
+ONECOL_FOR = {"alexnet_paper": "configs/alexnet_onecol.yaml", "alexnet_2012code": "configs/alexnet_onecol.yaml",
+              "small_twocol": "configs/small_onecol.yaml"}
+
+
+def time_steps(net, cfg, placement, batch: int, steps: int, warmup: int, amp: str) -> list[float]:
+    """Seconds per full training step (forward, backward, update), each step timed alone."""
+    device = placement.a
+    opt = make_optimizer(net, cfg.optim)
+    side = cfg.model.input_size
+    x = torch.randn(batch, 3, side, side, device=device)
+    y = torch.randint(0, cfg.model.num_classes, (batch,), device=device)
+    cast = (torch.autocast(device.type, dtype=torch.bfloat16) if amp == "bf16"
+            else torch.autocast(device.type, enabled=False))
+
+    def sync():
+        if device.type == "cuda":
+            for d in {placement.a, placement.b}:
+                torch.cuda.synchronize(d)
+
+    times = []
+    net.train()
+    for i in range(warmup + steps):
+        sync()
+        t = time.perf_counter()
+        with cast:
+            out = net(x)
+        loss = F.cross_entropy(out.float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sync()
+        if i >= warmup:
+            times.append(time.perf_counter() - t)
+    return times
+
+
+def run(cfg_path: str, spec: str, batch: int, steps: int, warmup: int, amps: list[str]) -> dict:
+    placement = Placement.parse(spec)
+    cfg = load_config(cfg_path, [f"data.batch_size={batch}"])
+    one_cfg = load_config(ONECOL_FOR.get(cfg.name, "configs/small_onecol.yaml"), [f"data.batch_size={batch}"])
+    results = []
+    for amp in amps:
+        twocol = build_model(cfg, placement, seed=0)
+        variants = []
+        if placement.a.type == "cuda":
+            twocol.use_streams(True)
+            variants.append(("twocol, column streams", twocol))
+            serial = build_model(cfg, placement, seed=0)
+            variants.append(("twocol, one stream", serial))
+        else:
+            variants.append(("twocol", twocol))
+        variants.append(("onecol", build_model(one_cfg, Placement(placement.a, placement.a), seed=0)))
+        variants.append(("grouped", GroupedNet(cfg.model, placement.a).copy_from(twocol)))
+        for name, net in variants:
+            times = time_steps(net, cfg if name != "onecol" else one_cfg, placement, batch, steps, warmup, amp)
+            med = statistics.median(times)
+            row = {"variant": name, "amp": amp, "median_step_s": med, "images_per_s": batch / med,
+                   "steps": len(times)}
+            if not isinstance(net, GroupedNet) and net.link_bytes():
+                row["link_bytes_per_step"] = {k: {d: v // (warmup + steps) for d, v in b.items()}
+                                              for k, b in net.link_bytes().items()}
+            results.append(row)
+            print(f"{amp:>4}  {name:<24} {1000 * med:9.2f} ms/step  {batch / med:9.1f} img/s", flush=True)
+            del net
+        if placement.a.type == "cuda":
+            torch.cuda.empty_cache()
+    summary = {}
+    for amp in amps:
+        by = {r["variant"]: r["median_step_s"] for r in results if r["amp"] == amp}
+        two = by.get("twocol, column streams", by.get("twocol"))
+        s = {"twocol_over_grouped": two / by["grouped"], "target_twocol_over_grouped": 1.10}
+        if "twocol, one stream" in by:
+            s["overlapped_over_serialised"] = two / by["twocol, one stream"]
+        summary[amp] = s
+        print(f"{amp:>4}  two-column / grouped step time: {s['twocol_over_grouped']:.3f} (target <= 1.10)"
+              + (f"; overlapped / serialised: {s['overlapped_over_serialised']:.3f}"
+                 if "overlapped_over_serialised" in s else ""))
+    return {"benchmark": "throughput", "config": cfg.name, "placement": str(placement), "batch": batch,
+            "environment": environment(), "results": results, "summary": summary}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default="configs/small_twocol.yaml")
+    p.add_argument("--gpus", default=None, help="placement: cpu, 0 or 0,1 (default: this machine's)")
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--amp", default="off", help="comma-separated: off, bf16")
+    p.add_argument("--out", type=Path, help="JSON results file")
+    a = p.parse_args(argv)
+    amps = [x for x in a.amp.split(",") if x]
+    result = run(a.config, a.gpus, a.batch, a.steps, a.warmup, amps)
+    if a.out:
+        a.out.parent.mkdir(parents=True, exist_ok=True)
+        a.out.write_text(json.dumps(result, indent=2))
+        print(f"wrote {a.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
