@@ -1,0 +1,110 @@
+"""`twocol features`: the last hidden layer (fc7; 4096-d for the full net) of every image of
+a split, the feature space of the paper's section 6.1 and Figure 4.
+
+A features file FEATS is two files side by side:
+  FEATS.npy   float32, N x D, row i = image i of the split in manifest order
+  FEATS.json  root, split, relpaths and labels in row order, classes, the checkpoint it came
+              from, the config name and the crop side (what `viz neighbours` needs)
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import DataError
+
+FORMAT = 1
+
+
+def feature_paths(feats: str | Path) -> tuple[Path, Path]:
+    """FEATS, FEATS.npy or FEATS.json -> (FEATS.npy, FEATS.json)."""
+    p = Path(feats)
+    stem = p.with_suffix("") if p.suffix in (".npy", ".json") else p
+    return stem.with_name(stem.name + ".npy"), stem.with_name(stem.name + ".json")
+
+
+def load_features(feats: str | Path) -> tuple[np.ndarray, dict]:
+    """(rows, metadata); rows are memory-mapped, so a large split is not read in at once."""
+    npy, meta_path = feature_paths(feats)
+    for p in (npy, meta_path):
+        if not p.is_file():
+            raise DataError(f"features file not found: {p} (make it with `twocol features`)")
+    try:
+        meta = json.loads(meta_path.read_text())
+        rows = np.load(npy, mmap_mode="r")
+    except (ValueError, OSError) as e:
+        raise DataError(f"{npy.with_suffix('')} is not a twocol features file ({e})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise DataError(f"{meta_path} is not a twocol features file (format {FORMAT})")
+    if rows.ndim != 2 or rows.shape[0] != len(meta["relpaths"]) or len(meta["relpaths"]) != len(meta["labels"]):
+        raise DataError(f"{npy} has shape {rows.shape} but {meta_path} lists {len(meta['relpaths'])} images")
+    return rows, meta
+
+
+@torch.no_grad()
+def extract(net, batches, out: np.ndarray) -> list[int]:
+    """Write net.last_hidden of every batch into consecutive rows of `out` (eval mode: no
+    dropout, so the same image always gives the same row). Returns the labels seen."""
+    was_training = net.training
+    net.eval()
+    labels, row = [], 0
+    try:
+        for images, batch_labels in batches:
+            h = net.last_hidden(images).float().cpu().numpy()
+            if row + len(h) > len(out):
+                raise DataError(f"the loader delivered more than the split's {len(out)} images")
+            out[row:row + len(h)] = h
+            row += len(h)
+            labels += batch_labels.tolist()
+    finally:
+        net.train(was_training)
+    if row != len(out):
+        raise DataError(f"the loader delivered {row} images, the split has {len(out)}")
+    return labels
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--ckpt", required=True, help="a twocol checkpoint (its config is used)")
+    p.add_argument("--data", required=True, metavar="DIR", help="a prepared dataset")
+    p.add_argument("--split", choices=("train", "val"), default="train", help="default: %(default)s")
+    p.add_argument("-o", "--out", required=True, metavar="FEATS", help="writes FEATS.npy and FEATS.json")
+    p.add_argument("--gpus", default=None,
+                   help="'0,1', '0' or 'cpu' as for `twocol train`; default: by what this machine has")
+    p.add_argument("--batch-size", type=int, default=None, help="default: the checkpoint config's")
+
+
+def run(args) -> int:
+    from .checkpoint import load_net
+    from .data import make_loader, open_dataset
+    from .devices import Placement
+
+    placement = Placement.parse(args.gpus)
+    net, cfg, ckpt = load_net(args.ckpt, placement)
+    if args.batch_size is not None:
+        if args.batch_size < 1:
+            raise DataError(f"--batch-size must be positive, got {args.batch_size}")
+        cfg.data.batch_size = args.batch_size
+    dataset = open_dataset(args.data)
+    manifest = getattr(dataset, args.split)
+    loader = make_loader(cfg, args.data, args.split, placement, train=False)
+    npy, meta_path = feature_paths(args.out)
+    npy.parent.mkdir(parents=True, exist_ok=True)
+    rows = np.lib.format.open_memmap(npy, mode="w+", dtype=np.float32,
+                                     shape=(len(manifest), net.fc8.in_features))
+    labels = extract(net, loader.epoch(0), rows)
+    rows.flush()
+    expected = [int(label) for _, label in manifest]
+    if labels != expected:
+        raise DataError(f"the {args.split} loader's labels are not in manifest order; "
+                        "the rows of FEATS could not be matched to images")
+    meta = {"format": FORMAT, "root": str(Path(args.data).resolve()), "split": args.split,
+            "checkpoint": str(Path(args.ckpt).resolve()), "epoch": ckpt.get("epoch"),
+            "step": ckpt.get("step"), "config": cfg.name, "crop": cfg.model.input_size,
+            "classes": list(dataset.classes), "relpaths": [str(p) for p, _ in manifest],
+            "labels": expected}
+    meta_path.write_text(json.dumps(meta))
+    print(f"wrote {npy} ({rows.shape[0]} x {rows.shape[1]} float32) and {meta_path}")
+    return 0
