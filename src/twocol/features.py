@@ -78,11 +78,11 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     from .checkpoint import load_net
-    from .data import make_loader, open_dataset
     from .devices import Placement
 
     placement = Placement.parse(args.gpus)
     net, cfg, ckpt = load_net(args.ckpt, placement)
+    from .data import make_loader, open_dataset  # after the checkpoint: its errors come first
     if args.batch_size is not None:
         if args.batch_size < 1:
             raise DataError(f"--batch-size must be positive, got {args.batch_size}")

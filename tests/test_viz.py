@@ -1,0 +1,172 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import config
+from twocol.checkpoint import save_checkpoint
+from twocol.cli import main
+from twocol.devices import Placement
+from twocol.features import extract, feature_paths, load_features
+from twocol.model import build_model
+from twocol.viz import column_scores, colour_specialisation
+from twocol.viz.filters import filter_grid, stretch
+from twocol.viz.neighbours import nearest, row_chunks
+
+TINY = ("model.conv_widths=[6,8,8,8,8]", "model.fc_widths=[16,16]", "model.num_classes=3")
+
+
+def tiny_net(arch="twocol"):
+    return build_model(config(f"small_{arch}", *TINY), Placement.cpu(), seed=0)
+
+
+def kernels(k=5, side=11):
+    return torch.randn(k, 3, side, side)
+
+
+# colour specialisation
+
+def test_grey_kernels_score_zero():
+    w = kernels()[:, :1].repeat(1, 3, 1, 1)
+    assert torch.allclose(colour_specialisation(w), torch.zeros(5), atol=1e-7)
+
+
+def test_single_channel_and_opponent_kernels_score_high():
+    w = torch.zeros(3, 3, 11, 11)
+    for c in range(3):
+        w[c, c] = torch.randn(11, 11)
+    assert torch.allclose(colour_specialisation(w), torch.full((3,), 2 / 3))
+    red_minus_green = torch.zeros(1, 3, 11, 11)
+    red_minus_green[0, 0], red_minus_green[0, 1] = 1.0, -1.0
+    assert colour_specialisation(red_minus_green).item() == pytest.approx(1.0)
+
+
+def test_score_of_a_zero_kernel_is_zero_and_shape_is_checked():
+    assert colour_specialisation(torch.zeros(2, 3, 5, 5)).tolist() == [0.0, 0.0]
+    with pytest.raises(ValueError, match="conv1 weight"):
+        colour_specialisation(torch.zeros(2, 4, 5, 5))
+
+
+def test_column_scores_summarise_each_column_and_change_nothing():
+    net = tiny_net()
+    with torch.no_grad():
+        net.col_b.conv1.weight.copy_(net.col_b.conv1.weight[:, :1].repeat(1, 3, 1, 1))
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    scores = column_scores(net)
+    assert set(scores) == {"A", "B"}
+    a = colour_specialisation(net.col_a.conv1.weight)
+    assert scores["A"]["mean"] == pytest.approx(a.mean().item())
+    assert scores["A"]["std"] == pytest.approx(a.std(correction=0).item())
+    assert scores["A"]["kernels"] == 6 and scores["A"]["mean"] > 0.5
+    assert scores["B"]["mean"] == pytest.approx(0.0, abs=1e-6)
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+    json.dumps(scores)  # goes into metrics.jsonl as it is
+    assert set(column_scores(tiny_net("onecol"))) == {"A"}
+
+
+# filter grid
+
+@pytest.mark.parametrize("k,rows,cols", [(48, 3, 16), (12, 1, 12), (20, 2, 16)])
+def test_grid_has_one_tile_per_kernel(k, rows, cols):
+    w = kernels(k)
+    grid, layout = filter_grid(w, scale=4, gap=1)
+    assert (layout.tiles, layout.rows, layout.cols, layout.tile) == (k, rows, cols, 44)
+    assert grid.shape == (1 + rows * 45, 1 + cols * 45, 3) and grid.dtype == np.uint8
+    expected = np.round(stretch(w) * 255).astype(np.uint8)
+    for i in range(k):
+        y, x = layout.origin(i)
+        tile = grid[y:y + 44, x:x + 44]
+        assert np.array_equal(tile[::4, ::4], expected[i]) and np.array_equal(tile[3::4, 3::4], expected[i])
+    if k % cols:  # the unused places of the last row stay background
+        y, x = layout.origin(k)
+        assert (grid[y:y + 44, x:x + 44] == 255).all()
+
+
+def test_stretch_is_per_kernel_and_keeps_grey_grey():
+    w = kernels(2)
+    w[0] = w[0, :1] * 1000  # a huge grey kernel must not flatten the other one's contrast
+    s = stretch(w)
+    for k in range(2):
+        assert s[k].min() == pytest.approx(0.0) and s[k].max() == pytest.approx(1.0)
+    assert np.allclose(s[0, ..., 0], s[0, ..., 1]) and np.allclose(s[0, ..., 0], s[0, ..., 2])
+    assert (stretch(torch.ones(1, 3, 3, 3)) == 0.5).all()
+
+
+# nearest neighbours and features
+
+def test_a_training_image_is_its_own_nearest_neighbour_at_distance_zero():
+    rng = np.random.default_rng(0)
+    bank = rng.normal(size=(50, 33)).astype(np.float32) * 100
+    queries = [7, 0, 49]
+    idx, dist = nearest(bank[queries], row_chunks(bank, size=8), k=4)
+    assert idx[:, 0].tolist() == queries and (dist[:, 0] == 0).all()
+    brute = np.linalg.norm(bank[queries, None].astype(np.float64) - bank[None], axis=2)
+    assert np.array_equal(idx, np.argsort(brute, axis=1, kind="stable")[:, :4])
+    assert np.allclose(dist, np.sort(brute, axis=1)[:, :4])
+
+
+def test_features_of_an_image_are_the_same_every_run():
+    net = tiny_net()
+    net.train()  # extract must switch dropout off, and put the mode back
+    images = torch.randn(6, 3, 64, 64)
+    batches = [(images[:4], torch.tensor([0, 1, 2, 0])), (images[4:], torch.tensor([1, 2]))]
+    first, second = np.zeros((6, 32), np.float32), np.zeros((6, 32), np.float32)
+    assert extract(net, batches, first) == [0, 1, 2, 0, 1, 2]
+    extract(net, batches[::-1], second)  # other batches around an image change nothing
+    assert net.training
+    assert np.array_equal(first, np.concatenate([second[2:], second[:2]]))
+    with torch.no_grad():
+        assert np.array_equal(first[:4], net.eval().last_hidden(images[:4]).numpy())
+    assert np.abs(first).sum() > 0
+
+
+def test_feature_paths_accept_the_stem_or_either_file(tmp_path):
+    want = (tmp_path / "f.npy", tmp_path / "f.json")
+    for name in ("f", "f.npy", "f.json"):
+        assert feature_paths(tmp_path / name) == want
+
+
+# commands
+
+def tiny_checkpoint(path, arch="twocol", epoch=3):
+    cfg = config(f"small_{arch}", *TINY)
+    net = build_model(cfg, Placement.cpu(), seed=0)
+    save_checkpoint(path, {"model": net.state_dict(), "config": cfg.to_dict(), "epoch": epoch, "step": 0})
+    return path
+
+
+def test_viz_filters_writes_the_figure_and_prints_the_scores(tmp_path, capsys):
+    ckpt = tiny_checkpoint(tmp_path / "c.pt")
+    assert main(["viz", "filters", "--ckpt", str(ckpt), "-o", str(tmp_path / "f.png")]) == 0
+    out = capsys.readouterr().out
+    assert "column A" in out and "column B" in out and "over 6 kernels" in out
+    from PIL import Image
+    with Image.open(tmp_path / "f.png") as im:
+        assert im.size[0] >= 1 + 6 * 45
+
+
+def test_viz_curve_plots_the_logged_scores(tmp_path, capsys):
+    metrics = tmp_path / "metrics.jsonl"
+    rows = [{"kind": "step", "epoch": 0, "loss": 2.3},
+            {"kind": "epoch", "epoch": 1, "colour": {"A": {"mean": 0.6, "std": 0.1}, "B": {"mean": 0.5, "std": 0.1}}},
+            {"kind": "epoch", "epoch": 2, "colour": {"A": {"mean": 0.7, "std": 0.1}, "B": {"mean": 0.3, "std": 0.2}}}]
+    metrics.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    assert main(["viz", "curve", "--metrics", str(metrics), "-o", str(tmp_path / "c.png")]) == 0
+    out = capsys.readouterr().out
+    assert "epoch 2: column A 0.7000 ± 0.1000, column B 0.3000 ± 0.2000" in out and "epoch 0" not in out
+    assert (tmp_path / "c.png").stat().st_size > 0
+    metrics.write_text(json.dumps(rows[0]) + "\n")
+    assert main(["viz", "curve", "--metrics", str(metrics), "-o", str(tmp_path / "d.png")]) == 2
+    assert "no line with an epoch" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("cmd", [["viz", "filters"], ["features", "--data", "nowhere"]])
+def test_a_missing_checkpoint_is_a_one_line_error_with_exit_code_2(tmp_path, cmd):
+    r = subprocess.run([sys.executable, "-m", "twocol", *cmd, "--ckpt", str(tmp_path / "none.pt"),
+                        "-o", str(tmp_path / "out")], capture_output=True, text=True)
+    assert r.returncode == 2
+    assert r.stderr.count("\n") == 1 and "checkpoint not found" in r.stderr and "Traceback" not in r.stderr
+    assert list(tmp_path.iterdir()) == []
