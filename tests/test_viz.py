@@ -170,3 +170,58 @@ def test_a_missing_checkpoint_is_a_one_line_error_with_exit_code_2(tmp_path, cmd
     assert r.returncode == 2
     assert r.stderr.count("\n") == 1 and "checkpoint not found" in r.stderr and "Traceback" not in r.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def handmade_features(tmp_path, split, rows, labels, pixels, ckpt="c.pt"):
+    """A features file of `split` whose images are given flat grey levels (8x8, crop 6)."""
+    from PIL import Image
+    from twocol.features import FORMAT
+
+    relpaths = []
+    for i, level in enumerate(pixels):
+        rel = f"{split}/{i}.png"
+        (tmp_path / split).mkdir(exist_ok=True)
+        Image.fromarray(np.full((8, 8, 3), level, np.uint8)).save(tmp_path / rel)
+        relpaths.append(rel)
+    npy, meta = feature_paths(tmp_path / f"{split}_feats")
+    np.save(npy, np.asarray(rows, np.float32))
+    meta.write_text(json.dumps({"format": FORMAT, "root": str(tmp_path), "split": split, "checkpoint": ckpt,
+                                "epoch": 1, "step": 10, "config": "tiny", "crop": 6, "classes": ["x", "y"],
+                                "relpaths": relpaths, "labels": labels}))
+    return npy.with_suffix("")
+
+
+def listed(out, heading):
+    """Relpaths listed under `heading` for the first query in viz neighbours' output."""
+    lines = out.split(heading + ":\n", 1)[1].splitlines()
+    return [l.split()[1] for l in lines if l.startswith("    ")][:2]
+
+
+def test_viz_neighbours_searches_features_and_pixels_separately(tmp_path, capsys):
+    # Feature neighbours of val 0 are train 2 then 0; pixel neighbours are train 1 then 0.
+    train = handmade_features(tmp_path, "train", [[0, 0], [9, 9], [1, 0], [5, 5]], [0, 1, 0, 1], [100, 50, 250, 0])
+    val = handmade_features(tmp_path, "val", [[1.2, 0], [9, 9]], [0, 1], [60, 0])
+    png = tmp_path / "n.png"
+    args = ["viz", "neighbours", "--feats", str(val), "--query", "0", "--query", "1", "--k", "2", "-o", str(png)]
+    assert main(args + ["--train-feats", str(train)]) == 0
+    out = capsys.readouterr().out
+    assert listed(out, "nearest by last hidden layer") == ["train/2.png", "train/0.png"]
+    assert listed(out, "nearest by raw pixels") == ["train/1.png", "train/0.png"]
+    assert png.stat().st_size > 0
+
+    assert main(args) == 2
+    assert "give --train-feats" in capsys.readouterr().err
+    other = handmade_features(tmp_path, "train", [[0, 0]] * 4, [0] * 4, [0] * 4, ckpt="other.pt")
+    assert main(args + ["--train-feats", str(other)]) == 2
+    assert "differ in checkpoint" in capsys.readouterr().err
+
+
+def test_viz_neighbours_of_a_training_image_leave_the_image_itself_out(tmp_path, capsys):
+    train = handmade_features(tmp_path, "train", [[0, 0], [3, 0], [1, 0]], [0, 1, 0], [10, 20, 30])
+    assert main(["viz", "neighbours", "--feats", str(train), "--query", "0", "--k", "2",
+                 "-o", str(tmp_path / "n.png")]) == 0
+    out = capsys.readouterr().out
+    assert listed(out, "nearest by last hidden layer") == ["train/2.png", "train/1.png"]
+    assert listed(out, "nearest by raw pixels") == ["train/1.png", "train/2.png"]
+    assert main(["viz", "neighbours", "--feats", str(train), "--query", "3", "-o", str(tmp_path / "m.png")]) == 2
+    assert "not a row" in capsys.readouterr().err
