@@ -24,7 +24,9 @@ from .checkpoint import (check_same_architecture, load_checkpoint, load_model_st
                          save_checkpoint, set_rng_states)
 from .config import Config
 from .devices import Placement
-from .errors import TrainingDiverged
+from .distributed import World, all_sum, barrier, gather_objects, placement_for, shutdown, world_from_env, wrap
+from .distributed import init as init_distributed
+from .errors import CheckpointError, TrainingDiverged
 from .evaluate import evaluate, topk_errors
 from .model import build_model
 from .optim import LRSchedule, make_optimizer
@@ -66,16 +68,21 @@ class RunState:
 class Logger:
     """Metrics as JSON lines in the run directory; progress on a terminal or as plain lines."""
 
-    def __init__(self, run_dir: Path, stream=sys.stdout):
+    def __init__(self, run_dir: Path, stream=sys.stdout, enabled: bool = True):
         self.path = run_dir / "metrics.jsonl"
         self.stream = stream
         self.tty = stream.isatty()
+        self.enabled = enabled  # under torchrun only rank 0 speaks
 
     def record(self, **row) -> None:
+        if not self.enabled:
+            return
         with open(self.path, "a") as f:
             f.write(json.dumps(row) + "\n")
 
     def progress(self, text: str) -> None:
+        if not self.enabled:
+            return
         if self.tty:
             self.stream.write("\r\033[K" + text)
         else:
@@ -83,6 +90,8 @@ class Logger:
         self.stream.flush()
 
     def line(self, text: str) -> None:
+        if not self.enabled:
+            return
         if self.tty:
             self.stream.write("\r\033[K")
         self.stream.write(text + "\n")
@@ -102,10 +111,12 @@ def autocast(cfg: Config, device: torch.device):
 
 
 def train_one_epoch(net, optimizer, loader, cfg: Config, state: RunState, logger: Logger,
-                    stop: StopFlag) -> dict:
+                    stop: StopFlag, model=None, world: World = World()) -> dict:
     """One pass over the training set from batch `state.batch`; returns the epoch's means.
-    Sums stay on the device between log lines, so a step never waits for the GPU."""
-    net.train()
+    Sums stay on the device between log lines, so a step never waits for the GPU.
+    `model` is what runs the step (the DDP wrapper of `net` under torchrun)."""
+    model = model or net
+    model.train()
     device = net.placement.a
     total = len(loader)
 
@@ -118,7 +129,7 @@ def train_one_epoch(net, optimizer, loader, cfg: Config, state: RunState, logger
     net.reset_link_bytes()
     for images, labels in loader.epoch(state.epoch, start_batch=state.batch):
         with autocast(cfg, device):
-            logits = net(images)
+            logits = model(images)
         loss = F.cross_entropy(logits.float(), labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -132,8 +143,10 @@ def train_one_epoch(net, optimizer, loader, cfg: Config, state: RunState, logger
         epoch_batches, epoch_images = epoch_batches + 1, epoch_images + labels.shape[0]
         window_batches, window_images = window_batches + 1, window_images + labels.shape[0]
         if state.step % cfg.train.log_every == 0 or state.batch == total:
-            loss_sum, w1_sum, w5_sum = (t.item() for t in window_sums)
-            if not math.isfinite(loss_sum):  # NaN and inf stay in a sum
+            loss_sum, w1_sum, w5_sum, window_images = all_sum(
+                [t.item() for t in window_sums] + [window_images], device, world)
+            window_batches *= world.size
+            if not math.isfinite(loss_sum):  # NaN and inf stay in a sum (all ranks see the same)
                 raise TrainingDiverged(
                     f"the loss became non-finite in epoch {state.epoch + 1} by step {state.step}")
             row = {"kind": "step", "epoch": state.epoch + 1, "batch": state.batch, "step": state.step,
@@ -150,29 +163,69 @@ def train_one_epoch(net, optimizer, loader, cfg: Config, state: RunState, logger
             window_sums, window_batches, window_images = zeros(), 0, 0
             window_start = time.perf_counter()
             net.reset_link_bytes()
-        if stop.signal is not None:
+        # Under torchrun every rank must stop at the same step, or the others hang in DDP.
+        if all_sum([float(stop.signal is not None)], device, world)[0] > 0:
             raise Interrupted
     if epoch_batches == 0:
         return {}
-    loss_sum, w1_sum, w5_sum = (t.item() for t in epoch_sums)
+    loss_sum, w1_sum, w5_sum, epoch_images = all_sum([t.item() for t in epoch_sums] + [epoch_images], device, world)
+    epoch_batches *= world.size
     return {"train_loss": loss_sum / epoch_batches, "train_top1_error": w1_sum / epoch_images,
             "train_top5_error": w5_sum / epoch_images}
 
 
-def checkpoint_state(net, optimizer, schedule, state: RunState, cfg: Config, metrics: dict) -> dict:
+def checkpoint_state(net, optimizer, schedule, state: RunState, cfg: Config, metrics: dict,
+                     world: World) -> dict:
+    """Collective under torchrun (every rank's RNG states are gathered); rank 0 saves it."""
+    rng = gather_objects(rng_states(), world)
     return {"model": net.state_dict(), "optimizer": optimizer.state_dict(),
             "schedule": schedule.state_dict(), "epoch": state.epoch, "batch": state.batch,
-            "step": state.step, "rng": rng_states(), "config": cfg.to_dict(), "metrics": metrics}
+            "step": state.step, "rng": rng[0], "rng_per_rank": rng, "world_size": world.size,
+            "config": cfg.to_dict(), "metrics": metrics}
+
+
+def save(path: Path, state: dict, world: World) -> None:
+    if world.is_main:
+        save_checkpoint(path, state)
+    barrier(world)
+
+
+def evaluate_sharded(net, loader, world: World) -> dict:
+    """Each rank evaluates its shard of the split; the counts are summed over ranks."""
+    r = evaluate([net], loader.epoch(0))
+    w1, w5, n = all_sum([r["top1_error"] * r["images"], r["top5_error"] * r["images"], r["images"]],
+                        net.placement.a, world)
+    return {"top1_error": w1 / n, "top5_error": w5 / n, "images": int(n)}
+
+
+def restore(ckpt: dict, path: Path, net, optimizer, schedule, cfg: Config, world: World) -> RunState:
+    check_same_architecture(ckpt, cfg, path)
+    saved_world = ckpt.get("world_size", 1)
+    if saved_world != world.size and ckpt["batch"] != 0:
+        raise CheckpointError(f"{path} was written mid-epoch by {saved_world} process(es); it can only "
+                              f"resume on {saved_world}, not {world.size} (epoch-end checkpoints resume on any number)")
+    load_model_state(net, ckpt, path)
+    optimizer.load_state_dict(ckpt["optimizer"])
+    schedule.load_state_dict(ckpt["schedule"])
+    if saved_world == world.size:
+        set_rng_states(ckpt["rng_per_rank"][world.rank])
+    else:  # other shards now: give each rank a fresh stream derived from the run's position
+        seed_everything(cfg.train.seed + 1000 * ckpt["step"] + world.rank)
+    return RunState(epoch=ckpt["epoch"], batch=ckpt["batch"], step=ckpt["step"])
 
 
 def train(cfg: Config, placement: Placement, data_root: Path, run_dir: Path,
-          resume: Path | None = None, check_isolation: bool = False, stream=sys.stdout) -> dict:
-    """Train `cfg` on `placement`; returns the last epoch's metrics."""
+          resume: Path | None = None, check_isolation: bool = False, stream=sys.stdout,
+          world: World = World()) -> dict:
+    """Train `cfg` on `placement`; returns the last epoch's metrics. Under torchrun, call it on
+    every rank with the same arguments: rank 0 logs and writes the checkpoint."""
     from .data import make_loader  # the data stack (DALI) loads only when training
+    from .viz.colour import LOG_KEY, column_scores
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    logger = Logger(run_dir, stream)
-    seed_everything(cfg.train.seed)
+    if world.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    logger = Logger(run_dir, stream, enabled=world.is_main)
+    seed_everything(cfg.train.seed + world.rank)  # every rank draws its own dropout masks
     net = build_model(cfg, placement, seed=cfg.train.seed)
     net.use_streams(placement.a.type == "cuda")
     optimizer = make_optimizer(net, cfg.optim)
@@ -180,45 +233,48 @@ def train(cfg: Config, placement: Placement, data_root: Path, run_dir: Path,
     state, metrics = RunState(), {}
     if resume is not None:
         ckpt = load_checkpoint(resume)
-        check_same_architecture(ckpt, cfg, resume)
-        load_model_state(net, ckpt, resume)
-        optimizer.load_state_dict(ckpt["optimizer"])
-        schedule.load_state_dict(ckpt["schedule"])
-        state = RunState(epoch=ckpt["epoch"], batch=ckpt["batch"], step=ckpt["step"])
+        state = restore(ckpt, resume, net, optimizer, schedule, cfg, world)
         metrics = ckpt.get("metrics", {})
-        set_rng_states(ckpt["rng"])
         logger.line(f"resumed from {resume}: epoch {state.epoch} done, batch {state.batch}, step {state.step}")
-    (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
-    train_loader = make_loader(cfg, data_root, "train", placement, train=True, seed=cfg.train.seed)
-    val_loader = make_loader(cfg, data_root, "val", placement, train=False)
+    else:
+        logger.record(kind="init", epoch=0, **{LOG_KEY: column_scores(net)})
+    model = wrap(net, world)
+    if world.is_main:
+        (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+    shard = dict(shard_id=world.rank, num_shards=world.size)
+    train_loader = make_loader(cfg, data_root, "train", placement, train=True, seed=cfg.train.seed, **shard)
+    val_loader = make_loader(cfg, data_root, "val", placement, train=False, **shard)
     ckpt_path = run_dir / "checkpoint.pt"
-    logger.line(f"training {cfg.name} on {placement}: {len(train_loader)} batches of {cfg.data.batch_size} "
-                f"per epoch, {cfg.train.epochs} epochs, run dir {run_dir}")
+    logger.line(f"training {cfg.name} on {placement}" + (f" x {world.size} processes" if world.active else "")
+                + f": {len(train_loader)} batches of {cfg.data.batch_size} per epoch"
+                + (" per process" if world.active else "") + f", {cfg.train.epochs} epochs, run dir {run_dir}")
     isolation = sim.ColumnIsolation() if check_isolation else contextlib.nullcontext()
     with StopFlag() as stop, isolation:
         while state.epoch < cfg.train.epochs:
             start = time.perf_counter()
             try:
-                epoch_metrics = train_one_epoch(net, optimizer, train_loader, cfg, state, logger, stop)
+                epoch_metrics = train_one_epoch(net, optimizer, train_loader, cfg, state, logger, stop,
+                                                model=model, world=world)
             except Interrupted:
                 if not all(torch.isfinite(p).all() for p in net.parameters()):
                     raise TrainingDiverged(f"stopped by signal with non-finite weights; kept {ckpt_path}") from None
-                save_checkpoint(ckpt_path, checkpoint_state(net, optimizer, schedule, state, cfg, metrics))
+                save(ckpt_path, checkpoint_state(net, optimizer, schedule, state, cfg, metrics, world), world)
                 logger.line(f"stopped by signal {stop.signal} at epoch {state.epoch + 1} batch {state.batch}; "
                             f"checkpoint {ckpt_path}; continue with --resume {ckpt_path}")
                 raise
             except TrainingDiverged as e:
                 kept = f"the last good checkpoint is {ckpt_path}" if ckpt_path.exists() else "no checkpoint was written yet"
                 raise TrainingDiverged(f"{e}; {kept}") from None
-            val = evaluate([net], val_loader.epoch(0))
+            val = evaluate_sharded(net, val_loader, world)
             state.epoch, state.batch = state.epoch + 1, 0
             lr = optimizer.param_groups[0]["lr"]
             dropped = schedule.step(state.epoch, val["top1_error"])
             metrics = {"kind": "epoch", "epoch": state.epoch, "step": state.step, "lr": lr,
                        **epoch_metrics, "val_top1_error": val["top1_error"],
-                       "val_top5_error": val["top5_error"], "seconds": time.perf_counter() - start}
+                       "val_top5_error": val["top5_error"], "seconds": time.perf_counter() - start,
+                       LOG_KEY: column_scores(net)}
             logger.record(**metrics)
-            save_checkpoint(ckpt_path, checkpoint_state(net, optimizer, schedule, state, cfg, metrics))
+            save(ckpt_path, checkpoint_state(net, optimizer, schedule, state, cfg, metrics, world), world)
             logger.line(f"epoch {state.epoch}/{cfg.train.epochs}: train loss {metrics.get('train_loss', float('nan')):.3f} "
                         f"val top1 {100 * val['top1_error']:.2f}% top5 {100 * val['top5_error']:.2f}% "
                         f"({metrics['seconds']:.0f} s)" + (f"; lr now {schedule.lr:.2g}" if dropped else ""))
@@ -265,18 +321,30 @@ def run(args) -> int:
         cfg = config_from_dict(load_checkpoint(resume)["config"], f"config stored in {resume}", args.overrides)
     else:
         cfg = load_config(args.config or DEFAULT_CONFIG, args.overrides)
-    placement = Placement.parse(args.gpus)
-    if args.run_dir:
-        run_dir = Path(args.run_dir)
-    elif resume is not None:
-        run_dir = resume.parent
-    else:
-        run_dir = Path(cfg.train.out_dir) / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    data_root = resolve_data(cfg, args.data)
+    world = world_from_env()
+    placement = placement_for(world, args.gpus)
+    init_distributed(world, placement)
     try:
-        final = train(cfg, placement, data_root, run_dir, resume=resume, check_isolation=args.check_isolation)
-    except Interrupted:
-        return 130
+        if args.run_dir:
+            run_dir = Path(args.run_dir)
+        elif resume is not None:
+            run_dir = resume.parent
+        else:  # rank 0's clock names the run for every rank
+            run_dir = gather_objects(Path(cfg.train.out_dir) / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}", world)[0]
+        if world.is_main:
+            data_root = resolve_data(cfg, args.data)
+        barrier(world)  # the others wait while rank 0 makes the synthetic set
+        if not world.is_main:
+            data_root = resolve_data(cfg, args.data)
+        try:
+            final = train(cfg, placement, data_root, run_dir, resume=resume,
+                          check_isolation=args.check_isolation, world=world)
+        except Interrupted:
+            return 130
+    finally:
+        shutdown(world)
+    if not world.is_main:
+        return 0
     png = plot_run(run_dir / "metrics.jsonl", run_dir / "curves.png")
     print(f"done: val top-1 error {100 * final['val_top1_error']:.2f}%, top-5 {100 * final['val_top5_error']:.2f}%; "
           f"checkpoint {run_dir / 'checkpoint.pt'}, curves {png}")
