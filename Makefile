@@ -7,7 +7,18 @@ DALI   ?= nvidia-dali-cuda130
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.twocol-installed
 
-.PHONY: install test test-all
+# make train [CONFIG=...] [DATA=...] [GPUS=0,1] [ARGS="key=value ..."]
+# More than two GPU ids start one process per pair under torchrun (GPUS=0,1,2,3: 2 processes);
+# NPROC=2 GPUS=cpu runs two CPU-simulated pairs.
+CONFIG ?=
+DATA   ?=
+GPUS   ?=
+ARGS   ?=
+comma  := ,
+NPROC  ?= $(shell echo $$(( ($(words $(subst $(comma), ,$(GPUS))) + 1) / 2 )))
+LAUNCH := $(if $(filter-out 0 1,$(NPROC)),$(VENV)/bin/torchrun --standalone --nproc-per-node=$(NPROC) -m twocol,$(VENV)/bin/twocol)
+
+.PHONY: install test test-all train
 
 install: $(STAMP)
 
@@ -24,3 +35,6 @@ test: install
 
 test-all: install
 	$(PY) -m pytest -q
+
+train: install
+	$(LAUNCH) train $(if $(CONFIG),-c $(CONFIG)) $(if $(GPUS),--gpus $(GPUS)) $(if $(DATA),--data $(DATA)) $(ARGS)

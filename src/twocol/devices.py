@@ -53,7 +53,9 @@ class Placement:
             raise PlacementError(f"--gpus '{spec}' is not 'cpu' or a list of GPU ids like 0,1 (this machine has: {exist})")
         ids = [int(p) for p in parts]
         if len(ids) > 2:
-            raise PlacementError(f"--gpus '{spec}' names {len(ids)} GPUs; a two-column net takes 1 or 2 (this machine has: {exist})")
+            raise PlacementError(f"--gpus '{spec}' names {len(ids)} GPUs; one two-column net takes 1 or 2, "
+                                 f"more need one process per pair (make train GPUS={spec}, or torchrun) "
+                                 f"(this machine has: {exist})")
         if len(set(ids)) != len(ids):
             raise PlacementError(f"--gpus '{spec}' repeats a GPU id; give two different ids or one (this machine has: {exist})")
         missing = [i for i in ids if i >= n]
