@@ -1,0 +1,260 @@
+"""Writing a dataset in the layout of layout.py, shared by `prepare` (images from a source tree)
+and `synth` (images drawn from a seed).
+
+Work is cut into chunks of images. A worker process turns each image of a chunk into its stored
+JPEG (atomically), decodes what it stored, and adds it to the chunk's pixel statistics; the
+chunk's result is then saved under .partial/. A rerun reuses every saved chunk and, inside an
+unfinished chunk, every image already stored, so an interrupted run resumes where it stopped.
+Statistics are exact integer sums over the stored (decoded) pixels, so the mean image and the
+covariance are those of the very files a loader will read.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import multiprocessing
+import os
+import shutil
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Hashable
+
+import numpy as np
+from PIL import Image
+
+from ..errors import DataError
+from .layout import (CLASSES, FORMAT, META, PARTIAL, REPORT, SPLITS, STATS, atomic_write, is_temp_name,
+                     pca, write_manifest)
+from .progress import Progress
+
+
+class BadImage(Exception):
+    """A source file that cannot become a training image; the message is the reason."""
+
+
+@dataclass(frozen=True)
+class Item:
+    key: Hashable   # what `produce` turns into pixels: a source path, or a synthetic image's spec
+    rel: str        # output path relative to the dataset root
+    label: int
+
+
+@dataclass(frozen=True)
+class Chunk:
+    root: Path
+    split: str
+    items: tuple[Item, ...]
+    produce: Callable[[Hashable], np.ndarray]  # key -> (S, S, 3) uint8, or raises BadImage
+    size: int
+    quality: int
+    tag: str  # identifies the run's parameters; part of the chunk's name
+
+    @property
+    def name(self) -> str:
+        h = hashlib.sha1(repr((self.tag, self.split, self.items)).encode()).hexdigest()[:20]
+        return f"{self.split}-{h}.npz"
+
+
+def encode_jpeg(pixels: np.ndarray, quality: int) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(pixels, "RGB").save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def decode_stored(data: bytes | Path) -> np.ndarray:
+    src = io.BytesIO(data) if isinstance(data, bytes) else data
+    with Image.open(src) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def run_chunk(chunk: Chunk) -> dict:
+    """Store every image of the chunk (reusing the ones already stored); return and save its
+    manifest entries, its bad files and its pixel sums."""
+    s = chunk.size
+    pix_sum = np.zeros((s, s, 3), np.int64)
+    rgb_sum = np.zeros(3, np.int64)
+    rgb_outer = np.zeros((3, 3), np.int64)
+    ok, bad = [], []
+    for item in chunk.items:
+        out = chunk.root / item.rel
+        pixels = None
+        if out.exists():
+            try:
+                pixels = decode_stored(out)
+            except OSError:
+                pixels = None  # unreadable leftover: make it again
+            if pixels is not None and pixels.shape != (s, s, 3):
+                pixels = None
+        if pixels is None:
+            try:
+                made = chunk.produce(item.key)
+            except BadImage as e:
+                bad.append((str(item.key), str(e)))
+                continue
+            data = encode_jpeg(made, chunk.quality)
+            atomic_write(out, data)
+            pixels = decode_stored(data)
+        ok.append((item.rel, item.label))
+        pix_sum += pixels
+        flat = pixels.reshape(-1, 3).astype(np.float64)
+        # Per image the sums stay below 2**53, so float64 products are exact integers.
+        rgb_sum += flat.sum(0).astype(np.int64)
+        rgb_outer += (flat.T @ flat).astype(np.int64)
+    result = {"rel": np.array([r for r, _ in ok], dtype=str), "label": np.array([l for _, l in ok], np.int64),
+              "bad_key": np.array([k for k, _ in bad], dtype=str), "bad_reason": np.array([r for _, r in bad], dtype=str),
+              "pix_sum": pix_sum, "rgb_sum": rgb_sum, "rgb_outer": rgb_outer}
+    buf = io.BytesIO()
+    np.savez(buf, **result)
+    atomic_write(chunk.root / PARTIAL / chunk.name, buf.getvalue())
+    return result
+
+
+def _load_chunk(path: Path) -> dict | None:
+    try:
+        with np.load(path) as z:
+            return {k: z[k] for k in z.files}
+    except (OSError, ValueError):
+        return None
+
+
+def _chunk_size(n: int) -> int:
+    # Small enough that two to sixteen workers stay busy and progress moves; large enough that
+    # ImageNet makes about a thousand chunk files, not a million.
+    return max(16, min(1024, -(-n // 64)))
+
+
+def _pool_context():
+    # Not fork: the caller may be a training process whose threads a fork would copy mid-lock.
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+
+
+def _remove_stale_temps(root: Path, folders: set[str]) -> None:
+    for folder in folders | {PARTIAL}:
+        d = root / folder
+        if d.is_dir():
+            for e in os.scandir(d):
+                if is_temp_name(e.name):
+                    Path(e.path).unlink(missing_ok=True)
+
+
+def check_destination(root: Path, params: dict) -> dict | None:
+    """Refuse a destination that holds something else; return its meta if it is complete."""
+    meta_path, params_path = root / META, root / PARTIAL / "params.json"
+    for path in (meta_path, params_path):
+        if path.is_file():
+            try:
+                theirs = json.loads(path.read_text())
+                theirs = theirs.get("params", theirs)
+            except ValueError:
+                raise DataError(f"{path} is corrupt; delete {root} and run again") from None
+            if theirs != params:
+                diff = sorted(k for k in set(params) | set(theirs) if params.get(k) != theirs.get(k))
+                raise DataError(
+                    f"{root} holds a dataset made with other settings ({', '.join(f'{k}={theirs.get(k)!r}' for k in diff)}, "
+                    f"now {', '.join(f'{k}={params.get(k)!r}' for k in diff)}); use another directory or delete it")
+    if meta_path.is_file():
+        return json.loads(meta_path.read_text())
+    if root.is_dir() and not params_path.is_file() and any(os.scandir(root)):
+        raise DataError(f"{root} is not empty and is not a twocol dataset; give an empty or new directory")
+    return None
+
+
+def build(root: Path, *, params: dict, classes: list[str], work: dict[str, list[Item]],
+          produce: Callable[[Hashable], np.ndarray], size: int, quality: int, workers: int,
+          label: str = "images", skipped: list[tuple[str, str, str]] = ()) -> dict:
+    """Write the dataset described by `work` (split -> items) under `root`; returns its meta.
+    `params` are the settings that fix the stored images: a rerun with other params is refused.
+    `skipped` lists (split, file, reason) known bad before any work, for the report."""
+    root = Path(root)
+    work_hash = hashlib.sha1(repr((sorted((s, tuple(v)) for s, v in work.items()), list(skipped))).encode()).hexdigest()
+    meta = check_destination(root, params)
+    if meta is not None and meta.get("work") == work_hash:
+        return meta
+    (root / PARTIAL).mkdir(parents=True, exist_ok=True)
+    atomic_write(root / PARTIAL / "params.json", json.dumps(params))
+    (root / META).unlink(missing_ok=True)  # the source changed: the set is incomplete until rebuilt
+    folders = {i.rel.rpartition("/")[0] for items in work.values() for i in items}
+    for folder in folders:
+        (root / folder).mkdir(parents=True, exist_ok=True)
+    _remove_stale_temps(root, folders)
+
+    tag = json.dumps(params, sort_keys=True)
+    chunks = []
+    for split in SPLITS:
+        items = work.get(split, [])
+        step = _chunk_size(len(items))
+        chunks += [Chunk(root, split, tuple(items[i:i + step]), produce, size, quality, tag)
+                   for i in range(0, len(items), step)]
+    results: dict[str, dict] = {}
+    todo = []
+    for c in chunks:
+        saved = _load_chunk(root / PARTIAL / c.name) if (root / PARTIAL / c.name).is_file() else None
+        if saved is None:
+            todo.append(c)
+        else:
+            results[c.name] = saved
+    total = sum(len(c.items) for c in chunks)
+    progress = Progress(label, total)
+    done = total - sum(len(c.items) for c in todo)
+    progress.update(done)
+    if workers <= 1 or len(todo) <= 1:
+        for c in todo:
+            results[c.name] = run_chunk(c)
+            done += len(c.items)
+            progress.update(done)
+    else:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context()) as pool:
+            pending = {pool.submit(run_chunk, c): c for c in todo}
+            try:
+                while pending:
+                    finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                    for f in finished:
+                        c = pending.pop(f)
+                        results[c.name] = f.result()
+                        done += len(c.items)
+                        progress.update(done)
+            except BaseException:
+                for f in pending:
+                    f.cancel()
+                raise
+    progress.close()
+    return _finish(root, params, classes, chunks, results, size, work_hash, list(skipped))
+
+
+def _finish(root: Path, params: dict, classes: list[str], chunks: list[Chunk], results: dict,
+            size: int, work_hash: str, bad: list[tuple[str, str, str]]) -> dict:
+    manifests: dict[str, list[tuple[str, int]]] = {s: [] for s in SPLITS}
+    pix_sum = np.zeros((size, size, 3), np.int64)
+    rgb_sum, rgb_outer = np.zeros(3, np.int64), np.zeros((3, 3), np.int64)
+    for c in chunks:
+        r = results[c.name]
+        manifests[c.split] += [(str(p), int(l)) for p, l in zip(r["rel"], r["label"])]
+        bad += [(c.split, str(k), str(why)) for k, why in zip(r["bad_key"], r["bad_reason"])]
+        if c.split == "train":
+            pix_sum += r["pix_sum"]
+            rgb_sum += r["rgb_sum"]
+            rgb_outer += r["rgb_outer"]
+    n = len(manifests["train"])
+    if n == 0:
+        raise DataError(f"no usable training image: all {len(bad)} file(s) were bad"
+                        + "".join(f"; {k}: {why}" for _, k, why in bad[:3]))
+    pixels = n * size * size
+    mean_rgb = rgb_sum / pixels
+    cov = rgb_outer / pixels - np.outer(mean_rgb, mean_rgb)
+    eigvals, eigvecs = pca(cov)
+    buf = io.BytesIO()
+    np.savez(buf, mean=(pix_sum / n).astype(np.float32), cov=cov, eigvals=eigvals, eigvecs=eigvecs)
+    atomic_write(root / STATS, buf.getvalue())
+    atomic_write(root / CLASSES, "".join(f"{c}\n" for c in classes))
+    for split, items in manifests.items():
+        write_manifest(root / f"{split}.txt", sorted(items, key=lambda x: (x[1], x[0])))
+    atomic_write(root / REPORT, f"# {len(bad)} skipped file(s): split<TAB>file<TAB>reason\n"
+                 + "".join(f"{s}\t{k}\t{why}\n" for s, k, why in sorted(bad)))
+    meta = {"format": FORMAT, "image_size": size, "classes": len(classes), "train": n,
+            "val": len(manifests["val"]), "skipped": len(bad), "work": work_hash, "params": params}
+    atomic_write(root / META, json.dumps(meta, indent=2) + "\n")
+    shutil.rmtree(root / PARTIAL, ignore_errors=True)
+    return meta

@@ -1,0 +1,155 @@
+"""The on-disk layout that `twocol prepare` and `twocol synth` write and every loader reads.
+
+    DST/meta.json             written last: its presence marks the set complete
+    DST/classes.txt           one class name per line; line i is label i
+    DST/train.txt, val.txt    manifests: "<relative path> <label>" per line (DALI's file_list format)
+    DST/stats.npz             mean (S,S,3) float32: per-pixel mean of the stored training images;
+                              cov (3,3) float64: their RGB covariance, 0..255 units;
+                              eigvals (3,) descending and eigvecs (3,3), one eigenvector per column
+    DST/report.txt            the source files that were skipped, with the reason
+    DST/train/<class>/*.jpg, DST/val/<class>/*.jpg   the images, S x S RGB baseline JPEG
+    DST/.partial/             work state while a run is unfinished (removed when it completes)
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DataError
+
+FORMAT = 1
+SPLITS = ("train", "val")
+META, CLASSES, STATS, REPORT, PARTIAL = "meta.json", "classes.txt", "stats.npz", "report.txt", ".partial"
+
+
+def atomic_write(path: Path, data: bytes | str) -> None:
+    """Write via a temporary file in the same folder and a rename, so that a reader (or a run
+    resumed after a kill) sees either the old file or the whole new one, never a part."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def is_temp_name(name: str) -> bool:
+    return name.startswith(".") and name.endswith(".tmp")
+
+
+def write_manifest(path: Path, items: list[tuple[str, int]]) -> None:
+    atomic_write(path, "".join(f"{rel} {label}\n" for rel, label in items))
+
+
+def read_manifest(path: Path, num_classes: int) -> list[tuple[str, int]]:
+    items = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        rel, _, label = line.rpartition(" ")
+        if not rel or not label.isdigit() or int(label) >= num_classes:
+            raise DataError(f"{path}: line {n} is not '<path> <label below {num_classes}>': {line!r}")
+        items.append((rel, int(label)))
+    return items
+
+
+def pca(cov: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenvalues (descending) and eigenvectors (columns) of a 3x3 covariance, each vector's
+    sign fixed so that its components sum to a positive number (eigh's signs are arbitrary)."""
+    vals, vecs = np.linalg.eigh(cov)
+    order = np.argsort(vals)[::-1]
+    vals, vecs = vals[order], vecs[:, order]
+    vecs = vecs * np.where(vecs.sum(0) < 0, -1.0, 1.0)
+    return vals, vecs
+
+
+@dataclass
+class Dataset:
+    """A prepared (or synthetic) dataset, validated. Pixel statistics are in 0..255 units."""
+
+    root: Path
+    classes: list[str]
+    train: list[tuple[str, int]]
+    val: list[tuple[str, int]]
+    mean: np.ndarray      # (S, S, 3) float32
+    eigvals: np.ndarray   # (3,) descending
+    eigvecs: np.ndarray   # (3, 3), column i belongs to eigvals[i]
+    image_size: int
+    meta: dict = field(default_factory=dict)
+
+    def split(self, name: str) -> list[tuple[str, int]]:
+        if name not in SPLITS:
+            raise DataError(f"unknown split '{name}'; a dataset has {', '.join(SPLITS)}")
+        return getattr(self, name)
+
+
+def _missing_files(root: Path, items: list[tuple[str, int]]) -> list[str]:
+    """Manifest entries with no file; lists each folder once instead of a stat per image."""
+    listed: dict[str, set[str]] = {}
+    missing = []
+    for rel, _ in items:
+        folder, _, name = rel.rpartition("/")
+        if folder not in listed:
+            try:
+                listed[folder] = {e.name for e in os.scandir(root / folder)}
+            except (FileNotFoundError, NotADirectoryError):
+                listed[folder] = set()
+        if name not in listed[folder]:
+            missing.append(rel)
+    return missing
+
+
+def open_dataset(root: Path) -> Dataset:
+    """Open and check a dataset directory; any missing or corrupt part is a DataError naming it."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"dataset {root} does not exist (make one with `twocol prepare SRC {root}` "
+                        f"or `twocol synth {root} --classes K --per-class M`)")
+    meta_path = root / META
+    if not meta_path.is_file():
+        if (root / PARTIAL).is_dir():
+            raise DataError(f"dataset {root} is incomplete (its prepare or synth run was interrupted); "
+                            "run the same command again to finish it")
+        raise DataError(f"{root} is not a twocol dataset: it has no {META} (make one with "
+                        f"`twocol prepare SRC {root}` or `twocol synth {root} --classes K --per-class M`)")
+    try:
+        meta = json.loads(meta_path.read_text())
+        size = int(meta["image_size"])
+    except (ValueError, KeyError, TypeError):
+        raise DataError(f"{meta_path} is corrupt (not the JSON that prepare writes)") from None
+    if meta.get("format") != FORMAT:
+        raise DataError(f"{root} was written in dataset format {meta.get('format')!r}; this version "
+                        f"reads format {FORMAT}: prepare it again")
+    for name in (CLASSES, STATS) + tuple(f"{s}.txt" for s in SPLITS):
+        if not (root / name).is_file():
+            raise DataError(f"dataset {root} is missing {name}")
+    classes = (root / CLASSES).read_text().splitlines()
+    if len(classes) < 2 or len(set(classes)) != len(classes):
+        raise DataError(f"{root / CLASSES} must list at least 2 distinct class names, one per line")
+    manifests = {s: read_manifest(root / f"{s}.txt", len(classes)) for s in SPLITS}
+    for s, items in manifests.items():
+        if not items:
+            raise DataError(f"dataset {root}: the {s} split is empty")
+        if meta.get(s) is not None and meta[s] != len(items):
+            raise DataError(f"dataset {root}: {s}.txt lists {len(items)} images but {META} says {meta[s]}")
+        missing = _missing_files(root, items)
+        if missing:
+            raise DataError(f"dataset {root}: {len(missing)} {s} image(s) listed in {s}.txt are missing, "
+                            f"e.g. {missing[0]}")
+    try:
+        with np.load(root / STATS) as z:
+            mean, eigvals, eigvecs = z["mean"].astype(np.float32), z["eigvals"], z["eigvecs"]
+    except (OSError, ValueError, KeyError):
+        raise DataError(f"{root / STATS} is corrupt (needs mean, eigvals and eigvecs)") from None
+    if mean.shape != (size, size, 3) or eigvals.shape != (3,) or eigvecs.shape != (3, 3):
+        raise DataError(f"{root / STATS}: mean {mean.shape}, eigvals {eigvals.shape}, eigvecs {eigvecs.shape}; "
+                        f"expected ({size}, {size}, 3), (3,), (3, 3) for {size}px images")
+    if not (np.isfinite(mean).all() and np.isfinite(eigvals).all() and np.isfinite(eigvecs).all()):
+        raise DataError(f"{root / STATS} holds non-finite values")
+    return Dataset(root=root, classes=classes, train=manifests["train"], val=manifests["val"], mean=mean,
+                   eigvals=eigvals.astype(np.float64), eigvecs=eigvecs.astype(np.float64),
+                   image_size=size, meta=meta)

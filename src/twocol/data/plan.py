@@ -1,0 +1,91 @@
+"""What an epoch delivers, decided once in numpy and shared by the DALI and the torch loaders:
+which images in which order, and every random augmentation parameter of every image. Both
+backends apply these parameters; neither draws random numbers of its own. So an epoch is a pure
+function of (seed, epoch, shard), a run resumed at any batch sees the batches an uninterrupted
+run sees, and the two backends apply identical crops, flips and lighting to each image.
+
+Train epochs: a permutation of the whole split drawn from (seed, epoch), cut into num_shards
+equal contiguous parts (the remainder of the division is left out of that epoch); each shard
+delivers floor(part / batch_size) full batches, leaving out the last partial batch (a different
+handful of images each epoch, since the order is reshuffled).
+Eval epochs: the split in manifest order, cut into num_shards contiguous parts of sizes that
+differ by at most one; every image is delivered exactly once, the last batch being smaller.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+# Salts that keep the permutation's and the augmentation's random streams apart.
+_PERMUTE, _AUGMENT = 1, 2
+
+
+@dataclass(frozen=True)
+class EpochPlan:
+    """Per delivered image, in delivery order: its manifest index, the top-left corner (y, x) of
+    its crop in the stored image, whether it is mirrored, and its lighting shift (RGB, 0..255
+    units, added to every pixel)."""
+
+    index: np.ndarray    # (n,) int64
+    crop_y: np.ndarray   # (n,) int32
+    crop_x: np.ndarray   # (n,) int32
+    mirror: np.ndarray   # (n,) bool
+    shift: np.ndarray    # (n, 3) float32
+    batch_size: int
+
+    def __len__(self) -> int:
+        return -(-len(self.index) // self.batch_size)
+
+    def batch(self, b: int) -> slice:
+        return slice(b * self.batch_size, min(len(self.index), (b + 1) * self.batch_size))
+
+
+def shard_bounds(n: int, shard_id: int, num_shards: int) -> tuple[int, int]:
+    return n * shard_id // num_shards, n * (shard_id + 1) // num_shards
+
+
+def ten_crop_positions(stored: int, crop: int) -> list[tuple[int, int, bool]]:
+    """The paper's 10 patches as (y, x, mirrored): centre, top-left, top-right, bottom-left,
+    bottom-right, then the same five mirrored. The centre is at ((S - s) // 2, (S - s) // 2)."""
+    m, c = stored - crop, (stored - crop) // 2
+    five = [(c, c), (0, 0), (0, m), (m, 0), (m, m)]
+    return [(y, x, False) for y, x in five] + [(y, x, True) for y, x in five]
+
+
+def lighting_shift(alpha: np.ndarray, eigvals: np.ndarray, eigvecs: np.ndarray) -> np.ndarray:
+    """The paper's PCA lighting: add P (alpha * lambda) to every pixel, P and lambda the
+    eigenvectors and eigenvalues of the RGB covariance. The formula is not scale-free (lambda is
+    a variance), and its usual size (alpha std 0.1 shifting pixels by a few levels) is that of
+    intensities in 0..1: lambda is taken in 0..1 units and the shift returned in 0..255 units,
+    i.e. P (alpha * lambda_255) / 255."""
+    return (alpha * (eigvals / 255.0)) @ eigvecs.T
+
+
+def train_plan(n: int, *, seed: int, epoch: int, shard_id: int, num_shards: int, batch_size: int,
+               stored: int, crop: int, crop_chunk: int, lighting_std: float,
+               eigvals: np.ndarray, eigvecs: np.ndarray) -> EpochPlan:
+    perm = np.random.default_rng([seed, epoch, _PERMUTE]).permutation(n)
+    part = n // num_shards
+    mine = perm[shard_id * part:(shard_id + 1) * part]
+    rng = np.random.default_rng([seed, epoch, _AUGMENT, shard_id, num_shards])
+    # Draws are made for the whole part, dropped tail included, in a fixed order, so changing
+    # one setting (lighting_std, say) leaves the other parameters of every image unchanged.
+    chunks = -(-part // crop_chunk)
+    span = stored - crop + 1
+    crop_y = np.repeat(rng.integers(0, span, chunks), crop_chunk)[:part].astype(np.int32)
+    crop_x = np.repeat(rng.integers(0, span, chunks), crop_chunk)[:part].astype(np.int32)
+    mirror = rng.random(part) < 0.5
+    alpha = rng.standard_normal((part, 3)) * lighting_std
+    shift = lighting_shift(alpha, eigvals, eigvecs).astype(np.float32)
+    keep = part // batch_size * batch_size
+    return EpochPlan(mine[:keep].astype(np.int64), crop_y[:keep], crop_x[:keep], mirror[:keep], shift[:keep],
+                     batch_size)
+
+
+def eval_plan(n: int, *, shard_id: int, num_shards: int, batch_size: int, stored: int, crop: int) -> EpochPlan:
+    lo, hi = shard_bounds(n, shard_id, num_shards)
+    k = hi - lo
+    c = (stored - crop) // 2
+    return EpochPlan(np.arange(lo, hi, dtype=np.int64), np.full(k, c, np.int32), np.full(k, c, np.int32),
+                     np.zeros(k, bool), np.zeros((k, 3), np.float32), batch_size)

@@ -1,0 +1,233 @@
+"""The built-in synthetic dataset: `twocol synth DST --classes K --per-class M`.
+
+A class is a conjunction of an object's shape, the texture on it and (past 48 classes) the
+arrangement of its copies, laid out on a grid so that every shape appears with several
+textures and every texture on several shapes: neither alone names the class. Everything else
+is nuisance drawn per image: position, size, rotation, the two colours of the texture, a
+cluttered background, distractor blobs that may occlude the object, an uneven colour-cast
+illumination and sensor noise. Telling the classes apart needs local texture and global shape
+together, which a CNN learns and a colour or intensity histogram does not.
+
+Every image is drawn from its own seed (seed, split, class, index), so the set is the same
+whatever the number of workers, and a rerun reproduces it bit for bit.
+"""
+from __future__ import annotations
+
+import functools
+import math
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DataError
+from .build import Item, build
+from .layout import META, open_dataset
+
+SHAPES = ("disk", "square", "triangle", "cross", "ring", "star", "hexagon", "crescent")
+TEXTURES = ("solid", "hstripes", "vstripes", "checker", "dots", "diagonal")
+ARRANGEMENTS = ("single", "pair")
+MAX_CLASSES = len(SHAPES) * len(TEXTURES) * len(ARRANGEMENTS)
+QUALITY = 90
+_SPLIT_ID = {"train": 0, "val": 1}
+
+
+def class_grid(k: int) -> list[tuple[str, str, str]]:
+    """The (shape, texture, arrangement) of each of k classes: shapes x textures grid as square
+    as the counts allow, e.g. 10 classes = 5 shapes x 2 textures."""
+    if not 2 <= k <= MAX_CLASSES:
+        raise DataError(f"the synthetic set has 2 to {MAX_CLASSES} classes, not {k}")
+    ns = min(len(SHAPES), math.ceil(math.sqrt(2 * k)))
+    nt = min(len(TEXTURES), math.ceil(k / ns))
+    return [(SHAPES[i % ns], TEXTURES[(i // ns) % nt], ARRANGEMENTS[i // (ns * nt)]) for i in range(k)]
+
+
+def class_names(k: int) -> list[str]:
+    return [f"{i:02d}-{s}-{t}" + ("" if a == "single" else f"-{a}") for i, (s, t, a) in enumerate(class_grid(k))]
+
+
+def _shape_distance(shape: str, u: np.ndarray, v: np.ndarray, r: float) -> np.ndarray:
+    """Approximate signed distance (pixels, negative inside) to a shape of radius about r
+    centred at u = v = 0."""
+    rho, phi = np.hypot(u, v), np.arctan2(v, u)
+    if shape == "disk":
+        return rho - r
+    if shape == "square":
+        return np.maximum(np.abs(u), np.abs(v)) - 0.85 * r
+    if shape in ("triangle", "hexagon"):
+        n = 3 if shape == "triangle" else 6
+        apothem = r * (0.62 if n == 3 else 0.9)
+        sector = np.mod(phi + np.pi / 2, 2 * np.pi / n) - np.pi / n
+        return rho * np.cos(sector) - apothem
+    if shape == "cross":
+        w = 0.33 * r
+        bar1 = np.maximum(np.abs(u) - r, np.abs(v) - w)
+        bar2 = np.maximum(np.abs(v) - r, np.abs(u) - w)
+        return np.minimum(bar1, bar2)
+    if shape == "ring":
+        return np.abs(rho - 0.7 * r) - 0.3 * r
+    if shape == "star":
+        return rho - r * (0.68 + 0.32 * np.cos(5 * phi))
+    if shape == "crescent":
+        bite = np.hypot(u - 0.55 * r, v) - 0.85 * r
+        return np.maximum(rho - r, -bite)
+    raise ValueError(shape)
+
+
+def _texture(texture: str, u: np.ndarray, v: np.ndarray, period: float, phase: float) -> np.ndarray:
+    """Weight in [0, 1] of the object's first colour at each pixel."""
+    w = 2 * np.pi / period
+    if texture == "solid":
+        return np.ones_like(u)
+    if texture == "hstripes":
+        f = np.sin(w * v + phase)
+    elif texture == "vstripes":
+        f = np.sin(w * u + phase)
+    elif texture == "diagonal":
+        f = np.sin(w * (u + v) / np.sqrt(2) + phase)
+    elif texture == "checker":
+        f = np.sin(w * u + phase) * np.sin(w * v + phase) * 2
+    elif texture == "dots":
+        du = np.mod(u / period + phase, 1.0) - 0.5
+        dv = np.mod(v / period + phase, 1.0) - 0.5
+        f = (0.3 - np.hypot(du, dv)) * 8
+    else:
+        raise ValueError(texture)
+    return np.clip(0.5 + 1.5 * f, 0.0, 1.0)
+
+
+def _colour_pair(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Two colours far enough apart for a texture to show, at a random overall contrast."""
+    a = rng.uniform(0, 255, 3)
+    for _ in range(20):
+        b = rng.uniform(0, 255, 3)
+        if np.abs(a - b).sum() > 120:
+            break
+    return a, b
+
+
+def render(spec: tuple[str, int, int], *, seed: int, size: int, classes: int) -> np.ndarray:
+    """One image: spec = (split, label, index) -> (size, size, 3) uint8."""
+    split, label, index = spec
+    shape, texture, arrangement = class_grid(classes)[label]
+    rng = np.random.default_rng([seed, _SPLIT_ID[split], label, index])
+    s = size / 72.0  # every length below is in pixels of a 72-pixel image
+    y, x = np.mgrid[0:size, 0:size].astype(np.float64) + 0.5
+
+    # Background: a colour gradient, low-frequency blotches, then distractor blobs.
+    c0, c1 = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
+    ang = rng.uniform(0, 2 * np.pi)
+    g = ((x - size / 2) * np.cos(ang) + (y - size / 2) * np.sin(ang)) / size + 0.5
+    img = c0 + (c1 - c0) * np.clip(g, 0, 1)[..., None]
+    for _ in range(3):
+        fx, fy = rng.uniform(1, 4, 2) * 2 * np.pi / size
+        img += rng.normal(0, 18, 3) * np.sin(fx * x + fy * y + rng.uniform(0, 2 * np.pi))[..., None]
+
+    def blob():
+        bx, by = rng.uniform(0, size, 2)
+        ra, rb = rng.uniform(3, 9, 2) * s
+        th = rng.uniform(0, np.pi)
+        du, dv = x - bx, y - by
+        d = np.hypot((du * np.cos(th) + dv * np.sin(th)) / ra, (-du * np.sin(th) + dv * np.cos(th)) / rb)
+        return np.clip((1 - d) * min(ra, rb), 0, 1)[..., None], rng.uniform(0, 255, 3)
+
+    for _ in range(rng.integers(2, 6)):
+        m, col = blob()
+        img = img * (1 - m) + col * m
+
+    # The object (or two copies of it), the only thing that carries the class.
+    radius = rng.uniform(11, 19) * s
+    theta = rng.uniform(-15, 15) * np.pi / 180
+    period = rng.uniform(4.5, 7.0) * s
+    phase = rng.uniform(0, 2 * np.pi)
+    fg1, fg2 = _colour_pair(rng)
+    if arrangement == "single":
+        centres = [rng.uniform(0.33, 0.67, 2) * size]
+    else:
+        radius *= 0.62
+        cx, cy = rng.uniform(0.38, 0.62, 2) * size
+        gap = radius * rng.uniform(1.1, 1.5)
+        along = rng.uniform(0, np.pi)
+        centres = [(cx + sgn * gap * np.cos(along), cy + sgn * gap * np.sin(along)) for sgn in (-1, 1)]
+    for cx, cy in centres:
+        du, dv = x - cx, y - cy
+        u = du * np.cos(theta) + dv * np.sin(theta)
+        v = -du * np.sin(theta) + dv * np.cos(theta)
+        mask = np.clip(0.5 - _shape_distance(shape, u, v, radius), 0, 1)[..., None]
+        t = _texture(texture, u, v, period, phase)[..., None]
+        img = img * (1 - mask) + (fg1 * t + fg2 * (1 - t)) * mask
+
+    # Occluders in front of the object, sometimes.
+    for _ in range(rng.integers(0, 3)):
+        m, col = blob()
+        img = img * (1 - m) + col * m
+
+    # Illumination: overall level, a colour cast, a linear falloff; then sensor noise.
+    light = rng.uniform(0.55, 1.25) * rng.uniform(0.8, 1.2, 3)
+    ang = rng.uniform(0, 2 * np.pi)
+    fall = 1 + rng.uniform(0, 0.5) * (((x - size / 2) * np.cos(ang) + (y - size / 2) * np.sin(ang)) / size)
+    img = img * light * fall[..., None] + rng.normal(0, rng.uniform(2, 12), img.shape)
+    return np.clip(img + 0.5, 0, 255).astype(np.uint8)
+
+
+def synthesize(dst: Path, classes: int, per_class: int, seed: int = 0, image_size: int = 72,
+               val_per_class: int | None = None, workers: int | None = None) -> Path:
+    """Write the synthetic set (train: per_class images per class; val: val_per_class, by
+    default a fifth of per_class) in prepare's layout; resumes an interrupted run. Returns dst."""
+    if per_class < 1 or image_size < 8:
+        raise DataError(f"the synthetic set needs per_class >= 1 and image_size >= 8 (got {per_class}, {image_size})")
+    val_per_class = max(1, per_class // 5) if val_per_class is None else val_per_class
+    if val_per_class < 1:
+        raise DataError(f"val_per_class must be at least 1, got {val_per_class}")
+    if seed < 0:
+        raise DataError(f"the seed must be >= 0, got {seed}")
+    names = class_names(classes)
+    work = {split: [Item((split, label, i), f"{split}/{names[label]}/{split}-{label:02d}-{i:05d}.jpg", label)
+                    for label in range(classes) for i in range(n)]
+            for split, n in (("train", per_class), ("val", val_per_class))}
+    params = {"kind": "synthetic", "classes": classes, "per_class": per_class, "val_per_class": val_per_class,
+              "seed": seed, "image_size": image_size, "quality": QUALITY}
+    build(Path(dst), params=params, classes=names, work=work,
+          produce=functools.partial(render, seed=seed, size=image_size, classes=classes),
+          size=image_size, quality=QUALITY, workers=workers or os.cpu_count() or 1, label=f"synth {dst}")
+    return Path(dst)
+
+
+def ensure_synthetic(dst: Path, cfg) -> Path:
+    """The synthetic set for cfg (cfg.data.synth_classes x synth_per_class at cfg.data.image_size,
+    seed 0) at dst: reused when complete, otherwise made (or finished) now."""
+    d = cfg.data
+    dst = Path(dst)
+    if (dst / META).is_file():
+        meta = open_dataset(dst).meta
+        p = meta.get("params", {})
+        want = {"kind": "synthetic", "classes": d.synth_classes, "per_class": d.synth_per_class,
+                "seed": 0, "image_size": d.image_size}
+        if any(p.get(k) != v for k, v in want.items()):
+            raise DataError(f"{dst} holds another dataset ({', '.join(f'{k}={p.get(k)!r}' for k in want)}); "
+                            f"this config wants {', '.join(f'{k}={v!r}' for k, v in want.items())}: "
+                            "delete it or give another directory")
+        return dst
+    print(f"making the synthetic dataset {dst}: {d.synth_classes} classes x {d.synth_per_class} "
+          f"training images of {d.image_size}x{d.image_size}", file=sys.stderr)
+    return synthesize(dst, d.synth_classes, d.synth_per_class, seed=0, image_size=d.image_size)
+
+
+def add_arguments(p) -> None:
+    p.add_argument("dst", metavar="DST", help="output folder (created; a rerun resumes it)")
+    p.add_argument("--classes", type=int, required=True, help=f"number of classes (2..{MAX_CLASSES})")
+    p.add_argument("--per-class", type=int, required=True, help="training images per class")
+    p.add_argument("--val-per-class", type=int, default=None, help="validation images per class (default: per-class / 5)")
+    p.add_argument("--seed", type=int, default=0, help="the set is a function of the seed (default: %(default)s)")
+    p.add_argument("--size", type=int, default=72, help="side of the square images (default: %(default)s)")
+    p.add_argument("--workers", type=int, default=None, help="processes (default: one per core)")
+
+
+def run(args) -> int:
+    dst = synthesize(Path(args.dst), args.classes, args.per_class, seed=args.seed, image_size=args.size,
+                     val_per_class=args.val_per_class, workers=args.workers)
+    meta = open_dataset(dst).meta
+    print(f"{dst}: {meta['train']} train and {meta['val']} val images of {meta['image_size']}x"
+          f"{meta['image_size']}, {meta['classes']} classes")
+    return 0
