@@ -35,7 +35,7 @@ setup(
     ext_modules=[kernel_extension()],
     cmdclass={"build_ext": cpp_extension.BuildExtension},
     python_requires=">=3.10",
-    install_requires=["torch", "numpy", "pillow", "pyyaml"],
+    install_requires=["torch", "numpy", "pillow", "pyyaml", "matplotlib"],
     extras_require={"dali": ["nvidia-dali-cuda130"], "test": ["pytest"]},
     entry_points={"console_scripts": ["twocol=twocol.cli:main"]},
 )
