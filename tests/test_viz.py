@@ -225,3 +225,44 @@ def test_viz_neighbours_of_a_training_image_leave_the_image_itself_out(tmp_path,
     assert listed(out, "nearest by raw pixels") == ["train/1.png", "train/2.png"]
     assert main(["viz", "neighbours", "--feats", str(train), "--query", "3", "-o", str(tmp_path / "m.png")]) == 2
     assert "not a row" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def synthetic_run(tmp_path_factory):
+    """A tiny synthetic dataset and a checkpoint of a tiny net that reads it."""
+    from twocol.data import synthesize
+
+    root = tmp_path_factory.mktemp("viz_run")
+    data = synthesize(root / "data", classes=3, per_class=5, image_size=72, val_per_class=2, workers=1)
+    cfg = config("small_twocol", *TINY, "data.loader=torch", "data.workers=0", "data.batch_size=4")
+    net = build_model(cfg, Placement.cpu(), seed=0)
+    ckpt = root / "checkpoint.pt"
+    save_checkpoint(ckpt, {"model": net.state_dict(), "config": cfg.to_dict(), "epoch": 2, "step": 8})
+    return root, data, ckpt
+
+
+def test_features_then_neighbours_end_to_end(synthetic_run, capsys):
+    from twocol.data import open_dataset
+
+    root, data, ckpt = synthetic_run
+    for split in ("train", "val"):
+        assert main(["features", "--ckpt", str(ckpt), "--data", str(data), "--split", split, "--gpus", "cpu",
+                     "-o", str(root / split)]) == 0
+    assert main(["features", "--ckpt", str(ckpt), "--data", str(data), "--batch-size", "3", "--gpus", "cpu",
+                 "-o", str(root / "again.npy")]) == 0
+    capsys.readouterr()
+    rows, meta = load_features(root / "train")
+    dataset = open_dataset(data)
+    assert rows.shape == (15, 32) and rows.dtype == np.float32
+    assert list(zip(meta["relpaths"], meta["labels"])) == [tuple(x) for x in dataset.train]
+    assert meta["classes"] == dataset.classes and meta["crop"] == 64 and meta["epoch"] == 2
+    # Another batch size gives the same rows: each image's feature depends on that image only.
+    assert np.allclose(load_features(root / "again")[0], rows, atol=1e-5)
+    assert load_features(root / "val")[0].shape == (6, 32)
+
+    png = root / "neighbours.png"
+    assert main(["viz", "neighbours", "--feats", str(root / "val"), "--train-feats", str(root / "train"),
+                 "--query", "0", "--query", "5", "--k", "3", "-o", str(png)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("query val row") == 2 and png.stat().st_size > 0
+    assert listed(out, "nearest by last hidden layer")[0].startswith("train/")

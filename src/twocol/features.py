@@ -88,7 +88,7 @@ def run(args) -> int:
             raise DataError(f"--batch-size must be positive, got {args.batch_size}")
         cfg.data.batch_size = args.batch_size
     dataset = open_dataset(args.data)
-    manifest = getattr(dataset, args.split)
+    manifest = dataset.split(args.split)
     loader = make_loader(cfg, args.data, args.split, placement, train=False)
     npy, meta_path = feature_paths(args.out)
     npy.parent.mkdir(parents=True, exist_ok=True)
