@@ -6,15 +6,49 @@ The paper's LRN (section 3.3):
 first, as the 2012 code, Caffe and torch.nn.LocalResponseNorm do; so the paper's
 alpha=1e-4 ("sum") equals torch.nn.LocalResponseNorm(size=5, alpha=5e-4, beta=0.75, k=2).
 
-The functions here are the pure-PyTorch reference: any dtype (float64 in tests), any device.
+The *_reference functions are the pure-PyTorch reference: any dtype (float64 in tests), any
+device. `relu_lrn` runs the fused kernels of kernels/ (torch.ops.twocol.relu_lrn, built into
+twocol._C by setup.py) when they are built and support the input, and the reference
+otherwise. TWOCOL_KERNELS=reference|fused (or backend=) forces one; "fused" raises where the
+kernels cannot run.
 """
 from __future__ import annotations
+
+import os
+import warnings
 
 import torch
 import torch.nn.functional as F
 
 ORDERS = ("relu_lrn", "lrn_relu")
 CONVENTIONS = ("sum", "mean")
+BACKENDS = ("auto", "fused", "reference")
+BACKEND_ENV = "TWOCOL_KERNELS"
+
+# dtypes each device's fused kernels take.
+FUSED_DTYPES = {
+    "cpu": (torch.float32, torch.float64),
+    "cuda": (torch.float32, torch.float64, torch.float16, torch.bfloat16),
+}
+
+
+def _load_kernels() -> str | None:
+    """Import twocol._C, which registers torch.ops.twocol.*; None, or why it is unavailable."""
+    try:
+        from . import _C  # noqa: F401
+    except ModuleNotFoundError as e:
+        if e.name != f"{__package__}._C":
+            raise
+        return "twocol._C is not built (make install, or pip install --no-build-isolation -e .)"
+    except ImportError as e:
+        # Built, but not loadable (e.g. against another torch): say so rather than run slowly.
+        why = f"twocol._C is built but does not load ({e}); rebuild it with make install"
+        warnings.warn(f"{why}; using the reference ReLU+LRN", RuntimeWarning, stacklevel=2)
+        return why
+    return None
+
+
+KERNELS_UNAVAILABLE = _load_kernels()
 
 
 def effective_alpha(alpha: float, size: int, alpha_convention: str) -> float:
@@ -48,8 +82,58 @@ def relu_lrn_reference(x, size=5, k=2.0, alpha=1e-4, beta=0.75, order="relu_lrn"
     raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
 
 
-def relu_lrn(x, size=5, k=2.0, alpha=1e-4, beta=0.75, order="relu_lrn", alpha_convention="sum"):
-    """The model's entry point for ReLU+LRN."""
+def kernel_backend() -> str:
+    """The backend TWOCOL_KERNELS asks for: auto (the default), fused or reference."""
+    backend = os.environ.get(BACKEND_ENV, "auto") or "auto"
+    if backend not in BACKENDS:
+        raise ValueError(f"{BACKEND_ENV} must be one of {BACKENDS}, got {backend!r}")
+    return backend
+
+
+def fused_unsupported(x: torch.Tensor, size: int, k: float, alpha_eff: float) -> str | None:
+    """Why the fused kernels cannot compute this call, or None when they can."""
+    if KERNELS_UNAVAILABLE:
+        return KERNELS_UNAVAILABLE
+    if x.dim() != 4:
+        return f"they take (N, C, H, W) tensors, got shape {tuple(x.shape)}"
+    if size < 1 or size % 2 == 0:
+        return f"they take an odd window size, got {size}"
+    if not (k > 0 and alpha_eff >= 0):
+        return f"they need k > 0 and alpha >= 0, got k={k}, alpha={alpha_eff}"
+    device = x.device.type
+    if device not in FUSED_DTYPES or not torch._C._dispatch_has_kernel_for_dispatch_key(
+            "twocol::relu_lrn_forward_into", device.upper()):
+        return f"this build has no {device} kernels"
+    if x.dtype not in FUSED_DTYPES[device]:
+        return f"{device} kernels take {FUSED_DTYPES[device]}, got {x.dtype}"
+    return None
+
+
+def resolve_backend(x, size=5, k=2.0, alpha=1e-4, alpha_convention="sum", backend=None) -> str:
+    """"fused" or "reference": what relu_lrn runs for these arguments. backend=None reads
+    TWOCOL_KERNELS; "fused" raises if the kernels cannot run this call."""
+    backend = backend or kernel_backend()
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "reference":
+        return "reference"
+    why_not = fused_unsupported(x, size, k, effective_alpha(alpha, size, alpha_convention))
+    if why_not is None:
+        return "fused"
+    if backend == "fused":
+        raise RuntimeError(f"fused ReLU+LRN requested but the kernels cannot run: {why_not}")
+    return "reference"
+
+
+def relu_lrn(x, size=5, k=2.0, alpha=1e-4, beta=0.75, order="relu_lrn", alpha_convention="sum",
+             backend=None):
+    """The model's entry point for ReLU+LRN: the fused kernels where they can run (contiguous
+    NCHW output whatever the input layout), else the reference; see resolve_backend."""
+    if order not in ORDERS:
+        raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
+    if resolve_backend(x, size, k, alpha, alpha_convention, backend) == "fused":
+        alpha_eff = effective_alpha(alpha, size, alpha_convention)
+        return torch.ops.twocol.relu_lrn(x, size, k, alpha_eff, beta, order == "relu_lrn")
     return relu_lrn_reference(x, size, k, alpha, beta, order, alpha_convention)
 
 
