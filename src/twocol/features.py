@@ -78,20 +78,21 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     from .checkpoint import load_net
+    from .data import make_loader
     from .devices import Placement
 
+    if args.batch_size is not None and args.batch_size < 1:
+        raise DataError(f"--batch-size must be positive, got {args.batch_size}")
     placement = Placement.parse(args.gpus)
     net, cfg, ckpt = load_net(args.ckpt, placement)
-    from .data import make_loader, open_dataset  # after the checkpoint: its errors come first
     if args.batch_size is not None:
-        if args.batch_size < 1:
-            raise DataError(f"--batch-size must be positive, got {args.batch_size}")
         cfg.data.batch_size = args.batch_size
-    dataset = open_dataset(args.data)
-    manifest = dataset.split(args.split)
     loader = make_loader(cfg, args.data, args.split, placement, train=False)
+    manifest = loader.dataset.split(args.split)
     npy, meta_path = feature_paths(args.out)
     npy.parent.mkdir(parents=True, exist_ok=True)
+    # The .json is written last: a run that dies while writing rows leaves no pair that loads.
+    meta_path.unlink(missing_ok=True)
     rows = np.lib.format.open_memmap(npy, mode="w+", dtype=np.float32,
                                      shape=(len(manifest), net.fc8.in_features))
     labels = extract(net, loader.epoch(0), rows)
@@ -103,7 +104,7 @@ def run(args) -> int:
     meta = {"format": FORMAT, "root": str(Path(args.data).resolve()), "split": args.split,
             "checkpoint": str(Path(args.ckpt).resolve()), "epoch": ckpt.get("epoch"),
             "step": ckpt.get("step"), "config": cfg.name, "crop": cfg.model.input_size,
-            "classes": list(dataset.classes), "relpaths": [str(p) for p, _ in manifest],
+            "classes": list(loader.dataset.classes), "relpaths": [str(p) for p, _ in manifest],
             "labels": expected}
     meta_path.write_text(json.dumps(meta))
     print(f"wrote {npy} ({rows.shape[0]} x {rows.shape[1]} float32) and {meta_path}")
