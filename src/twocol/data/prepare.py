@@ -92,7 +92,8 @@ def read_val_labels(path: Path, classes: list[str], files: list[Path]) -> dict[P
     except (OSError, UnicodeDecodeError) as e:
         raise DataError(f"cannot read val labels {path}: {e}") from None
     rows = [(n, t) for n, t in enumerate(lines, 1) if t]
-    if rows and len(rows[0][1]) >= 2 and rows[0][1][1] not in index:
+    names = {n for f in files for n in (f.name, f.stem)}
+    if rows and len(rows[0][1]) >= 2 and rows[0][1][0] not in names:
         rows = rows[1:]  # a header line
     if not rows:
         raise DataError(f"val labels {path} is empty")

@@ -1,0 +1,204 @@
+"""The loaders: batch contents checked against numpy over the stored files, for both backends."""
+import functools
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from twocol.data import make_loader, open_dataset, synthesize
+from twocol.data import loader as loader_module
+from twocol.devices import Placement
+from twocol.errors import DataError
+
+from conftest import config
+
+SIZE, CROP, BATCH = 20, 16, 8
+BACKENDS = ["torch", pytest.param("dali", marks=pytest.mark.skipif(
+    loader_module.dali_problem("cpu") is not None, reason="DALI does not run here"))]
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    return synthesize(tmp_path_factory.mktemp("data") / "s", classes=3, per_class=12, image_size=SIZE,
+                      val_per_class=5, workers=1)
+
+
+def cfg(*overrides):
+    return config("small_twocol", f"data.image_size={SIZE}", f"model.input_size={CROP}",
+                  f"data.batch_size={BATCH}", "data.workers=0", *overrides)
+
+
+def loader(root, split="train", *overrides, backend="torch", **kw):
+    kw.setdefault("train", split == "train")
+    return make_loader(cfg(*overrides), root, split, Placement.cpu(), backend=backend, **kw)
+
+
+@functools.lru_cache(maxsize=None)
+def stored(root, rel):
+    return np.asarray(Image.open(root / rel).convert("RGB"))
+
+
+def view(root, rel, y, x, mirror, mean, scale=1.0, shift=(0.0, 0.0, 0.0)):
+    """What the loaders promise for one image, in numpy: (3, CROP, CROP) float32."""
+    img = stored(root, rel)[y:y + CROP, x:x + CROP].astype(np.float32)
+    v = (img - mean[y:y + CROP, x:x + CROP] + np.float32(shift)) / np.float32(scale)
+    return np.ascontiguousarray((v[:, ::-1] if mirror else v).transpose(2, 0, 1))
+
+
+def delivered(ld, epoch, start=0):
+    images, labels = zip(*ld.epoch(epoch, start))
+    return torch.cat(images), torch.cat(labels)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_train_batches_have_the_right_shape_dtype_and_labels(root, backend):
+    ld = loader(root, backend=backend)
+    assert ld.backend == backend and len(ld) == 36 // BATCH
+    batches = list(ld.epoch(0))
+    assert len(batches) == len(ld)
+    labels = open_dataset(root).split("train")
+    plan = ld.plan(0)
+    for b, (x, y) in enumerate(batches):
+        assert x.shape == (BATCH, 3, CROP, CROP) and x.dtype == torch.float32 and x.device.type == "cpu"
+        assert y.shape == (BATCH,) and y.dtype == torch.int64 and 0 <= y.min() and y.max() < 3
+        assert y.tolist() == [labels[i][1] for i in plan.index[plan.batch(b)]]
+        assert x.isfinite().all()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_without_lighting_each_image_is_exactly_one_crop_and_crops_and_flips_vary(root, backend):
+    ds = open_dataset(root)
+    ld = loader(root, "train", "data.lighting_std=0", "data.input_scale=1", backend=backend)
+    span = SIZE - CROP + 1
+    found = []
+    for epoch in range(5):
+        x, _ = delivered(ld, epoch)
+        plan = ld.plan(epoch)
+        for img, i in zip(x.numpy(), plan.index):
+            rel = ds.train[i][0]
+            hits = [(y0, x0, m) for y0 in range(span) for x0 in range(span) for m in (False, True)
+                    if np.array_equal(img, view(root, rel, y0, x0, m, ds.mean))]
+            assert len(hits) == 1, f"{rel}: {len(hits)} exact matches"
+            found.append(hits[0])
+    ys, xs, ms = map(np.array, zip(*found))
+    assert set(ys) == set(range(span)) and set(xs) == set(range(span))
+    assert 0.35 < ms.mean() < 0.65
+    assert len(set(found)) > 30  # of 50 possible (position, flip) combinations, over 160 images
+
+
+def test_one_crop_position_per_chunk(root):
+    plan = loader(root, "train", "data.crop_chunk=4").plan(0)
+    pos = np.stack([plan.crop_y, plan.crop_x], 1).reshape(-1, 4, 2)
+    assert (pos == pos[:, :1]).all()
+    assert len({tuple(p) for p in pos[:, 0]}) > 1
+    assert 0 < plan.mirror.mean() < 1  # flips stay per image
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_lighting_is_a_per_image_colour_shift_along_the_principal_components(root, backend):
+    ds = open_dataset(root)
+    std, scale = 0.5, 73.0
+    on = loader(root, "train", f"data.lighting_std={std}", f"data.input_scale={scale}", backend=backend)
+    off = loader(root, "train", "data.lighting_std=0", f"data.input_scale={scale}", backend=backend)
+    alphas = []
+    for epoch in range(4):
+        diff = (delivered(on, epoch)[0] - delivered(off, epoch)[0]).double().numpy() * scale
+        shift = diff.mean(axis=(2, 3))
+        assert np.abs(diff - shift[:, :, None, None]).max() < 1e-3  # the same shift at every pixel
+        alphas.append(shift @ ds.eigvecs / (ds.eigvals / 255.0))
+    alpha = np.concatenate(alphas)
+    assert abs(alpha.std() / std - 1) < 0.15 and abs(alpha.mean()) < 0.1
+    assert np.abs(np.corrcoef(alpha.T) - np.eye(3)).max() < 0.25
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_ten_crop_views_in_the_documented_order(root, backend):
+    ds = open_dataset(root)
+    ld = loader(root, "val", "data.input_scale=1", backend=backend, ten_crop=True)
+    x, y = delivered(ld, 0)
+    assert x.shape == (15, 10, 3, CROP, CROP) and y.tolist() == [l for _, l in ds.val]
+    m, c = SIZE - CROP, (SIZE - CROP) // 2
+    corners = [(c, c), (0, 0), (0, m), (m, 0), (m, m)]  # centre, TL, TR, BL, BR
+    for img, (rel, _) in zip(x.numpy(), ds.val):
+        for v, (y0, x0, mirror) in enumerate([(a, b, False) for a, b in corners] + [(a, b, True) for a, b in corners]):
+            np.testing.assert_array_equal(img[v], view(root, rel, y0, x0, mirror, ds.mean), err_msg=f"view {v}")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("num_shards", [1, 2])
+def test_eval_epoch_delivers_every_image_exactly_once(root, backend, num_shards):
+    ds = open_dataset(root)
+    c = (SIZE - CROP) // 2
+    images, labels, sizes = [], [], []
+    for shard in range(num_shards):
+        ld = loader(root, "val", "data.input_scale=1", backend=backend, shard_id=shard, num_shards=num_shards)
+        batches = list(ld.epoch(0))
+        assert len(batches) == len(ld)
+        sizes += [len(b[1]) for b in batches]
+        images += [b[0] for b in batches]
+        labels += [b[1] for b in batches]
+    assert sizes == ([8, 7] if num_shards == 1 else [7, 8])
+    x, y = torch.cat(images).numpy(), torch.cat(labels)
+    assert y.tolist() == [l for _, l in ds.val]
+    for img, (rel, _) in zip(x, ds.val):
+        np.testing.assert_array_equal(img, view(root, rel, c, c, False, ds.mean))
+
+
+def test_train_shards_split_an_epoch_without_overlap(root):
+    for epoch in (0, 1):
+        loaders = [loader(root, shard_id=s, num_shards=3) for s in range(3)]
+        parts = [ld.plan(epoch).index for ld in loaders]
+        assert [len(ld) for ld in loaders] == [1, 1, 1] and all(len(p) == BATCH for p in parts)
+        assert len(set(np.concatenate(parts))) == 3 * BATCH
+        labels = [l for _, l in open_dataset(root).train]
+        for ld, part in zip(loaders, parts):
+            assert delivered(ld, epoch)[1].tolist() == [labels[i] for i in part]
+    assert not np.array_equal(loaders[0].plan(0).index, loaders[0].plan(1).index)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_resumed_epoch_sees_the_same_batches(root, backend):
+    whole = list(loader(root, backend=backend).epoch(2))
+    again = loader(root, backend=backend)  # a fresh loader, as after a restart
+    for start in (0, 1, 3, len(whole)):
+        tail = list(again.epoch(2, start_batch=start))
+        assert len(tail) == len(whole) - start
+        for (xa, ya), (xb, yb) in zip(whole[start:], tail):
+            assert torch.equal(xa, xb) and torch.equal(ya, yb)
+    other = list(again.epoch(3))
+    assert not torch.equal(whole[0][0], other[0][0])
+
+
+def test_dali_and_torch_produce_the_same_tensors(root):
+    if loader_module.dali_problem("cpu") is not None:
+        pytest.skip("DALI does not run here")
+    for split, kw in (("train", {}), ("val", {}), ("val", {"ten_crop": True})):
+        a = delivered(loader(root, split, backend="torch", **kw), 1)
+        b = delivered(loader(root, split, backend="dali", **kw), 1)
+        assert torch.equal(a[1], b[1])
+        # Same libjpeg-turbo decode on the CPU: only float rounding differs (units of 0..255 / input_scale).
+        assert (a[0] - b[0]).abs().max() * 73.0 < 1e-3, (split, kw)
+
+
+def test_torch_workers_give_the_same_batches(root):
+    a = delivered(loader(root), 0)
+    b = delivered(loader(root, "train", "data.workers=2"), 0)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+def test_make_loader_refuses_what_it_cannot_do(root, monkeypatch):
+    with pytest.raises(DataError, match="holds 20x20 images but the config's data.image_size is 24"):
+        make_loader(cfg("data.image_size=24"), root, "train", Placement.cpu(), train=True)
+    with pytest.raises(DataError, match="ten_crop needs train=False"):
+        loader(root, train=True, ten_crop=True)
+    with pytest.raises(DataError, match="shard 2 of 2"):
+        loader(root, shard_id=2, num_shards=2)
+    with pytest.raises(DataError, match="3 classes but the config's model.num_classes is 2"):
+        loader(root, "train", "model.num_classes=2")
+    with pytest.raises(ValueError, match="start_batch"):
+        loader(root).epoch(0, start_batch=99)
+    monkeypatch.setattr(loader_module, "dali_problem", lambda device: "no DALI in this test")
+    with pytest.raises(DataError, match="data.loader is dali but no DALI in this test"):
+        loader(root, backend="dali")
+    assert loader(root, backend=None).backend == "torch"  # small_twocol says auto
