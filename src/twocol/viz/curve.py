@@ -47,6 +47,7 @@ def draw_curve(scores: list[tuple[float, dict]], path, title: str) -> None:
     # 0 = grey kernels, 2/3 = single-channel kernels, 1 = opponent-colour kernels.
     ax.axhline(2 / 3, color="grey", linestyle=":", linewidth=1, label="random kernels")
     ax.set(xlabel="epoch", ylabel="conv1 colour specialisation", title=title, ylim=(0, 1))
+    ax.xaxis.get_major_locator().set_params(integer=True)
     ax.legend()
     fig.tight_layout()
     save(fig, path)

@@ -120,8 +120,9 @@ def draw_neighbours(path, queries: list[int], query_meta: dict, bank_meta: dict,
     k = found["features"][0].shape[1]
     crop = query_meta["crop"]
     ncols = 2 * k + 2
-    fig, axes = plt.subplots(len(queries), ncols, figsize=(1.1 * ncols, 1.3 * len(queries) + 0.5),
-                             squeeze=False)
+    widths = [1] * (k + 1) + [0.3] + [1] * k  # a narrow empty column between the two searches
+    fig, axes = plt.subplots(len(queries), ncols, figsize=(1.1 * sum(widths), 1.3 * len(queries) + 0.5),
+                             squeeze=False, gridspec_kw={"width_ratios": widths})
     for r, n in enumerate(queries):
         label = query_meta["labels"][n]
         axes[r, 0].imshow(load_crop(query_meta["root"], query_meta["relpaths"][n], crop))
