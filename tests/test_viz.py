@@ -85,7 +85,7 @@ def test_grid_has_one_tile_per_kernel(k, rows, cols):
         assert (grid[y:y + 44, x:x + 44] == 255).all()
 
 
-def test_stretch_is_per_kernel_and_keeps_grey_grey():
+def test_stretch_is_per_kernel_and_keeps_colours():
     w = kernels(2)
     w[0] = w[0, :1] * 1000  # a huge grey kernel must not flatten the other one's contrast
     s = stretch(w)
@@ -93,6 +93,10 @@ def test_stretch_is_per_kernel_and_keeps_grey_grey():
         assert s[k].min() == pytest.approx(0.0) and s[k].max() == pytest.approx(1.0)
     assert np.allclose(s[0, ..., 0], s[0, ..., 1]) and np.allclose(s[0, ..., 0], s[0, ..., 2])
     assert (stretch(torch.ones(1, 3, 3, 3)) == 0.5).all()
+    ramp = torch.arange(9.0).view(3, 3)
+    orange = torch.stack([ramp, ramp / 2, torch.zeros(3, 3)])[None]  # colour must survive the stretch
+    s = stretch(orange)[0]
+    assert np.allclose(s[..., 0], ramp.numpy() / 8) and np.allclose(s[..., 1], s[..., 0] / 2) and (s[..., 2] == 0).all()
 
 
 # nearest neighbours and features
