@@ -20,6 +20,7 @@ namespace {
 // Pixels per run. The backward pass touches about 4n + 5 planes of a run at once; 1024 floats
 // (4 KiB) per plane keeps those in L2 with room to spare.
 constexpr int64_t kLanes = 1024;
+constexpr int64_t kMinElementsPerTask = 1 << 15;
 
 struct Runs {
   int64_t per_image, count;
@@ -35,7 +36,10 @@ Runs runs_of(const ColumnShape& s) {
 template <typename A, typename F>
 void for_each_run(const ColumnShape& s, int64_t scratch_per_lane, const F& f) {
   const Runs runs = runs_of(s);
-  at::parallel_for(0, runs.count, 1, [&](int64_t begin, int64_t end) {
+  // Small tensors (the CPU-sized nets, tests) stay on one thread: waking the pool costs more.
+  const int64_t per_run = s.channels * std::min(kLanes, s.pixels);
+  const int64_t grain = std::max<int64_t>(1, kMinElementsPerTask / std::max<int64_t>(1, per_run));
+  at::parallel_for(0, runs.count, grain, [&](int64_t begin, int64_t end) {
     std::vector<A> scratch(scratch_per_lane * kLanes);
     for (int64_t r = begin; r < end; ++r) {
       const int64_t image = r / runs.per_image, first = (r % runs.per_image) * kLanes;
