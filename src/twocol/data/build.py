@@ -126,9 +126,10 @@ def _chunk_size(n: int) -> int:
 
 
 def _pool_context():
-    # Not fork: the caller may be a training process whose threads a fork would copy mid-lock.
+    # fork where there is one (as torch's DataLoader does): spawn and forkserver re-run the
+    # caller's main script in every worker, which breaks a plain script that calls synthesize().
     methods = multiprocessing.get_all_start_methods()
-    return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+    return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
 
 
 def _remove_stale_temps(root: Path, folders: set[str]) -> None:
