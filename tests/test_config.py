@@ -57,5 +57,10 @@ def test_missing_file_and_bad_yaml_name_the_file(tmp_path):
         load_config(unknown)
 
 
+def test_exponent_without_a_dot_is_a_float():
+    cfg = config("alexnet_paper", "optim.lr=1e-3", "model.lrn.alpha=2e-5")
+    assert cfg.optim.lr == 1e-3 and cfg.model.lrn.alpha == 2e-5
+
+
 def test_parse_override_builds_nested_mapping():
     assert parse_override("a.b.c=[1, 2]") == {"a": {"b": {"c": [1, 2]}}}

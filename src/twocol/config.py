@@ -183,6 +183,12 @@ def _coerce(value, tp, key: str, source: str):
             raise bad
         return value
     if tp is float:
+        if isinstance(value, str):
+            # YAML 1.1 reads 1e-4 (no dot) as a string; accept what Python reads as a number.
+            try:
+                return float(value)
+            except ValueError:
+                raise bad from None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise bad
         return float(value)

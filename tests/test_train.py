@@ -1,0 +1,119 @@
+"""Training end to end on a tiny synthetic set, through the CLI as a user runs it."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from twocol.checkpoint import load_checkpoint
+from twocol.data import synthesize
+
+# A net small enough to train in seconds: the small config's topology at 32x32.
+TINY = ["model.input_size=32", "data.image_size=36", "model.conv1.kernel=5", "model.conv_widths=[8,16,16,16,16]",
+        "model.fc_widths=[64,64]", "model.num_classes=4", "data.batch_size=32", "train.log_every=2",
+        "data.loader=torch", "data.workers=0"]
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    return synthesize(tmp_path_factory.mktemp("data") / "synth", classes=4, per_class=96, image_size=36,
+                      val_per_class=32, workers=2)
+
+
+def train_cmd(data, run_dir, *extra):
+    return [sys.executable, "-m", "twocol", "train", "-c", "configs/small_twocol.yaml", "--gpus", "cpu",
+            "--data", str(data), "--run-dir", str(run_dir), *TINY, *extra]
+
+
+def twocol_ok(*args, **kw):
+    r = subprocess.run(list(args), capture_output=True, text=True, **kw)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return r
+
+
+def epochs_logged(run_dir):
+    rows = [json.loads(l) for l in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [r for r in rows if r["kind"] == "epoch"]
+
+
+def test_a_short_run_learns_and_its_checkpoint_reproduces_the_logged_error(tiny_data, tmp_path):
+    run = tmp_path / "run"
+    twocol_ok(*train_cmd(tiny_data, run, "train.epochs=6", "optim.lr=0.02", "--check-isolation"))
+    epochs = epochs_logged(run)
+    assert len(epochs) == 6
+    assert epochs[-1]["val_top1_error"] < 0.5, epochs  # chance is 0.75
+    assert (run / "curves.png").stat().st_size > 0
+    steps = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines() if '"step"' in l[:20]]
+    assert set(steps[0]["link_bytes"]) == {"conv3", "fc6", "fc7", "fc8"}
+    r = twocol_ok(sys.executable, "-m", "twocol", "eval", "--ckpt", str(run / "checkpoint.pt"),
+                  "--data", str(tiny_data), "--gpus", "cpu", "--json", "data.loader=torch", "data.workers=0")
+    result = json.loads(r.stdout)
+    assert result["top1_error"] == epochs[-1]["val_top1_error"]
+    assert result["top5_error"] == epochs[-1]["val_top5_error"]
+    assert result["images"] == 4 * 32
+
+
+def final_weights(run_dir):
+    return load_checkpoint(run_dir / "checkpoint.pt")["model"]
+
+
+@pytest.mark.slow
+def test_two_epochs_equal_one_epoch_kill_resume_one_epoch_bit_for_bit(tiny_data, tmp_path):
+    straight = tmp_path / "straight"
+    twocol_ok(*train_cmd(tiny_data, straight, "train.epochs=2"))
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(train_cmd(tiny_data, killed, "train.epochs=2"), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None and not (killed / "checkpoint.pt").exists():
+        time.sleep(0.02)  # the first checkpoint is written at the end of epoch 1
+    assert proc.poll() is None, "the run ended before it could be killed in epoch 2"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert load_checkpoint(killed / "checkpoint.pt")["epoch"] == 1
+    twocol_ok(sys.executable, "-m", "twocol", "train", "--resume", str(killed / "checkpoint.pt"), "--gpus", "cpu",
+              "--data", str(tiny_data))
+    a, b = final_weights(straight), final_weights(killed)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_sigterm_writes_a_mid_epoch_checkpoint_that_resumes(tiny_data, tmp_path):
+    run = tmp_path / "run"
+    proc = subprocess.Popen(train_cmd(tiny_data, run, "train.epochs=50"), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not ((run / "metrics.jsonl").exists() and '"step"' in (run / "metrics.jsonl").read_text()):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "continue with --resume" in out
+    ckpt = load_checkpoint(run / "checkpoint.pt")
+    assert ckpt["batch"] > 0 or ckpt["epoch"] > 0
+    twocol_ok(sys.executable, "-m", "twocol", "train", "--resume", str(run / "checkpoint.pt"), "--gpus", "cpu",
+              "--data", str(tiny_data), "train.epochs=" + str(ckpt["epoch"] + 1))
+    assert load_checkpoint(run / "checkpoint.pt")["epoch"] == ckpt["epoch"] + 1
+
+
+def test_a_non_finite_loss_stops_the_run_with_a_clear_message(tiny_data, tmp_path):
+    run = tmp_path / "run"
+    r = subprocess.run(train_cmd(tiny_data, run, "train.epochs=2", "optim.lr=1e12"), capture_output=True, text=True)
+    assert r.returncode == 3
+    assert "non-finite" in r.stderr and "no checkpoint was written yet" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert not (run / "checkpoint.pt").exists()
+
+
+def test_resume_refuses_a_checkpoint_of_another_architecture(tiny_data, tmp_path):
+    run = tmp_path / "run"
+    twocol_ok(*train_cmd(tiny_data, run, "train.epochs=1"))
+    r = subprocess.run(train_cmd(tiny_data, tmp_path / "other", "train.epochs=2", "model.fc_widths=[32,32]",
+                                 "--resume", str(run / "checkpoint.pt")), capture_output=True, text=True)
+    assert r.returncode == 2 and "another architecture: model.fc_widths" in r.stderr
