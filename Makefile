@@ -22,8 +22,8 @@ LAUNCH := $(if $(filter-out 0 1,$(NPROC)),$(VENV)/bin/torchrun --standalone --np
 
 install: $(STAMP)
 
-# Re-run when the package's build inputs change.
-$(STAMP): setup.py
+# Re-run when the package's build inputs change (setup.py, the kernels of twocol._C).
+$(STAMP): setup.py $(wildcard kernels/*)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet "$(TORCH)" numpy pillow pyyaml matplotlib pytest ninja setuptools wheel
 	$(if $(DALI),$(PY) -m pip install --quiet "$(DALI)")
@@ -35,6 +35,16 @@ test: install
 
 test-all: install
 	$(PY) -m pytest -q
+
+# Fused ReLU+LRN kernels vs torch: CUDA if there is a GPU, else the CPU (bench/kernels.py).
+.PHONY: bench-kernels
+bench-kernels: install
+	$(PY) bench/kernels.py
+
+# Data loaders, DALI vs torch + Pillow, images/s on the same prepared sets (bench/data.py).
+.PHONY: bench-data
+bench-data: install
+	$(PY) bench/data.py $(ARGS)
 
 train: install
 	$(LAUNCH) train $(if $(CONFIG),-c $(CONFIG)) $(if $(GPUS),--gpus $(GPUS)) $(if $(DATA),--data $(DATA)) $(ARGS)

@@ -1,7 +1,10 @@
 import glob
+import subprocess
+import sys
 
 import torch
 from setuptools import find_packages, setup
+from setuptools.command.develop import develop
 from torch.utils import cpp_extension
 
 # twocol._C: the fused ReLU+LRN ops (kernels/). The CPU build is always there; the CUDA
@@ -26,6 +29,18 @@ def kernel_extension():
                                       **common)
 
 
+class DevelopHere(develop):
+    """`pip install --no-build-isolation -e .` on a project without pyproject.toml runs
+    `setup.py develop`, which setuptools now implements as a second `pip install -e .` in an
+    isolated build environment: one without torch, where twocol._C cannot build. This runs
+    that second pip in the current environment instead."""
+
+    def run(self):
+        cmd = [sys.executable, "-m", "pip", "install", "--use-pep517", "--no-build-isolation",
+               "-e", "."]
+        subprocess.check_call(cmd + ["--no-deps"] * bool(self.no_deps))
+
+
 setup(
     name="twocol",
     version="0.1.0",
@@ -33,7 +48,7 @@ setup(
     package_dir={"": "src"},
     packages=find_packages("src"),
     ext_modules=[kernel_extension()],
-    cmdclass={"build_ext": cpp_extension.BuildExtension},
+    cmdclass={"build_ext": cpp_extension.BuildExtension, "develop": DevelopHere},
     python_requires=">=3.10",
     install_requires=["torch", "numpy", "pillow", "pyyaml", "matplotlib"],
     extras_require={"dali": ["nvidia-dali-cuda130"], "test": ["pytest"]},
