@@ -192,7 +192,7 @@ def test_interrupted_run_leaves_no_partial_file_and_resumes(tmp_path, monkeypatc
     real, calls = synth_module.render, []
 
     def interrupted(spec, **kw):
-        if len(calls) == 7:
+        if len(calls) == 17:  # after a whole chunk of 16 and one image of the next
             raise KeyboardInterrupt
         calls.append(spec)
         return real(spec, **kw)
@@ -201,14 +201,15 @@ def test_interrupted_run_leaves_no_partial_file_and_resumes(tmp_path, monkeypatc
     with pytest.raises(KeyboardInterrupt):
         small_synth(tmp_path / "x", workers=1)
     assert not any(p.name.endswith(".tmp") for p in (tmp_path / "x").rglob("*"))
-    assert len([p for p in (tmp_path / "x").rglob("*.jpg")]) == 7
+    assert len([p for p in (tmp_path / "x").rglob("*.jpg")]) == 17
+    assert len(list((tmp_path / "x/.partial").glob("train-*.npz"))) == 1
     with pytest.raises(DataError, match="incomplete"):
         open_dataset(tmp_path / "x")
 
     calls.clear()
     monkeypatch.setattr(synth_module, "render", lambda spec, **kw: calls.append(spec) or real(spec, **kw))
     small_synth(tmp_path / "x", workers=1)
-    assert len(calls) == 24 - 7  # only what was not stored yet
+    assert len(calls) == 24 - 17  # only what was not stored yet
     small_synth(tmp_path / "fresh", workers=1)
     for rel, _ in open_dataset(tmp_path / "fresh").train:
         assert (tmp_path / "x" / rel).read_bytes() == (tmp_path / "fresh" / rel).read_bytes()

@@ -105,8 +105,10 @@ def run_chunk(chunk: Chunk) -> dict:
     result = {"rel": np.array([r for r, _ in ok], dtype=str), "label": np.array([l for _, l in ok], np.int64),
               "bad_key": np.array([k for k, _ in bad], dtype=str), "bad_reason": np.array([r for _, r in bad], dtype=str),
               "pix_sum": pix_sum, "rgb_sum": rgb_sum, "rgb_outer": rgb_outer}
+    # A chunk's pixel sums fit int32 (at most 1024 x 255); ImageNet at 256 px makes about a
+    # thousand chunk files, so their size matters.
     buf = io.BytesIO()
-    np.savez(buf, **result)
+    np.savez_compressed(buf, **{**result, "pix_sum": pix_sum.astype(np.int32)})
     atomic_write(chunk.root / PARTIAL / chunk.name, buf.getvalue())
     return result
 
@@ -235,7 +237,7 @@ def _finish(root: Path, params: dict, classes: list[str], chunks: list[Chunk], r
         manifests[c.split] += [(str(p), int(l)) for p, l in zip(r["rel"], r["label"])]
         bad += [(c.split, str(k), str(why)) for k, why in zip(r["bad_key"], r["bad_reason"])]
         if c.split == "train":
-            pix_sum += r["pix_sum"]
+            pix_sum += r["pix_sum"].astype(np.int64)
             rgb_sum += r["rgb_sum"]
             rgb_outer += r["rgb_outer"]
     n = len(manifests["train"])
