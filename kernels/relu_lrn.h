@@ -52,12 +52,12 @@ struct LrnArgs {
   bool relu_first;  // true: ReLU then LRN (the paper); false: LRN then ReLU (2012 code, layer 1)
 };
 
-// The same in the accumulation type A, with the backward constant folded.
 // A contiguous (batch, channels, pixels) tensor: NCHW with pixels = H * W.
 struct ColumnShape {
   int64_t batch, channels, pixels;
 };
 
+// LrnArgs in the accumulation type A, with the backward constant folded.
 template <typename A>
 struct LrnParams {
   int64_t half;
@@ -111,7 +111,7 @@ struct PowNegThreeQuarters {
   }
 };
 
-// Calls f with the cheapest exact s^-beta functor for beta.
+// Calls f with the cheapest s^-beta functor for beta (each is accurate to a few ulp).
 template <typename A, typename F>
 inline void with_pow(double beta, F&& f) {
   if (beta == 0.75) {
@@ -132,7 +132,8 @@ TWOCOL_HD A activation(A v, bool relu) {
 // every lane loop free of branches and of selects on a scalar (g++ vectorises neither), and
 // costs a CUDA thread one cached load. Multiplying by 0 is exact as the values read are
 // finite: k > 0 and alpha >= 0 (checked by the ops) keep s >= k, and a non-finite input
-// already makes its whole column non-finite through the sliding sums.
+// already turns its column into NaN from h + 1 channels past it on, through the sliding sums
+// (inf - inf), where the reference has non-finite values only within the window around it.
 template <typename T, typename A>
 struct Row {
   const T* p;

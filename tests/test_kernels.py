@@ -208,6 +208,16 @@ def test_raw_kernels_reject_bad_arguments_clearly(bad, message):
         torch.ops.twocol.relu_lrn_forward_into(x_, size, k, 0.1, 0.75, True, out, inv)
 
 
+@pytest.mark.parametrize("device", DEVICES)
+def test_a_non_finite_input_is_not_hidden(device):
+    x = inputs((2, 9, 3, 3), device)
+    x[1, 4, 2, 0] = float("inf")
+    y = fused(x, 5, 1.0, 0.3, 0.75, "lrn_relu")
+    assert not torch.isfinite(y[1, :, 2, 0]).all()  # (how far down it reaches: relu_lrn.h)
+    y[1, :, 2, 0] = 0
+    assert torch.isfinite(y).all()  # every other column untouched
+
+
 def test_inference_mode_runs_without_autograd():
     x = inputs((2, 7, 5, 4), "cpu")
     with torch.inference_mode():
