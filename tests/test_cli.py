@@ -45,3 +45,13 @@ def test_describe_prints_a_table():
 def test_help_lists_commands():
     r = twocol("--help")
     assert r.returncode == 0 and "describe" in r.stdout
+
+
+def test_overrides_may_come_after_options():
+    r = twocol("describe", "-c", "configs/small_twocol.yaml", "model.lrn.enabled=false", "--json",
+               "model.fc_widths=[32,32]")
+    assert r.returncode == 0, r.stderr
+    fc6 = [row for row in json.loads(r.stdout)["layers"] if row["layer"] == "fc6"][0]
+    assert fc6["output"] == [32]
+    r = twocol("describe", "-c", "configs/small_twocol.yaml", "--json", "--bogus")
+    assert r.returncode == 2 and "unrecognized arguments: --bogus" in r.stderr
