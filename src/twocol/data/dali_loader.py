@@ -2,7 +2,12 @@
 order (fn.readers.file over the shard's part of the manifest), decodes each image once (on the
 CPU without a GPU; "mixed", i.e. on the GPU, with one), subtracts the mean image, and crops,
 mirrors, adds the lighting shift and scales in one crop_mirror_normalize. The random parameters
-come from the plan through an external source, so DALI draws nothing itself."""
+come from the plan through an external source, so DALI draws nothing itself.
+
+What holds: an epoch, and an epoch resumed at any batch, is bit-for-bit the same on every run.
+On the CPU, DALI decodes with the same libjpeg-turbo as Pillow: its batches equal the torch
+loader's to within 1e-3 of a 0..255 level (float rounding; bit-equal with input_scale 1). On a
+GPU, nvJPEG's decode may differ from Pillow's by a few levels; that path is not yet measured."""
 from __future__ import annotations
 
 import numpy as np
