@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -174,6 +175,7 @@ def main(argv=None) -> int:
     iters = 10 if gpu else 1  # back-to-back kernel calls per timing, hiding launch gaps on CUDA
     torch.manual_seed(0)
 
+    load_before = os.getloadavg()
     copy_bps = copy_bandwidth(device, repeats, iters)
     rows = []
     for layer in a.layers.split(","):
@@ -188,9 +190,11 @@ def main(argv=None) -> int:
         "kernel_calls_per_timing": iters, "copy_GBps": copy_bps / 1e9,
         "note": "medians of interleaved repeats on a shared machine; forward runs with "
                 "requires_grad (what training runs)",
+        "load_average_1min_before_after": [load_before[0], os.getloadavg()[0]],
         "results": rows, "targets_met": targets(rows, device)}
     print(f"{device} ({env['gpu'] or env['cpu']}), {env['threads']} CPU threads, "
-          f"copy {copy_bps / 1e9:.1f} GB/s")
+          f"copy {copy_bps / 1e9:.1f} GB/s, load average {load_before[0]:.1f} before, "
+          f"{os.getloadavg()[0]:.1f} after")
     print(table(rows))
     print("targets met:", json.dumps(result["targets_met"]))
     out = a.out or Path("bench/results") / f"{env['date']}-kernels-{'gpu' if gpu else 'cpu'}.json"
