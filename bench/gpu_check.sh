@@ -21,7 +21,7 @@ if [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY=python3; fi
 export OUT PY PYTHONUNBUFFERED=1 PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
 
 # name:seconds, in order.
-SECTIONS="${SECTIONS:-build:240 kernel_tests:120 kernel_bench:90}"
+SECTIONS="${SECTIONS:-build:180 kernel_tests:120 kernel_bench:90}"
 
 section_build() {
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv || true
