@@ -110,7 +110,7 @@ def fused_unsupported(x: torch.Tensor, size: int, k: float, alpha_eff: float) ->
 
 
 def resolve_backend(x, size=5, k=2.0, alpha=1e-4, alpha_convention="sum", backend=None) -> str:
-    """"fused" or "reference": what relu_lrn runs for these arguments. backend=None reads
+    """What relu_lrn runs for these arguments, "fused" or "reference". backend=None reads
     TWOCOL_KERNELS; "fused" raises if the kernels cannot run this call."""
     backend = backend or kernel_backend()
     if backend not in BACKENDS:
