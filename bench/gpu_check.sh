@@ -21,7 +21,7 @@ if [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY=python3; fi
 export OUT PY PYTHONUNBUFFERED=1 PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
 
 # name:seconds, in order.
-SECTIONS="${SECTIONS:-build:180 kernel_tests:120 kernel_bench:90}"
+SECTIONS="${SECTIONS:-build:180 kernel_tests:100 kernel_bench:90 model_tests:60 throughput:120}"
 
 section_build() {
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv || true
@@ -48,6 +48,20 @@ section_kernel_tests() {
 
 section_kernel_bench() {
   "$PY" bench/kernels.py --device cuda --out "$OUT/kernels.json"
+}
+
+section_model_tests() {
+  # The two-column net on cuda:0 (column streams on and off) against the grouped reference
+  # and the CPU simulation; skips would mean no GPU, so refuse them.
+  "$PY" -c "import torch; assert torch.cuda.is_available(), 'torch sees no CUDA device'" || return 1
+  "$PY" -m pytest -q -p no:cacheprovider -rs tests/test_gpu.py
+}
+
+section_throughput() {
+  # Training steps of the paper's net on one GPU: two columns on their own streams, on one
+  # stream, the one-column net and the grouped-conv equivalent; float32 and bf16 autocast.
+  "$PY" bench/throughput.py --gpus 0 --config configs/alexnet_paper.yaml --batch 128 \
+    --steps 20 --warmup 5 --amp off,bf16 --out "$OUT/throughput.json"
 }
 
 run_section() {
