@@ -154,54 +154,74 @@ class TwoColumnNet(nn.Module):
             run.stream = torch.cuda.Stream(run.device) if enabled and run.device.type == "cuda" else None
 
     def exchange(self, name: str, xa, xb):
-        """A link used by both columns: each gets [A's part, B's part] on its own device."""
+        """A link used by both columns: each gets [A's part, B's part] on its own device (and,
+        with column streams, joined on its own stream)."""
         link, a, b = self.links[name], self.run_a, self.run_b
-        return torch.cat([xa, link.send(xb, b, a)], 1), torch.cat([link.send(xa, a, b), xb], 1)
+        with a:
+            to_a = torch.cat([xa, link.send(xb, b, a)], 1)
+        with b:
+            to_b = torch.cat([link.send(xa, a, b), xb], 1)
+        return to_a, to_b
 
     def forward(self, x):
-        fc8_in = self.last_hidden(x)
-        with self.run_a:
-            return self.fc8(fc8_in)
+        with self._streams_follow_caller(x) as handed_back:
+            fc8_in = self._last_hidden(x)
+            with self.run_a:
+                return handed_back(self.fc8(fc8_in))
 
     def last_hidden(self, x):
         """Both columns' fc7 outputs gathered on column A (the fc8 link): the paper's 4096-d
         feature of section 6.1 / Figure 4."""
+        with self._streams_follow_caller(x) as handed_back:
+            return handed_back(self._last_hidden(x))
+
+    def _last_hidden(self, x):
         a, b = self.run_a, self.run_b
-        with self._streams_follow_caller():
-            # The batch arrives on both devices (the loader's copy, not a cross-column move).
-            xa, xb = x.to(a.device, non_blocking=True), x.to(b.device, non_blocking=True)
-            with a:
-                pool2_a = self.col_a.to_pool2(xa)
-            with b:
-                pool2_b = self.col_b.to_pool2(xb)
-            conv3_in_a, conv3_in_b = self.exchange("conv3", pool2_a, pool2_b)
-            with a:
-                pool5_a = self.col_a.to_pool5(conv3_in_a)
-            with b:
-                pool5_b = self.col_b.to_pool5(conv3_in_b)
-            fc6_in_a, fc6_in_b = self.exchange("fc6", pool5_a, pool5_b)
-            with a:
-                fc6_a = self.col_a.to_fc6(fc6_in_a)
-            with b:
-                fc6_b = self.col_b.to_fc6(fc6_in_b)
-            fc7_in_a, fc7_in_b = self.exchange("fc7", fc6_a, fc6_b)
-            with a:
-                fc7_a = self.col_a.to_fc7(fc7_in_a)
-            with b:
-                fc7_b = self.col_b.to_fc7(fc7_in_b)
-            with a:
-                return torch.cat([fc7_a, self.links["fc8"].send(fc7_b, b, a)], 1)
+        # The batch arrives on both devices: the loader's copy, not a cross-column move. Each
+        # column makes its own copy on its own stream, so it cannot start before the copy ends.
+        with a:
+            pool2_a = self.col_a.to_pool2(x.to(a.device, non_blocking=True))
+        with b:
+            pool2_b = self.col_b.to_pool2(x.to(b.device, non_blocking=True))
+        conv3_in_a, conv3_in_b = self.exchange("conv3", pool2_a, pool2_b)
+        with a:
+            pool5_a = self.col_a.to_pool5(conv3_in_a)
+        with b:
+            pool5_b = self.col_b.to_pool5(conv3_in_b)
+        fc6_in_a, fc6_in_b = self.exchange("fc6", pool5_a, pool5_b)
+        with a:
+            fc6_a = self.col_a.to_fc6(fc6_in_a)
+        with b:
+            fc6_b = self.col_b.to_fc6(fc6_in_b)
+        fc7_in_a, fc7_in_b = self.exchange("fc7", fc6_a, fc6_b)
+        with a:
+            fc7_a = self.col_a.to_fc7(fc7_in_a)
+        with b:
+            fc7_b = self.col_b.to_fc7(fc7_in_b)
+        with a:
+            return torch.cat([fc7_a, self.links["fc8"].send(fc7_b, b, a)], 1)
 
     @contextlib.contextmanager
-    def _streams_follow_caller(self):
+    def _streams_follow_caller(self, x):
         """Column streams start after whatever the caller queued (the input) and the caller's
-        stream resumes after both columns finish."""
+        stream resumes after both columns finish. Tensors crossing between the caller's stream
+        and a column's are recorded on the stream that reads them, so the caching allocator
+        does not hand their memory out while that stream may still read it."""
         runs = [r for r in (self.run_a, self.run_b) if r.stream is not None]
+        caller = {r.device: torch.cuda.current_stream(r.device) for r in runs}
         for r in runs:
-            r.stream.wait_stream(torch.cuda.current_stream(r.device))
-        yield
+            r.stream.wait_stream(caller[r.device])
+            if x.device == r.device:
+                x.record_stream(r.stream)
+
+        def handed_back(out):
+            if runs:
+                out.record_stream(caller[out.device])
+            return out
+
+        yield handed_back
         for r in runs:
-            torch.cuda.current_stream(r.device).wait_stream(r.stream)
+            caller[r.device].wait_stream(r.stream)
 
     def link_bytes(self) -> dict[str, dict[str, int]]:
         return {n: {"forward": l.bytes_forward, "backward": l.bytes_backward} for n, l in self.links.items()}
