@@ -11,12 +11,12 @@ from .errors import TwocolError
 # name -> (module, one-line help)
 COMMANDS = {
     "describe": ("twocol.describe", "print the layers, devices, shapes, parameters and links of a config's net"),
-    "features": ("twocol.features", "save the last hidden layer (fc7) of every image of a split, for viz neighbours"),
-    "viz": ("twocol.viz.commands", "figures of what the columns learn: conv1 filters, nearest neighbours, colour curve"),
-    "train": ("twocol.train", "train a net (default: the small two-column net on the built-in synthetic data)"),
-    "eval": ("twocol.evaluate", "top-1/top-5 error of checkpoints, centre crop or 10-patch, alone or as an ensemble"),
     "prepare": ("twocol.data.prepare", "resize an ImageNet-style tree to stored squares, with manifests, mean image and PCA"),
     "synth": ("twocol.data.synth", "write the built-in synthetic dataset (shapes x textures) in prepare's layout"),
+    "train": ("twocol.train", "train a net (default: the small two-column net on the built-in synthetic data)"),
+    "eval": ("twocol.evaluate", "top-1/top-5 error of checkpoints, centre crop or 10-patch, alone or as an ensemble"),
+    "features": ("twocol.features", "save the last hidden layer (fc7) of every image of a split, for viz neighbours"),
+    "viz": ("twocol.viz.commands", "figures of what the columns learn: conv1 filters, nearest neighbours, colour curve"),
 }
 
 
