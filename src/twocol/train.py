@@ -80,11 +80,13 @@ class Logger:
         with open(self.path, "a") as f:
             f.write(json.dumps(row) + "\n")
 
-    def progress(self, text: str) -> None:
+    def progress(self, text: str, done: float) -> None:
+        """A bar on a terminal, redrawn in place; a plain line per call otherwise."""
         if not self.enabled:
             return
         if self.tty:
-            self.stream.write("\r\033[K" + text)
+            filled = int(20 * done)
+            self.stream.write(f"\r\033[K[{'#' * filled}{'.' * (20 - filled)}] " + text)
         else:
             self.stream.write(text + "\n")
         self.stream.flush()
@@ -159,7 +161,7 @@ def train_one_epoch(net, optimizer, loader, cfg: Config, state: RunState, logger
             logger.progress(f"epoch {row['epoch']} [{state.batch}/{total}] loss {row['loss']:.3f} "
                             f"top1 {100 * row['top1_error']:.1f}% top5 {100 * row['top5_error']:.1f}% "
                             f"lr {row['lr']:.2g} {row['images_per_s']:.0f} img/s "
-                            f"links {moved / 2 ** 20:.1f} MiB")
+                            f"links {moved / 2 ** 20:.1f} MiB", state.batch / total)
             window_sums, window_batches, window_images = zeros(), 0, 0
             window_start = time.perf_counter()
             net.reset_link_bytes()
