@@ -284,8 +284,10 @@ def train(cfg: Config, placement: Placement, data_root: Path, run_dir: Path,
 
 
 def default_data_dir(cfg: Config) -> Path:
+    from .data.synth import GENERATOR
+
     d = cfg.data
-    return Path("data") / f"synthetic-{d.synth_classes}x{d.synth_per_class}-{d.image_size}px"
+    return Path("data") / f"synthetic-v{GENERATOR}-{d.synth_classes}x{d.synth_per_class}-{d.image_size}px"
 
 
 def resolve_data(cfg: Config, data: str | None) -> Path:

@@ -30,6 +30,9 @@ TEXTURES = ("solid", "hstripes", "vstripes", "checker", "dots", "diagonal")
 ARRANGEMENTS = ("single", "pair")
 MAX_CLASSES = len(SHAPES) * len(TEXTURES) * len(ARRANGEMENTS)
 QUALITY = 90
+# Raised whenever render() draws different images, so a set made by an older version is not
+# silently reused under the same name.
+GENERATOR = 2
 _SPLIT_ID = {"train": 0, "val": 1}
 
 # Nuisance strengths, lengths in pixels of a 72-pixel image, colours in 0..255 levels. Chosen
@@ -198,7 +201,7 @@ def synthesize(dst: Path, classes: int, per_class: int, seed: int = 0, image_siz
     work = {split: [Item((split, label, i), f"{split}/{names[label]}/{split}-{label:02d}-{i:05d}.jpg", label)
                     for label in range(classes) for i in range(n)]
             for split, n in (("train", per_class), ("val", val_per_class))}
-    params = {"kind": "synthetic", "classes": classes, "per_class": per_class, "val_per_class": val_per_class,
+    params = {"kind": "synthetic", "generator": GENERATOR, "classes": classes, "per_class": per_class, "val_per_class": val_per_class,
               "seed": seed, "image_size": image_size, "quality": QUALITY}
     build(Path(dst), params=params, classes=names, work=work,
           produce=functools.partial(render, seed=seed, size=image_size, classes=classes),
@@ -214,7 +217,7 @@ def ensure_synthetic(dst: Path, cfg) -> Path:
     if (dst / META).is_file():
         meta = open_dataset(dst).meta
         p = meta.get("params", {})
-        want = {"kind": "synthetic", "classes": d.synth_classes, "per_class": d.synth_per_class,
+        want = {"kind": "synthetic", "generator": GENERATOR, "classes": d.synth_classes, "per_class": d.synth_per_class,
                 "seed": 0, "image_size": d.image_size}
         if any(p.get(k) != v for k, v in want.items()):
             raise DataError(f"{dst} holds another dataset ({', '.join(f'{k}={p.get(k)!r}' for k in want)}); "
