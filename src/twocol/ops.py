@@ -14,6 +14,7 @@ kernels cannot run.
 """
 from __future__ import annotations
 
+import importlib
 import os
 import warnings
 
@@ -35,7 +36,9 @@ FUSED_DTYPES = {
 def _load_kernels() -> str | None:
     """Import twocol._C, which registers torch.ops.twocol.*; None, or why it is unavailable."""
     try:
-        from . import _C  # noqa: F401
+        # import_module, not `from . import _C`: a missing module must raise
+        # ModuleNotFoundError naming twocol._C, not ImportError naming twocol.
+        importlib.import_module(f"{__package__}._C")
     except ModuleNotFoundError as e:
         if e.name != f"{__package__}._C":
             raise
