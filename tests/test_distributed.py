@@ -58,7 +58,6 @@ def test_mid_epoch_checkpoint_refuses_another_number_of_processes(tmp_path):
     assert restore(ckpt, tmp_path / "c.pt", net, opt, sched, cfg, World()).epoch == 1
 
 
-@pytest.mark.slow
 def test_torchrun_trains_with_two_cpu_pairs_and_writes_one_checkpoint(tmp_path):
     from test_train import TINY  # the same tiny net
     from twocol.data import synthesize

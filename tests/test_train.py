@@ -62,7 +62,6 @@ def final_weights(run_dir):
     return load_checkpoint(run_dir / "checkpoint.pt")["model"]
 
 
-@pytest.mark.slow
 def test_two_epochs_equal_one_epoch_kill_resume_one_epoch_bit_for_bit(tiny_data, tmp_path):
     straight = tmp_path / "straight"
     twocol_ok(*train_cmd(tiny_data, straight, "train.epochs=2"))
