@@ -46,5 +46,16 @@ bench-kernels: install
 bench-data: install
 	$(PY) bench/data.py $(ARGS)
 
+# make bench [CONFIG=...] [DATA=...] [GPUS=...] [ARGS="..."]: the paper's comparisons (without CONFIG
+# and DATA, bench/paper.py's CPU-sized preset; ARGS go to bench/paper.py), training throughput,
+# kernels and data loaders, then bench/results/latest.md and latest.png (bench/report.py).
+.PHONY: bench
+bench: install
+	$(PY) bench/paper.py $(if $(CONFIG),--config $(CONFIG)) $(if $(DATA),--data $(DATA)) $(if $(GPUS),--gpus $(GPUS)) $(ARGS)
+	$(PY) bench/throughput.py $(if $(CONFIG),--config $(CONFIG)) $(if $(GPUS),--gpus $(GPUS))
+	$(PY) bench/kernels.py
+	$(PY) bench/data.py $(if $(GPUS),--gpus $(firstword $(subst $(comma), ,$(GPUS))))
+	$(PY) bench/report.py
+
 train: install
 	$(LAUNCH) train $(if $(CONFIG),-c $(CONFIG)) $(if $(GPUS),--gpus $(GPUS)) $(if $(DATA),--data $(DATA)) $(ARGS)

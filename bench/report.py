@@ -1,0 +1,317 @@
+"""The latest benchmark results as one report: bench/results/latest.md and latest.png.
+
+    python bench/report.py [--results bench/results]
+
+Reads the newest file of each kind under --results (<date>-paper.json, <date>-throughput-*.json,
+<date>-kernels-*.json, <date>-data-*.json; one per device for the last three) and puts each
+next to the paper's figure or the issue's target it is meant to be read against.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+NAME = re.compile(r"^(\d{4}-\d{2}-\d{2})-(paper|throughput|kernels|data)(-[\w.]+)?\.json$")
+ABLATION_LABELS = {"lrn_off": "LRN off", "pool_2x2": "pooling 2x2 (non-overlapping)", "tanh": "tanh instead of ReLU",
+                   "lighting_off": "PCA lighting off"}
+KERNEL_TARGET = 5.0  # CPU and GPU forward+backward speedup over torch, conv1 at N = 128 (issue 3)
+DATA_TARGET = 1.5    # DALI over the torch + Pillow loader on the CPU (issue 4)
+
+
+def latest(results: Path) -> dict[str, dict]:
+    """'paper' / 'throughput-cpu' / ... -> the newest such file's JSON (with its path)."""
+    newest: dict[str, tuple[str, float, Path]] = {}
+    for path in results.glob("*.json"):
+        m = NAME.match(path.name)
+        if not m:
+            continue
+        key = m.group(2) + (m.group(3) or "")
+        rank = (m.group(1), path.stat().st_mtime, path)
+        if key not in newest or rank[:2] > newest[key][:2]:
+            newest[key] = rank
+    found = {}
+    for key, (_, _, path) in sorted(newest.items()):
+        found[key] = json.loads(path.read_text())
+        found[key]["_file"] = path.name
+    return found
+
+
+def ci(pair, digits: int = 2) -> str:
+    """'m +- h' for [mean, half-width]; the half-width is None with one seed."""
+    m, h = pair
+    return f"{m:.{digits}f}" if h is None else f"{m:.{digits}f} ± {h:.{digits}f}"
+
+
+def signed_ci(pair) -> str:
+    m, h = pair
+    return f"{m:+.2f}" if h is None else f"{m:+.2f} ± {h:.2f}"
+
+
+def reading(pair, paper: float | None) -> str:
+    """What an interval says about the paper's effect (a positive difference)."""
+    m, h = pair
+    if h is None:
+        return "one seed: no interval"
+    if m - h > 0:
+        return "same sign as the paper" if paper is None or paper > 0 else "opposite sign to the paper"
+    if m + h < 0:
+        return "opposite sign to the paper"
+    return "no difference resolved (interval spans 0)"
+
+
+def table(head: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(head) + " |", "|" + "|".join(" --- " for _ in head) + "|",
+            *("| " + " | ".join(r) + " |" for r in rows)]
+
+
+def env_line(env: dict) -> str:
+    where = env.get("gpu") or f"{env.get('cpu')}, torch threads: {env.get('threads')}"
+    return (f"{where}; torch {env.get('torch')}, DALI {env.get('dali')}, commit {env.get('commit')}, "
+            f"{env.get('date')}")
+
+
+def scale_section(p: dict) -> list[str]:
+    d = p["data"]
+    synthetic = d.get("params", {}).get("kind") == "synthetic"
+    top5_note = (f" With {p['num_classes']} classes, top-5 (half or more of the classes) says little; "
+                 "top-1 is the measure to read." if p["num_classes"] <= 10 else "")
+    lines = [
+        "## Scale: what these numbers are",
+        "",
+        f"- **Data**: `{d['path']}`, {'a synthetic set (shapes x textures, `twocol synth`)' if synthetic else 'a prepared dataset'}"
+        f": {d['classes']} classes, {d['train']} training and {d['val']} validation images of "
+        f"{d['image_size']}x{d['image_size']} px; crops of {p['input_size']} px.",
+        f"- **Nets**: `{p['configs']['twocol']}` and `{p['configs']['onecol']}` ({p['preset']} preset), "
+        f"overrides: two-column `{' '.join(p['overrides']['twocol']) or 'none'}`; one-column "
+        f"`{' '.join(p['overrides']['onecol']) or 'none'}`.",
+        f"- **Protocol**: {p['epochs']} epochs, seeds {p['seeds']} (every net and ablation trained on each), "
+        f"10-patch test on the validation split; {p['placement']}, torch threads: {p['threads']}; "
+        f"{p['wall_s'] / 60:.1f} min for all runs.",
+        f"- **Machine**: {env_line(p['environment'])}."
+        + (f" Load average {p['load_average'][0]:.1f} at the start and {p['load_average'][1]:.1f} at the end; "
+           "on a shared machine the timings below are noisy (the errors are not: a rerun gives the same ones)."
+           if "load_average" in p else ""),
+        "",
+    ]
+    if synthetic or p["num_classes"] < 1000:
+        lines += [
+            "This run does **not** reproduce the paper's ImageNet numbers and cannot: the nets are a tiny "
+            "fraction of AlexNet's size, the data is not ImageNet, and training stops long before convergence. "
+            "What it shows: the protocol runs end to end (the paper's update rule, augmentation and "
+            "10-patch test, with the deviations the configs state and the overrides above; paired seeds, "
+            "95% t intervals) and whether each effect has the paper's sign on a toy problem, within "
+            "intervals that are wide at this scale. It does not show that the "
+            "effects are absent (an interval that spans 0 is no evidence either way) nor their size at "
+            f"ImageNet scale.{top5_note} The same harness runs at full scale with "
+            "`make bench DATA=<prepared ImageNet> CONFIG=configs/alexnet_paper.yaml GPUS=0,1`.",
+            "",
+        ]
+    return lines
+
+
+def paper_section(p: dict) -> list[str]:
+    c, paper = p["comparison"], p["paper"]
+    lines = ["## The two-column net vs the one-GPU comparison net (the paper's 1.7% / 1.2%)", "",
+             f"Error in %, 10-patch test, mean ± 95% t half-width over {len(p['seeds'])} seed(s); the "
+             "difference is paired by seed. Paper: " + paper["source"] + ".", ""]
+    rows = []
+    for k, label in (("top1", "top-1"), ("top5", "top-5")):
+        rows.append([label, ci(c[k]["twocol"]), ci(c[k]["onecol"]), signed_ci(c[k]["onecol_minus_twocol"]),
+                     f"{paper['twocol'][k]:.2f}", f"{paper['onecol'][k]:.2f}",
+                     f"{c[k]['paper_onecol_minus_twocol']:+.2f}",
+                     reading(c[k]["onecol_minus_twocol"], c[k]["paper_onecol_minus_twocol"])])
+    lines += table(["error", "two-column", "one-column", "one minus two", "paper two-col", "paper one-col",
+                    "paper diff", "reading"], rows)
+    two, one = p["runs"]["twocol"], p["runs"]["onecol"]
+    lines += ["", "Per seed (10-patch top-1 / top-5, and the centre crop's top-1 from the last epoch):", ""]
+    lines += table(["seed", "two-column", "one-column"],
+                   [[str(t["seed"]), f"{t['top1']:.2f} / {t['top5']:.2f} (centre {t['centre_top1']:.2f})",
+                     f"{o['top1']:.2f} / {o['top5']:.2f} (centre {o['centre_top1']:.2f})"] for t, o in zip(two, one)])
+    lines += ["", f"Parameters: two-column {two[0]['params']:,}, one-column {one[0]['params']:,}.", ""]
+    return lines
+
+
+def ablation_section(p: dict) -> list[str]:
+    if not p["ablations"]:
+        return ["## Ablations", "", "Not run (--no-ablations).", ""]
+    lines = ["## Ablations (each against the two-column baseline of the same seed)", "",
+             "Change in 10-patch error (ablated minus baseline, points; positive: the feature helps).", ""]
+    rows = []
+    for name, a in p["ablations"].items():
+        effect = a.get("paper_minus_baseline", {})
+        rows.append([ABLATION_LABELS.get(name, name), signed_ci(a["top1_minus_baseline"]),
+                     signed_ci(a["top5_minus_baseline"]), a["claim"],
+                     reading(a["top1_minus_baseline"], effect.get("top1")) if effect else "see below"])
+    lines += table(["ablation", "top-1 change", "top-5 change", "paper's claim", "reading (top-1)"], rows)
+    speed = p["ablations"].get("tanh", {}).get("epochs_to_threshold")
+    if speed:
+        def fmt(v):
+            return ", ".join("never" if e is None else str(e) for e in v)
+        ratio = speed["tanh_over_relu"]
+        lines += ["", f"ReLU vs tanh, epochs to {speed['threshold']:.1f}% training top-1 error (per seed): "
+                      f"ReLU {fmt(speed['relu'])}; tanh {fmt(speed['tanh'])}; tanh / ReLU "
+                      + (f"**{ratio:.2f}x**" if ratio is not None else "not measurable (a net never got there)")
+                      + f" (paper: {speed['paper_tanh_over_relu']:.0f}x to 25% on CIFAR-10; the threshold here is "
+                      "halfway between chance and the ReLU nets' final training error, as 25% is out of reach)."]
+    return lines + [""]
+
+
+def throughput_section(t: dict) -> list[str]:
+    lines = [f"## Throughput ({t['_file']})", "",
+             f"`{t['config']}`, batch {t['batch']}, {t['placement']}; {env_line(t['environment'])}. "
+             "Median seconds per training step (forward, backward, update) on random tensors, the variants "
+             "taking turns step by step.", ""]
+    lines += table(["variant", "precision", "ms/step", "images/s"],
+                   [[r["variant"], r["amp"], f"{1000 * r['median_step_s']:.1f}", f"{r['images_per_s']:.0f}"]
+                    for r in t["results"]])
+    lines.append("")
+    for amp, s in t["summary"].items():
+        ok = s["twocol_over_grouped"] <= s["target_twocol_over_grouped"]
+        lines.append(f"- {amp}: two-column / grouped step time **{s['twocol_over_grouped']:.3f}** "
+                     f"(target <= {s['target_twocol_over_grouped']:.2f}: {'met' if ok else 'NOT met'})"
+                     + (f"; column streams overlapped / serialised {s['overlapped_over_serialised']:.3f}"
+                        if "overlapped_over_serialised" in s else ""))
+    links = next((r["link_bytes_per_step"] for r in t["results"] if "link_bytes_per_step" in r), None)
+    if links:
+        lines += ["", "Bytes each link moved per step (forward + backward; both directions of the link): "
+                  + ", ".join(f"{k} {(v['forward'] + v['backward']) / 2 ** 20:.2f} MiB" for k, v in links.items())
+                  + "."]
+    return lines + [""]
+
+
+def kernels_section(k: dict) -> list[str]:
+    lines = [f"## Fused ReLU+LRN kernels ({k['_file']})", "",
+             f"{k['device']}: {env_line(k['environment'])}; medians of {k['repeats']} interleaved repeats. "
+             f"Target: forward+backward at least {KERNEL_TARGET:.0f}x torch at conv1, N = 128.", ""]
+    lines += table(["layer", "shape", "forward x", "forward+backward x", "kernel fwd, % of copy bandwidth"],
+                   [[r["layer"], "x".join(map(str, r["shape"])), f"{r['speedup']['forward']:.1f}",
+                     f"{r['speedup']['forward_backward']:.1f}", f"{100 * r['kernel_forward_fraction_of_copy']:.0f}"]
+                    for r in k["results"]])
+    met = k.get("targets_met", {})
+    lines += ["", "Targets: " + (", ".join(f"{n} **{'met' if v else 'NOT met'}**" for n, v in met.items())
+                                 or "conv1 N = 128 not run") + "."]
+    return lines + [""]
+
+
+def data_section(d: dict) -> list[str]:
+    lines = [f"## Data loaders ({d['_file']})", "",
+             f"{d['device']}, {d['workers']} workers, batch {d['batch']}: {env_line(d['env'])}; "
+             f"medians of {d['repeats']} epochs ({d['what']}). Target on the CPU: DALI at least "
+             f"{DATA_TARGET}x the torch + Pillow loader.", ""]
+    lines += table(["stored -> crop", "DALI images/s", "torch images/s", "DALI / torch", "target"],
+                   [[f"{r['stored']} -> {r['crop']}", f"{r['median']['dali']:.0f}", f"{r['median']['torch']:.0f}",
+                     f"{r['dali_over_torch']:.2f}",
+                     ("met" if r["dali_over_torch"] >= DATA_TARGET else "NOT met") if d["device"] == "cpu" else "-"]
+                    for r in d["results"]])
+    return lines + [""]
+
+
+def markdown(found: dict) -> str:
+    lines = ["# Benchmarks: latest results", "",
+             "Written by `bench/report.py` from " + ", ".join(f"`{v['_file']}`" for v in found.values())
+             + " (`make bench` reruns everything).", ""]
+    if "paper" in found:
+        p = found["paper"]
+        lines += scale_section(p) + paper_section(p) + ablation_section(p)
+    else:
+        lines += ["## The paper's comparisons", "", "No results yet: run `make bench`.", ""]
+    for kind, section in (("throughput", throughput_section), ("kernels", kernels_section), ("data", data_section)):
+        lines += [line for key, v in found.items() if key.split("-")[0] == kind for line in section(v)]
+    lines += ["Chart: [latest.png](latest.png).", ""]
+    return "\n".join(lines)
+
+
+def chart(found: dict, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(16, 5))
+    p = found.get("paper")
+    ax = axes[0]
+    if p:
+        c = p["comparison"]
+        for i, (k, label) in enumerate((("top1", "top-1"), ("top5", "top-5"))):
+            for j, (net, colour) in enumerate((("twocol", "tab:blue"), ("onecol", "tab:orange"))):
+                m, h = c[k][net]
+                ax.bar(2 * i + j * 0.8, m, 0.7, yerr=h or 0, capsize=4, color=colour,
+                       label=f"{'two' if net == 'twocol' else 'one'}-column (this run)" if i == 0 else None)
+                ax.plot(2 * i + j * 0.8, p["paper"][net][k], "rD", markersize=7,
+                        label="paper (ImageNet)" if i == 0 and j == 0 else None)
+        ax.set_xticks([0.4, 2.4], ["top-1", "top-5"])
+        ax.set_ylabel("10-patch error, %")
+        ax.set_title(f"two vs one column, {len(p['seeds'])} seeds, 95% CI", fontsize=10)
+        ax.legend(fontsize=8)
+        ax = axes[1]
+        names = list(p["ablations"])
+        if names:
+            ys = range(len(names))
+            ms = [p["ablations"][n]["top1_minus_baseline"] for n in names]
+            ax.barh(list(ys), [m for m, _ in ms], xerr=[h or 0 for _, h in ms], capsize=4, color="tab:green",
+                    label="this run")
+            ax.plot([p["ablations"][n]["paper_minus_baseline"].get("top1", float("nan")) for n in names], list(ys),
+                    "rD", markersize=7, label="paper (ImageNet)")
+            ax.axvline(0, color="grey", lw=0.8)
+            ax.set_yticks(list(ys), [ABLATION_LABELS.get(n, n) for n in names])
+            ax.set_xlabel("top-1 error change, points (positive: the feature helps)")
+            ax.set_title("ablations vs the two-column baseline", fontsize=10)
+            ax.legend(fontsize=8)
+    ax = axes[2]
+    bars = []
+    for key, v in found.items():
+        kind = key.split("-")[0]
+        if kind == "throughput":
+            for amp, s in v["summary"].items():
+                bars.append((f"grouped / two-col step\n{key}, {amp}", 1 / s["twocol_over_grouped"], 1 / s["target_twocol_over_grouped"]))
+        elif kind == "kernels":
+            row = next((r for r in v["results"] if r["layer"] == "conv1" and r["shape"][0] == 128), None)
+            if row:
+                bars.append((f"kernel fwd+bwd\n{key}", row["speedup"]["forward_backward"], KERNEL_TARGET))
+        elif kind == "data":
+            for r in v["results"]:
+                bars.append((f"DALI / torch {r['stored']}px\n{key}", r["dali_over_torch"],
+                             DATA_TARGET if v["device"] == "cpu" else float("nan")))
+    if bars:
+        xs = range(len(bars))
+        ax.bar(list(xs), [b[1] for b in bars], color="tab:purple", label="measured")
+        ax.plot(list(xs), [b[2] for b in bars], "r_", markersize=26, mew=2, label="target")
+        ax.set_xticks(list(xs), [b[0] for b in bars], fontsize=7, rotation=30, ha="right")
+        ax.set_ylabel("speed ratio (higher is better)")
+        ax.set_title("speed against the targets", fontsize=10)
+        ax.legend(fontsize=8)
+    for ax in axes:
+        if not ax.has_data():
+            ax.set_axis_off()
+    if p:
+        d = p["data"]
+        fig.suptitle(f"{d['classes']} classes, {d['train']} training images of {d['image_size']} px "
+                     f"({'synthetic' if d.get('params', {}).get('kind') == 'synthetic' else d['path']}), "
+                     f"{p['epochs']} epochs, {p['preset']} preset: the paper's markers are ImageNet figures, "
+                     "not what this scale should reach", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--results", type=Path, default=Path("bench/results"))
+    p.add_argument("--out", type=Path, default=None, help="markdown file (default: RESULTS/latest.md; the chart "
+                                                          "goes next to it as .png)")
+    a = p.parse_args(argv)
+    found = latest(a.results)
+    if not found:
+        print(f"bench/report.py: no results in {a.results}; run make bench", file=sys.stderr)
+        return 1
+    md = a.out or a.results / "latest.md"
+    md.write_text(markdown(found))
+    chart(found, md.with_suffix(".png"))
+    print(f"wrote {md} and {md.with_suffix('.png')} from {', '.join(v['_file'] for v in found.values())}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,166 @@
+"""The bench harness: bench/report.py on handmade results, and bench/paper.py end to end at a
+toy scale."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from twocol.config import load_config
+from twocol.data import synthesize
+from twocol.devices import Placement
+from twocol.model import build_model
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+import paper  # noqa: E402  (bench/ is scripts, not a package)
+
+ENV = {"date": "2030-01-02", "commit": "abc1234", "torch": "2.13.0+cpu", "cpu": "Test CPU", "threads": 1,
+       "gpu": None, "dali": "2.4.0"}
+
+
+def run_of(tag, seed, top1, top5, by_epoch=(80.0, 60.0, 40.0)):
+    return {"tag": tag, "seed": seed, "seconds": 1.0, "params": 1000 if tag == "onecol" else 900,
+            "top1": top1, "top5": top5, "val_images": 100, "centre_top1": top1 + 1, "centre_top5": top5,
+            "train_top1_by_epoch": list(by_epoch)}
+
+
+def handmade_paper():
+    """Two seeds; every number chosen so the expected table cells can be worked out by hand."""
+    runs = {"twocol": [run_of("twocol", 0, 40.0, 10.0), run_of("twocol", 1, 42.0, 12.0)],
+            "onecol": [run_of("onecol", 0, 43.0, 11.0), run_of("onecol", 1, 45.0, 13.0)],
+            "lrn_off": [run_of("lrn_off", 0, 41.0, 10.0), run_of("lrn_off", 1, 45.0, 12.0)],
+            "tanh": [run_of("tanh", 0, 50.0, 20.0, (85.0, 80.0, 70.0, 45.0)),
+                     run_of("tanh", 1, 52.0, 22.0, (85.0, 80.0, 75.0, 48.0))]}
+    comparison = {k: {"twocol": paper.mean_ci([r[k] for r in runs["twocol"]]),
+                      "onecol": paper.mean_ci([r[k] for r in runs["onecol"]]),
+                      "onecol_minus_twocol": paper.paired(runs["twocol"], runs["onecol"], k),
+                      "paper_onecol_minus_twocol": {"top1": 1.7, "top5": 1.23}[k]} for k in ("top1", "top5")}
+    ablations = {name: {"overrides": paper.ABLATIONS[name][0], "claim": paper.ABLATIONS[name][1],
+                        "paper_minus_baseline": paper.ABLATIONS[name][2],
+                        "top1_minus_baseline": paper.paired(runs["twocol"], runs[name], "top1"),
+                        "top5_minus_baseline": paper.paired(runs["twocol"], runs[name], "top5")}
+                 for name in ("lrn_off", "tanh")}
+    ablations["tanh"]["epochs_to_threshold"] = paper.tanh_speed(runs["twocol"], runs["tanh"], 50.0, 10)
+    return {"benchmark": "paper", "preset": "cpu", "configs": {"twocol": "configs/small_twocol.yaml",
+                                                               "onecol": "configs/small_onecol.yaml"},
+            "overrides": {"twocol": ["model.fc_widths=[64,64]"], "onecol": ["model.fc_widths=[128,128]"]},
+            "data": {"path": "data/x", "classes": 10, "train": 3000, "val": 1000, "image_size": 44,
+                     "params": {"kind": "synthetic"}},
+            "input_size": 40, "num_classes": 10, "epochs": 3, "seeds": [0, 1], "placement": "cpu (two simulated devices)",
+            "threads": 1, "wall_s": 120.0, "load_average": [3.0, 4.0], "environment": ENV, "paper": paper.PAPER,
+            "runs": runs, "comparison": comparison, "ablations": ablations}
+
+
+def handmade_others():
+    throughput = {"benchmark": "throughput", "config": "small_twocol", "placement": "cpu (two simulated devices)",
+                  "batch": 128, "environment": ENV,
+                  "results": [{"variant": "twocol", "amp": "off", "median_step_s": 0.24, "images_per_s": 128 / 0.24,
+                               "steps": 10, "link_bytes_per_step": {"conv3": {"forward": 2 ** 20, "backward": 2 ** 20}}},
+                              {"variant": "onecol", "amp": "off", "median_step_s": 0.1, "images_per_s": 1280.0, "steps": 10},
+                              {"variant": "grouped", "amp": "off", "median_step_s": 0.2, "images_per_s": 640.0, "steps": 10}],
+                  "summary": {"off": {"twocol_over_grouped": 1.2, "target_twocol_over_grouped": 1.10}}}
+    kernels = {"environment": ENV, "device": "cpu", "repeats": 5,
+               "results": [{"layer": "conv1", "shape": [128, 96, 55, 55], "speedup": {"forward": 4.0, "forward_backward": 8.1},
+                            "kernel_forward_fraction_of_copy": 0.52}],
+               "targets_met": {"forward_backward_speedup_at_least_5x": True}}
+    data = {"bench": "data", "env": ENV, "device": "cpu", "batch": 128, "workers": 2, "repeats": 3, "what": "one epoch",
+            "results": [{"stored": 72, "crop": 64, "median": {"dali": 6000.0, "torch": 3000.0}, "dali_over_torch": 2.0},
+                        {"stored": 256, "crop": 224, "median": {"dali": 600.0, "torch": 480.0}, "dali_over_torch": 1.25}]}
+    return {"throughput-cpu": throughput, "kernels-cpu": kernels, "data-cpu": data}
+
+
+def rows_of(md: str, first_cell: str) -> list[list[str]]:
+    return [[c.strip() for c in line.strip("|").split("|")] for line in md.splitlines()
+            if line.startswith(f"| {first_cell} |")]
+
+
+def report(results: Path) -> str:
+    r = subprocess.run([sys.executable, "bench/report.py", "--results", str(results)], cwd=ROOT,
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return (results / "latest.md").read_text()
+
+
+def test_report_tables_from_handmade_results(tmp_path):
+    old = handmade_paper()
+    old["comparison"]["top1"]["twocol"] = [99.0, 1.0]
+    (tmp_path / "2029-12-31-paper.json").write_text(json.dumps(old))  # an older run: must be ignored
+    (tmp_path / "2030-01-02-paper.json").write_text(json.dumps(handmade_paper()))
+    for name, v in handmade_others().items():
+        (tmp_path / f"2030-01-02-{name}.json").write_text(json.dumps(v))
+    md = report(tmp_path)
+
+    # Two seeds: t(1 df) = 12.71, sd of (40, 42) = sqrt(2), half-width 12.71 * sqrt(2) / sqrt(2) = 12.71.
+    # Paired differences 3, 3: mean 3, sd 0, so a zero-width interval that excludes 0.
+    (top1,) = rows_of(md, "top-1")
+    assert top1[:7] == ["top-1", "41.00 ± 12.71", "44.00 ± 12.71", "+3.00 ± 0.00", "37.47", "39.17", "+1.70"]
+    assert top1[7] == "same sign as the paper"
+    (top5,) = rows_of(md, "top-5")
+    assert top5[1:4] == ["11.00 ± 12.71", "12.00 ± 12.71", "+1.00 ± 0.00"]
+    assert "99.00" not in md
+    # LRN off: differences 1 and 3, mean 2, sd sqrt(2), half-width 12.71: the interval spans 0.
+    (lrn,) = rows_of(md, "LRN off")
+    assert lrn[1] == "+2.00 ± 12.71" and lrn[2] == "+0.00 ± 0.00"
+    assert lrn[4] == "no difference resolved (interval spans 0)"
+    # ReLU reaches 50% in epoch 3 on both seeds; tanh in epoch 4 on both: 4/3.
+    assert "ReLU 3, 3; tanh 4, 4; tanh / ReLU **1.33x** (paper: 6x" in md
+    assert "does **not** reproduce the paper's ImageNet numbers" in md
+    assert "10 classes, 3000 training and 1000 validation images of 44x44 px" in md
+    assert "3 epochs, seeds [0, 1]" in md
+
+    (twocol,) = rows_of(md, "twocol")
+    assert twocol == ["twocol", "off", "240.0", "533"]
+    assert "two-column / grouped step time **1.200** (target <= 1.10: NOT met)" in md
+    assert "conv3 2.00 MiB" in md
+    (conv1,) = rows_of(md, "conv1")
+    assert conv1 == ["conv1", "128x96x55x55", "4.0", "8.1", "52"]
+    assert "forward_backward_speedup_at_least_5x **met**" in md
+    assert rows_of(md, "72 -> 64") == [["72 -> 64", "6000", "3000", "2.00", "met"]]
+    assert rows_of(md, "256 -> 224") == [["256 -> 224", "600", "480", "1.25", "NOT met"]]
+    assert (tmp_path / "latest.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_report_with_one_seed_and_nothing_else(tmp_path):
+    p = handmade_paper()
+    for k in p["runs"]:
+        p["runs"][k] = p["runs"][k][:1]
+    p["seeds"] = [0]
+    p["comparison"]["top1"]["onecol_minus_twocol"] = paper.paired(p["runs"]["twocol"], p["runs"]["onecol"], "top1")
+    (tmp_path / "2030-01-02-paper.json").write_text(json.dumps(p))
+    md = report(tmp_path)
+    assert rows_of(md, "top-1")[0][3:4] == ["+3.00"]
+    assert rows_of(md, "top-1")[0][7] == "one seed: no interval"
+    assert "## Throughput" not in md
+
+
+def test_report_without_results_says_so(tmp_path):
+    r = subprocess.run([sys.executable, "bench/report.py", "--results", str(tmp_path)], cwd=ROOT,
+                       capture_output=True, text=True)
+    assert r.returncode == 1 and "no results" in r.stderr
+
+
+def test_paper_protocol_end_to_end_at_a_toy_scale(tmp_path):
+    data = synthesize(tmp_path / "synth", classes=10, per_class=10, image_size=44, val_per_class=3, workers=1)
+    out = tmp_path / "results" / "2030-01-02-paper.json"
+    r = subprocess.run([sys.executable, "bench/paper.py", "--preset", "cpu", "--data", str(data), "--seeds", "1",
+                        "--epochs", "1", "--runs", str(tmp_path / "runs"), "--out", str(out), "data.batch_size=16"],
+                       cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads(out.read_text())
+    assert res["epochs"] == 1 and res["seeds"] == [0] and res["preset"] == "cpu"
+    assert res["data"]["classes"] == 10 and res["data"]["train"] == 100 and res["data"]["val"] == 30
+    assert "data.batch_size=16" in res["overrides"]["twocol"] and "data.batch_size=16" in res["overrides"]["onecol"]
+    assert set(res["runs"]) == {"twocol", "onecol", *paper.ABLATIONS}
+    two, one = res["runs"]["twocol"][0], res["runs"]["onecol"][0]
+    for run, net in ((two, "twocol"), (one, "onecol")):
+        cfg = load_config(res["configs"][net], res["overrides"][net])
+        assert run["params"] == sum(p.numel() for p in build_model(cfg, Placement.cpu()).parameters())
+    assert load_config(res["configs"]["onecol"], res["overrides"]["onecol"]).model.arch == "onecol"
+    for run in (two, one):
+        assert run["val_images"] == 30 and len(run["train_top1_by_epoch"]) == 1
+        assert 0 <= run["top1"] <= 100 and 0 <= run["top5"] <= run["top1"]
+    assert res["comparison"]["top1"]["onecol_minus_twocol"] == [one["top1"] - two["top1"], None]
+    assert res["comparison"]["top1"]["paper_onecol_minus_twocol"] == 1.7
+    assert res["ablations"]["tanh"]["epochs_to_threshold"]["relu"] in ([1], [None])
+    md = report(out.parent)
+    assert "10 classes, 100 training and 30 validation images of 44x44 px" in md
