@@ -22,9 +22,10 @@ import sys
 import time
 from pathlib import Path
 
-from env import environment
+from env import environment, write_result
 from twocol.config import load_config
 from twocol.data import make_loader, open_dataset, synthesize
+from twocol.data.synth import GENERATOR
 from twocol.data.loader import dali_problem
 from twocol.devices import Placement
 
@@ -32,7 +33,7 @@ from twocol.devices import Placement
 def dataset(stored: int, images: int, data_dir: Path) -> Path:
     """The synthetic set at `stored` px with `images` training images, made once under data/."""
     per_class = -(-images // 10)
-    root = data_dir / f"bench-synth-10x{per_class}-{stored}px"
+    root = data_dir / f"bench-synth-v{GENERATOR}-10x{per_class}-{stored}px"
     synthesize(root, classes=10, per_class=per_class, image_size=stored, val_per_class=1)
     return root
 
@@ -108,8 +109,7 @@ def main(argv=None) -> int:
               "load_average": os.getloadavg(),
               "repeats": args.repeats, "what": "one training epoch per repeat: decode, random crop, flip, "
               "mean image, PCA lighting, scale; loader start-up included", "results": results}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=2) + "\n")
+    write_result(record, out)
     print(f"medians of {args.repeats} epochs, {device}, {args.workers} workers, batch {args.batch}, "
           f"load average {os.getloadavg()[0]:.1f}")
     print(f"{'set':<10}{'DALI img/s':>12}{'torch img/s':>13}{'DALI/torch':>12}{'DALI CPU-ms/img':>17}{'torch CPU-ms/img':>18}")

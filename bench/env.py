@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import datetime
+import json
 import platform
 import subprocess
+from pathlib import Path
 
 import torch
 
@@ -26,3 +28,10 @@ def environment() -> dict:
     except ImportError:
         env["dali"] = None
     return env
+
+
+def write_result(result: dict, out) -> None:
+    """Every benchmark's results file: JSON, folders made as needed."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from env import environment
+from env import environment, write_result
 from twocol import ops
 
 LAYERS = {"conv1": (96, 55, 55), "conv2": (256, 27, 27)}
@@ -198,8 +198,7 @@ def main(argv=None) -> int:
     print(table(rows))
     print("targets met:", json.dumps(result["targets_met"]))
     out = a.out or Path("bench/results") / f"{env['date']}-kernels-{'gpu' if gpu else 'cpu'}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_result(result, out)
     print(f"wrote {out}")
     return 0
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from env import environment
+from env import environment, write_result
 from throughput import ONECOL_FOR
 from twocol.checkpoint import load_net
 from twocol.config import load_config
@@ -219,8 +219,7 @@ def main(argv=None) -> int:
               "environment": environment(), "paper": PAPER, "runs": runs, "comparison": comparison,
               "ablations": ablations}
     out = a.out or Path("bench/results") / f"{result['environment']['date']}-paper.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_result(result, out)
     m, h = comparison["top1"]["onecol_minus_twocol"]
     print(f"one-column minus two-column, 10-patch top-1: {m:+.2f}" + (f" +- {h:.2f}" if h is not None else "")
           + f" points (paper {comparison['top1']['paper_onecol_minus_twocol']:+.2f}); "

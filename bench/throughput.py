@@ -12,7 +12,6 @@ shows the columns' kernels running side by side.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -21,7 +20,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from env import environment
+from env import environment, write_result
 from twocol.config import load_config
 from twocol.devices import Placement
 from twocol.model import GroupedNet, build_model
@@ -138,8 +137,7 @@ def main(argv=None) -> int:
     result = run(a.config, a.gpus, a.batch, a.steps, a.warmup, amps)
     out = a.out or Path("bench/results") / (f"{result['environment']['date']}-throughput-"
                                             f"{'cpu' if result['placement'].startswith('cpu') else 'gpu'}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_result(result, out)
     print(f"wrote {out}")
     return 0
 
