@@ -144,7 +144,7 @@ def train_one_epoch(net, optimizer, loader, cfg: Config, state: RunState, logger
                 acc += v
         epoch_batches, epoch_images = epoch_batches + 1, epoch_images + labels.shape[0]
         window_batches, window_images = window_batches + 1, window_images + labels.shape[0]
-        if state.step % cfg.train.log_every == 0 or state.batch == total:
+        if state.batch % cfg.train.log_every == 0 or state.batch == total:
             loss_sum, w1_sum, w5_sum, window_images = all_sum(
                 [t.item() for t in window_sums] + [window_images], device, world)
             window_batches *= world.size
