@@ -22,7 +22,6 @@ def add_arguments(p) -> None:
 def describe(cfg, placement: Placement) -> dict:
     """Run one image through the net and record each layer's output shape and parameters."""
     net = build_model(cfg, placement, seed=0).eval()
-    columns = [("A", net.col_a)] + ([("B", net.col_b)] if hasattr(net, "col_b") else [])
     rows, hooks = [], []
 
     def record(name, column, module):
@@ -32,13 +31,12 @@ def describe(cfg, placement: Placement) -> dict:
                          "params": sum(p.numel() for p in module.parameters())})
         return hook
 
-    for column, col in columns:
+    for column, col in net.columns():
         for name in LAYERS:
             mod = getattr(col, name)
             hooks.append(mod.register_forward_hook(record(name, column, mod)))
     hooks.append(net.fc8.register_forward_hook(record("fc8", "A", net.fc8)))
     side = cfg.model.input_size
-    net.reset_link_bytes()
     with torch.no_grad(), sim.ColumnIsolation():
         net(torch.zeros(1, 3, side, side, device=placement.a))
     for h in hooks:

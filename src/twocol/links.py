@@ -6,6 +6,8 @@ the source column's stream and before the destination column's.
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 from . import sim
@@ -31,7 +33,7 @@ class _Crossing(torch.autograd.Function):
 
 
 class Link:
-    """A named cross-column link. `columns` maps a column name to (device, stream or None)."""
+    """A named cross-column link, counting the bytes that cross it in each direction of autograd."""
 
     def __init__(self, name: str):
         self.name = name
@@ -67,14 +69,11 @@ class ColumnRuntime:
         self.name, self.device, self.stream = name, device, None
 
     def __enter__(self):
-        self._stack = [sim.in_column(self.name)]
+        self._stack = contextlib.ExitStack()
+        self._stack.enter_context(sim.in_column(self.name))
         if self.stream is not None:
-            self._stack.append(torch.cuda.stream(self.stream))
-        for c in self._stack:
-            c.__enter__()
+            self._stack.enter_context(torch.cuda.stream(self.stream))
         return self
 
     def __exit__(self, *exc):
-        for c in reversed(self._stack):
-            c.__exit__(*exc)
-        return False
+        return self._stack.__exit__(*exc)

@@ -145,8 +145,8 @@ class TwoColumnNet(nn.Module):
         sim.tag_module(self.col_b, "B")
         return self
 
-    def column_of_param(self, name: str) -> str:
-        return "B" if name.startswith("col_b.") else "A"
+    def columns(self) -> list[tuple[str, Column]]:
+        return [("A", self.col_a), ("B", self.col_b)]
 
     def use_streams(self, enabled: bool = True) -> None:
         """Give each column its own CUDA stream, so the two columns' kernels can overlap."""
@@ -250,8 +250,8 @@ class OneColumnNet(nn.Module):
         sim.tag_module(self, "A")
         return self
 
-    def column_of_param(self, name: str) -> str:
-        return "A"
+    def columns(self) -> list[tuple[str, Column]]:
+        return [("A", self.col_a)]
 
     def use_streams(self, enabled: bool = True) -> None:
         pass  # one column: the caller's stream is the column's stream

@@ -37,17 +37,12 @@ def colour_specialisation(weight: torch.Tensor) -> torch.Tensor:
     return score.float()
 
 
-def net_columns(net) -> list[tuple[str, torch.nn.Module]]:
-    """(name, column) for every column the net has: A, and B for the two-column net."""
-    return [("A", net.col_a)] + ([("B", net.col_b)] if hasattr(net, "col_b") else [])
-
-
 def column_scores(net) -> dict[str, dict[str, float]]:
     """{"A": {"mean", "std", "kernels"}, "B": {...}}: colour_specialisation of each column's
     conv1 kernels, summarised. std is the spread over the column's kernels (population std,
     not an estimate of anything). Reads the weights only: no forward pass, no state change."""
     out = {}
-    for name, col in net_columns(net):
+    for name, col in net.columns():
         s = colour_specialisation(col.conv1.weight)
         out[name] = {"mean": s.mean().item(), "std": s.std(correction=0).item(), "kernels": s.numel()}
     return out

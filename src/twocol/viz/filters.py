@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .colour import column_scores, net_columns
+from .colour import column_scores
 
 PER_ROW = 16  # the paper's Figure 3 shows each column's 48 kernels as 3 rows of 16
 SCALE = 4
@@ -75,7 +75,7 @@ def draw_filters(net, path, title: str) -> dict:
 
     plt = pyplot()
     scores = column_scores(net)
-    grids = [(name, *filter_grid(col.conv1.weight)) for name, col in net_columns(net)]
+    grids = [(name, *filter_grid(col.conv1.weight)) for name, col in net.columns()]
     dpi, title_px = 100, 26
     width = max(MIN_WIDTH_PX, *(g.shape[1] for _, g, _ in grids))
     height = title_px + sum(title_px + g.shape[0] for _, g, _ in grids)
