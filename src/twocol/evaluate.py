@@ -66,6 +66,7 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     import json
 
+    from . import sim
     from .checkpoint import load_net
     from .config import load_config
     from .data import make_loader
@@ -81,11 +82,7 @@ def run(args) -> int:
         nets.append(net)
     loader = make_loader(cfg, resolve_data(cfg, args.data), args.split, placement, train=False,
                          ten_crop=args.ten_crop)
-    import contextlib
-
-    from . import sim
-
-    with sim.ColumnIsolation() if args.check_isolation else contextlib.nullcontext():
+    with sim.isolation(args.check_isolation):
         errors = evaluate(nets, loader.epoch(0))
     result = {"checkpoints": args.ckpt, "split": args.split,
               "test": "10-patch" if args.ten_crop else "centre crop", **errors}

@@ -56,6 +56,11 @@ def tag_module(module: torch.nn.Module, column: str) -> None:
         tag(b, column)
 
 
+def isolation(enabled: bool):
+    """The checker when asked for (--check-isolation), a no-op context otherwise."""
+    return ColumnIsolation() if enabled else contextlib.nullcontext()
+
+
 class ColumnIsolation(TorchFunctionMode):
     """Checks every torch call made while a column runs. Use as a context manager."""
 

@@ -250,8 +250,7 @@ def train(cfg: Config, placement: Placement, data_root: Path, run_dir: Path,
     logger.line(f"training {cfg.name} on {placement}" + (f" x {world.size} processes" if world.active else "")
                 + f": {len(train_loader)} batches of {cfg.data.batch_size} per epoch"
                 + (" per process" if world.active else "") + f", {cfg.train.epochs} epochs, run dir {run_dir}")
-    isolation = sim.ColumnIsolation() if check_isolation else contextlib.nullcontext()
-    with StopFlag() as stop, isolation:
+    with StopFlag() as stop, sim.isolation(check_isolation):
         while state.epoch < cfg.train.epochs:
             start = time.perf_counter()
             try:
