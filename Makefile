@@ -22,8 +22,8 @@ LAUNCH := $(if $(filter-out 0 1,$(NPROC)),$(VENV)/bin/torchrun --standalone --np
 
 install: $(STAMP)
 
-# Re-run when the package's build inputs change (setup.py, the kernels of twocol._C).
-$(STAMP): setup.py $(wildcard kernels/*)
+# Re-run when the package's build inputs change (pyproject.toml, setup.py, the kernels of twocol._C).
+$(STAMP): pyproject.toml setup.py $(wildcard kernels/*)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet "$(TORCH)" numpy pillow pyyaml matplotlib pytest ninja setuptools wheel
 	$(if $(DALI),$(PY) -m pip install --quiet "$(DALI)")
@@ -39,23 +39,23 @@ test-all: install
 # Fused ReLU+LRN kernels vs torch: CUDA if there is a GPU, else the CPU (bench/kernels.py).
 .PHONY: bench-kernels
 bench-kernels: install
-	$(PY) bench/kernels.py
+	$(PY) -m bench.kernels
 
 # Data loaders, DALI vs torch + Pillow, images/s on the same prepared sets (bench/data.py).
 .PHONY: bench-data
 bench-data: install
-	$(PY) bench/data.py $(ARGS)
+	$(PY) -m bench.data $(ARGS)
 
 # make bench [CONFIG=...] [DATA=...] [GPUS=...] [ARGS="..."]: the paper's comparisons (without CONFIG
 # and DATA, bench/paper.py's CPU-sized preset; ARGS go to bench/paper.py), training throughput,
 # kernels and data loaders, then bench/results/latest.md and latest.png (bench/report.py).
 .PHONY: bench
 bench: install
-	$(PY) bench/paper.py $(if $(CONFIG),--config $(CONFIG)) $(if $(DATA),--data $(DATA)) $(if $(GPUS),--gpus $(GPUS)) $(ARGS)
-	$(PY) bench/throughput.py $(if $(CONFIG),--config $(CONFIG)) $(if $(GPUS),--gpus $(GPUS))
-	$(PY) bench/kernels.py
-	$(PY) bench/data.py $(if $(GPUS),--gpus $(firstword $(subst $(comma), ,$(GPUS))))
-	$(PY) bench/report.py
+	$(PY) -m bench.paper $(if $(CONFIG),--config $(CONFIG)) $(if $(DATA),--data $(DATA)) $(if $(GPUS),--gpus $(GPUS)) $(ARGS)
+	$(PY) -m bench.throughput $(if $(CONFIG),--config $(CONFIG)) $(if $(GPUS),--gpus $(GPUS))
+	$(PY) -m bench.kernels
+	$(PY) -m bench.data $(if $(GPUS),--gpus $(firstword $(subst $(comma), ,$(GPUS))))
+	$(PY) -m bench.report
 
 train: install
 	$(LAUNCH) train $(if $(CONFIG),-c $(CONFIG)) $(if $(GPUS),--gpus $(GPUS)) $(if $(DATA),--data $(DATA)) $(ARGS)

@@ -1,8 +1,8 @@
 """Data-loader throughput: the DALI pipeline against the torch + Pillow fallback, on the same
 prepared sets, in one process.
 
-    python bench/data.py                      # 72px -> 64 (small configs) and 256px -> 224 (paper)
-    python bench/data.py --sets 256:224 --repeats 7 --gpus 0
+    python -m bench.data                      # 72px -> 64 (small configs) and 256px -> 224 (paper)
+    python -m bench.data --sets 256:224 --repeats 7 --gpus 0
 
 Each repeat times one whole training epoch (decode, random crop, flip, mean image, PCA
 lighting, scale; the loader's start-up included, as every epoch pays it) of each backend, the
@@ -22,11 +22,11 @@ import sys
 import time
 from pathlib import Path
 
-from env import environment, write_result
+from bench.env import environment, write_result
 from twocol.config import load_config
-from twocol.data import make_loader, open_dataset, synthesize
-from twocol.data.synth import GENERATOR
-from twocol.data.loader import dali_problem
+from twocol.data.layout import open_dataset
+from twocol.data.loader import dali_problem, make_loader
+from twocol.data.synth import GENERATOR, synthesize
 from twocol.devices import Placement
 
 

@@ -47,7 +47,7 @@ section_kernel_tests() {
 }
 
 section_kernel_bench() {
-  "$PY" bench/kernels.py --device cuda --out "$OUT/kernels.json"
+  "$PY" -m bench.kernels --device cuda --out "$OUT/kernels.json"
 }
 
 section_model_tests() {
@@ -60,7 +60,7 @@ section_model_tests() {
 section_throughput() {
   # Training steps of the paper's net on one GPU: two columns on their own streams, on one
   # stream, the one-column net and the grouped-conv equivalent; float32 and bf16 autocast.
-  "$PY" bench/throughput.py --gpus 0 --config configs/alexnet_paper.yaml --batch 128 \
+  "$PY" -m bench.throughput --gpus 0 --config configs/alexnet_paper.yaml --batch 128 \
     --steps 20 --warmup 5 --amp off,bf16 --out "$OUT/throughput.json"
 }
 

@@ -1,7 +1,7 @@
 """Fused ReLU+LRN kernels against torch's relu + nn.LocalResponseNorm, in one process.
 
-    python bench/kernels.py                   # CUDA if there is a GPU, else the CPU
-    python bench/kernels.py --device cpu --threads 2 --repeats 5
+    python -m bench.kernels                   # CUDA if there is a GPU, else the CPU
+    python -m bench.kernels --device cpu --threads 2 --repeats 5
 
 For conv1's (N, 96, 55, 55) and conv2's (N, 256, 27, 27) float32 activations at N = 32 and
 128, with the paper's LRN (n=5, k=2, alpha=1e-4 on the sum, beta=0.75; torch spells it
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from env import environment, write_result
+from bench.env import environment, write_result
 from twocol import ops
 
 LAYERS = {"conv1": (96, 55, 55), "conv2": (256, 27, 27)}

@@ -3,11 +3,11 @@
 lighting), every net trained with the same recipe, data, epochs and seeds and evaluated with
 the 10-patch test.
 
-    python bench/paper.py                   # CPU-sized: the "cpu" preset below, 5 seeds
-    python bench/paper.py --data DIR --config configs/alexnet_paper.yaml --gpus 0,1 --seeds 2
+    python -m bench.paper                   # CPU-sized: the "cpu" preset below, 5 seeds
+    python -m bench.paper --data DIR --config configs/alexnet_paper.yaml --gpus 0,1 --seeds 2
 
 Without --config and --data the "cpu" preset runs: a 10-class synthetic set of 44 px images
-(made under data/ on first use) and a tiny version of the small configs that learns it in a
+(made under data/ on first use) and configs/tiny_twocol.yaml (vs tiny_onecol.yaml), which learn it in a
 few minutes on one CPU core. With either, the configs run as they are (plus any KEY=VALUE
 overrides). The one-column net is the config's counterpart (--onecol to choose another).
 Writes bench/results/<date>-paper.json; bench/report.py turns it into bench/results/latest.md.
@@ -27,16 +27,17 @@ from pathlib import Path
 
 import torch
 
-from env import environment, write_result
-from throughput import ONECOL_FOR
+from bench.env import environment, write_result
+from bench.nets import ONECOL_FOR
 from twocol.checkpoint import load_net
 from twocol.config import load_config
-from twocol.data import make_loader, open_dataset, synthesize
-from twocol.data.synth import GENERATOR
+from twocol.data.layout import open_dataset
+from twocol.data.loader import make_loader
+from twocol.data.synth import GENERATOR, dataset_root, synthesize
 from twocol.devices import Placement
 from twocol.errors import TwocolError
 from twocol.evaluate import evaluate
-from twocol.train import resolve_data, train
+from twocol.train import train
 
 PAPER = {"twocol": {"top1": 37.47, "top5": 17.00}, "onecol": {"top1": 39.17, "top5": 18.23},
          "source": "2012 logs, ILSVRC-2010, 10-patch test (DESIGN.md)"}
@@ -54,21 +55,17 @@ ABLATIONS = {
 }
 PAPER_TANH_RATIO = 6.0
 
-# The CPU-sized protocol. Measured on this project's 2-core machine: the small configs at 64 px
-# take 40-160 s an epoch under load, too slow for 30 runs in 20 minutes; this tiny net (the small
-# configs' topology at 40 px) trains an epoch of 3000 images in about 1.5 s on one thread. One
+# The CPU-sized protocol: configs/tiny_twocol.yaml against configs/tiny_onecol.yaml. Measured on
+# this project's 2-core machine: the small configs at 64 px take 40-160 s an epoch under load, too
+# slow for 30 runs in 20 minutes; the tiny net trains an epoch of 3000 images in about 1.5 s on one thread. One
 # thread, because on a shared 2-core machine two OpenMP threads on these small tensors ran 6-30x
 # slower than one. lr 0.01: at 0.03 one of three two-column seeds never left chance (loss ln 10
 # for 15 epochs); 0.02 learned on all three but ended 1-25 points worse than 0.01, with which
 # both nets reached 23-38% 10-patch top-1 error (chance 90%) in 15 epochs. Five seeds, because
 # the seed-to-seed spread at this scale is several points.
 CPU_DATA = {"classes": 10, "per_class": 300, "val_per_class": 100, "image_size": 44}
-CPU_COMMON = ["data.image_size=44", "model.input_size=40", "model.conv1.kernel=5", "model.num_classes=10",
-              "data.batch_size=32", "optim.lr=0.01", "model.dropout=0", "data.workers=1", "train.epochs=15"]
-# The one-column net keeps conv5 and the fc layers at the two columns' total width, as
-# small_onecol.yaml and alexnet_onecol.yaml do.
-CPU_NETS = {"twocol": ["model.conv_widths=[8,16,24,24,16]", "model.fc_widths=[64,64]"],
-            "onecol": ["model.conv_widths=[8,16,24,24,32]", "model.fc_widths=[128,128]"]}
+CPU_CONFIG = "configs/tiny_twocol.yaml"
+CPU_COMMON = ["model.dropout=0", "data.workers=1"]
 CPU_SEEDS = 5
 CPU_THREADS = 1
 T95 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26, 10: 2.23,
@@ -143,7 +140,8 @@ def paired(a: list[dict], b: list[dict], key: str) -> list[float]:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", help="the two-column net (default: configs/small_twocol.yaml)")
+    p.add_argument("--config", help=f"the two-column net (default: {CPU_CONFIG} with the cpu preset, "
+                                    "else configs/small_twocol.yaml)")
     p.add_argument("--onecol", help="the one-column comparison net (default: the config's counterpart)")
     p.add_argument("--data", help="prepared dataset (default: the cpu preset's synthetic set, or the "
                                   "config's built-in synthetic set with --config)")
@@ -169,19 +167,19 @@ def main(argv=None) -> int:
     seeds = list(range(a.seeds if a.seeds is not None else CPU_SEEDS if preset == "cpu" else 3))
     if not seeds:
         p.error("--seeds must be at least 1")
-    config = a.config or "configs/small_twocol.yaml"
+    config = a.config or (CPU_CONFIG if preset == "cpu" else "configs/small_twocol.yaml")
     name = load_config(config).name
     onecol = a.onecol or ONECOL_FOR.get(name)
     if onecol is None:
         p.error(f"no known one-column counterpart of {name}: give --onecol")
     common = (CPU_COMMON if preset == "cpu" else []) + a.overrides + ([f"train.epochs={a.epochs}"] if a.epochs else [])
-    overrides = {k: (CPU_NETS[k] if preset == "cpu" else []) + common for k in ("twocol", "onecol")}
+    overrides = {k: common for k in ("twocol", "onecol")}
     threads = a.threads or (CPU_THREADS if preset == "cpu" else None)
     if threads:
         torch.set_num_threads(threads)
     placement = Placement.parse(a.gpus)
     cfg = load_config(config, overrides["twocol"])
-    data = (Path(a.data) if a.data else cpu_data_dir(a.data_dir)) if preset == "cpu" else resolve_data(cfg, a.data)
+    data = (Path(a.data) if a.data else cpu_data_dir(a.data_dir)) if preset == "cpu" else dataset_root(cfg, a.data)
     meta = open_dataset(data).meta
     print(f"paper protocol ({preset} preset): {config} vs {onecol}, seeds {seeds}, {cfg.train.epochs} epochs, "
           f"data {data} ({meta['classes']} classes, {meta['train']} train / {meta['val']} val images of "

@@ -1,6 +1,6 @@
 """The latest benchmark results as one report: bench/results/latest.md and latest.png.
 
-    python bench/report.py [--results bench/results]
+    python -m bench.report [--results bench/results]
 
 Reads the newest file of each kind under --results (<date>-paper.json, <date>-throughput-*.json,
 <date>-kernels-*.json, <date>-data-*.json; one per device for the last three) and puts each

@@ -1,7 +1,7 @@
 """Training-step throughput: the two-column net against its one-column comparison net and its
 single-device grouped-convolution equivalent, in one process, on synthetic tensors.
 
-    python bench/throughput.py --gpus 0 --config configs/alexnet_paper.yaml --amp off,bf16
+    python -m bench.throughput --gpus 0 --config configs/alexnet_paper.yaml --amp off,bf16
 
 Reports the median step time of each variant, images/s, the model-parallel overhead
 (two-column step / grouped step) and the bytes each link moved per step. On CUDA, the
@@ -20,14 +20,14 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from env import environment, write_result
+from bench.env import environment, write_result
+from bench.nets import ONECOL_FOR
 from twocol.config import load_config
 from twocol.devices import Placement
-from twocol.model import GroupedNet, build_model
+from twocol.model import build_model
 from twocol.optim import make_optimizer
+from twocol.reference import GroupedNet
 
-ONECOL_FOR = {"alexnet_paper": "configs/alexnet_onecol.yaml", "alexnet_2012code": "configs/alexnet_onecol.yaml",
-              "small_twocol": "configs/small_onecol.yaml"}
 
 
 def step_timer(net, cfg, placement, batch: int, amp: str):

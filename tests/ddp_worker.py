@@ -11,8 +11,6 @@ from twocol.distributed import init, placement_for, shutdown, world_from_env, wr
 from twocol.model import build_model
 from twocol.optim import make_optimizer
 
-TINY = ["model.input_size=40", "data.image_size=44", "model.conv1.kernel=5", "model.conv_widths=[8,16,24,24,16]",
-        "model.fc_widths=[64,64]", "model.num_classes=4", "model.dropout=0"]
 
 
 def batches(steps, global_batch):
@@ -22,7 +20,7 @@ def batches(steps, global_batch):
 
 
 def train(steps, global_batch, world):
-    cfg = load_config("configs/small_twocol.yaml", TINY)
+    cfg = load_config("configs/tiny_twocol.yaml", ["model.num_classes=4", "model.dropout=0"])
     placement = placement_for(world, "cpu")
     init(world, placement)
     net = build_model(cfg, placement, seed=0).double()

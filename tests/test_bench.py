@@ -6,13 +6,13 @@ import sys
 from pathlib import Path
 
 from twocol.config import load_config
-from twocol.data import synthesize
+from twocol.data.synth import synthesize
 from twocol.devices import Placement
 from twocol.model import build_model
 
+from bench import paper
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "bench"))
-import paper  # noqa: E402  (bench/ is scripts, not a package)
 
 ENV = {"date": "2030-01-02", "commit": "abc1234", "torch": "2.13.0+cpu", "cpu": "Test CPU", "threads": 1,
        "gpu": None, "dali": "2.4.0"}
@@ -75,7 +75,7 @@ def rows_of(md: str, first_cell: str) -> list[list[str]]:
 
 
 def report(results: Path) -> str:
-    r = subprocess.run([sys.executable, "bench/report.py", "--results", str(results)], cwd=ROOT,
+    r = subprocess.run([sys.executable, "-m", "bench.report", "--results", str(results)], cwd=ROOT,
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-3000:]
     return (results / "latest.md").read_text()
@@ -134,7 +134,7 @@ def test_report_with_one_seed_and_nothing_else(tmp_path):
 
 
 def test_report_without_results_says_so(tmp_path):
-    r = subprocess.run([sys.executable, "bench/report.py", "--results", str(tmp_path)], cwd=ROOT,
+    r = subprocess.run([sys.executable, "-m", "bench.report", "--results", str(tmp_path)], cwd=ROOT,
                        capture_output=True, text=True)
     assert r.returncode == 1 and "no results" in r.stderr
 
@@ -142,7 +142,7 @@ def test_report_without_results_says_so(tmp_path):
 def test_paper_protocol_end_to_end_at_a_toy_scale(tmp_path):
     data = synthesize(tmp_path / "synth", classes=10, per_class=10, image_size=44, val_per_class=3, workers=1)
     out = tmp_path / "results" / "2030-01-02-paper.json"
-    r = subprocess.run([sys.executable, "bench/paper.py", "--preset", "cpu", "--data", str(data), "--seeds", "1",
+    r = subprocess.run([sys.executable, "-m", "bench.paper", "--preset", "cpu", "--data", str(data), "--seeds", "1",
                         "--epochs", "1", "--runs", str(tmp_path / "runs"), "--out", str(out), "data.batch_size=16"],
                        cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-3000:]

@@ -6,8 +6,10 @@ import pytest
 import torch
 from PIL import Image
 
-from twocol.data import make_loader, open_dataset, synthesize
 from twocol.data import loader as loader_module
+from twocol.data.layout import open_dataset
+from twocol.data.loader import make_loader
+from twocol.data.synth import synthesize
 from twocol.devices import Placement
 from twocol.errors import DataError
 

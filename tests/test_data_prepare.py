@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from twocol.data import ensure_synthetic, open_dataset, synthesize
 from twocol.data import synth as synth_module
-from twocol.data.layout import pca
+from twocol.data.layout import open_dataset
+from twocol.data.lighting import pca
+from twocol.data.synth import ensure_synthetic, synthesize
 from twocol.data.prepare import prepare
 from twocol.errors import DataError
 

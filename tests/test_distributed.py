@@ -7,14 +7,15 @@ import pytest
 import torch
 
 from ddp_worker import train as train_in_process
-from twocol.checkpoint import load_checkpoint
+from test_train import TINY  # the same tiny net
+from twocol.checkpoint import load_checkpoint, restore
 from twocol.config import load_config
+from twocol.data.synth import synthesize
 from twocol.devices import Placement
 from twocol.distributed import World, placement_for
 from twocol.errors import CheckpointError, PlacementError
 from twocol.model import build_model
 from twocol.optim import LRSchedule, make_optimizer
-from twocol.train import restore
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
 
@@ -59,12 +60,9 @@ def test_mid_epoch_checkpoint_refuses_another_number_of_processes(tmp_path):
 
 
 def test_torchrun_trains_with_two_cpu_pairs_and_writes_one_checkpoint(tmp_path):
-    from test_train import TINY  # the same tiny net
-    from twocol.data import synthesize
-
     data = synthesize(tmp_path / "synth", classes=4, per_class=300, image_size=44, val_per_class=50, workers=2)
     run = tmp_path / "run"
-    r = subprocess.run(TORCHRUN + ["-m", "twocol", "train", "-c", "configs/small_twocol.yaml", "--gpus", "cpu",
+    r = subprocess.run(TORCHRUN + ["-m", "twocol", "train", "--gpus", "cpu",
                                    "--data", str(data), "--run-dir", str(run), "train.epochs=1",
                                    "--check-isolation", *TINY], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]

@@ -1,7 +1,8 @@
 import torch
 import torch.nn.functional as F
 
-from twocol.evaluate import evaluate, predict_proba, topk_errors
+from twocol.evaluate import evaluate, predict_proba
+from twocol.metrics import topk_errors
 
 
 class Fixed(torch.nn.Module):

@@ -5,7 +5,8 @@ import torch.nn.functional as F
 
 from conftest import config
 from twocol.devices import Placement
-from twocol.model import GroupedNet, build_model
+from twocol.model import build_model
+from twocol.reference import GroupedNet
 from twocol.optim import make_optimizer
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

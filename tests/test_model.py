@@ -5,7 +5,8 @@ import torch.nn.functional as F
 from conftest import config
 from twocol import sim
 from twocol.devices import Placement
-from twocol.model import GroupedNet, TwoColumnNet, build_model, count_parameters, feature_sides
+from twocol.model import TwoColumnNet, build_model, count_parameters, feature_sides
+from twocol.reference import GroupedNet
 
 
 def test_paper_net_has_exactly_the_papers_parameter_count():

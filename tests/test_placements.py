@@ -3,7 +3,8 @@ import torch.nn.functional as F
 
 from conftest import config
 from twocol.devices import Placement
-from twocol.model import GroupedNet, build_model
+from twocol.model import build_model
+from twocol.reference import GroupedNet
 from twocol.optim import make_optimizer
 
 

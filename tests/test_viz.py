@@ -12,7 +12,7 @@ from twocol.cli import main
 from twocol.devices import Placement
 from twocol.features import extract, feature_paths, load_features
 from twocol.model import build_model
-from twocol.viz import column_scores, colour_specialisation
+from twocol.metrics import column_scores, colour_specialisation
 from twocol.viz.filters import filter_grid, stretch
 from twocol.viz.neighbours import nearest, row_chunks
 
@@ -234,7 +234,7 @@ def test_viz_neighbours_of_a_training_image_leave_the_image_itself_out(tmp_path,
 @pytest.fixture(scope="module")
 def synthetic_run(tmp_path_factory):
     """A tiny synthetic dataset and a checkpoint of a tiny net that reads it."""
-    from twocol.data import synthesize
+    from twocol.data.synth import synthesize
 
     root = tmp_path_factory.mktemp("viz_run")
     data = synthesize(root / "data", classes=3, per_class=5, image_size=72, val_per_class=2, workers=1)
@@ -246,7 +246,7 @@ def synthetic_run(tmp_path_factory):
 
 
 def test_features_then_neighbours_end_to_end(synthetic_run, capsys):
-    from twocol.data import open_dataset
+    from twocol.data.layout import open_dataset
 
     root, data, ckpt = synthetic_run
     for split in ("train", "val"):

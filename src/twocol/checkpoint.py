@@ -1,47 +1,77 @@
-"""Checkpoints: written atomically, read with torch.load(weights_only=True), checked against
-the config of the net they are loaded into.
+"""Checkpoints: what a run's state is, how it is written (atomically) and read back (with
+torch.load(weights_only=True)), and how it is checked against the net it is loaded into.
 
 A checkpoint is a dict of tensors and plain values only (no pickled objects):
-  format, model, optimizer, schedule, epoch, step, batch (position in the epoch), rng, config,
-  metrics (the last validation result).
+  format, model, optimizer, schedule, epoch, batch (position in the epoch), step, rng (rank 0's
+  generators), rng_per_rank, world_size (processes under torchrun), config (the resolved
+  config), metrics (the last epoch's row of metrics.jsonl).
 """
 from __future__ import annotations
 
-import os
 import pickle
-import random
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
+from .atomic import atomic_write
 from .config import Config, config_from_dict
+from .distributed import World, barrier, gather_objects
 from .errors import CheckpointError, ConfigError
+from .model import build_model
+from .rng import rng_states, seed_everything, set_rng_states
 
 FORMAT = 1
 
 
+@dataclass
+class RunState:
+    """Where a run stands."""
+    epoch: int = 0  # completed epochs
+    batch: int = 0  # batches done in the current epoch
+    step: int = 0   # optimizer steps over the whole run
+
+
 def save_checkpoint(path: str | Path, state: dict) -> None:
-    """Write to a temporary file, fsync, then rename over `path`: a crash at any moment leaves
-    either the old checkpoint or the new one, never a half-written file."""
+    """Written atomically: a crash at any moment leaves the old checkpoint or the new one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save({"format": FORMAT, **state}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)  # make the rename itself durable
-    finally:
-        os.close(dir_fd)
+    atomic_write(path, lambda f: torch.save({"format": FORMAT, **state}, f))
+
+
+def checkpoint_state(net, optimizer, schedule, state: RunState, cfg: Config, metrics: dict,
+                     world: World) -> dict:
+    """The whole state of a run. Collective under torchrun (every rank's RNG states are
+    gathered), so every rank calls it; `save` then writes it from rank 0."""
+    rng = gather_objects(rng_states(), world)
+    return {"model": net.state_dict(), "optimizer": optimizer.state_dict(),
+            "schedule": schedule.state_dict(), "epoch": state.epoch, "batch": state.batch,
+            "step": state.step, "rng": rng[0], "rng_per_rank": rng, "world_size": world.size,
+            "config": cfg.to_dict(), "metrics": metrics}
+
+
+def save(path: Path, state: dict, world: World) -> None:
+    if world.is_main:
+        save_checkpoint(path, state)
+    barrier(world)
+
+
+def restore(ckpt: dict, path: Path, net, optimizer, schedule, cfg: Config, world: World) -> RunState:
+    """Load a checkpoint into a freshly built run; returns where the run stands."""
+    check_same_architecture(ckpt, cfg, path)
+    saved_world = ckpt.get("world_size", 1)
+    if saved_world != world.size and ckpt["batch"] != 0:
+        raise CheckpointError(f"{path} was written mid-epoch by {saved_world} process(es); it can only "
+                              f"resume on {saved_world}, not {world.size} (epoch-end checkpoints resume on any number)")
+    load_model_state(net, ckpt, path)
+    optimizer.load_state_dict(ckpt["optimizer"])
+    schedule.load_state_dict(ckpt["schedule"])
+    if saved_world == world.size:
+        set_rng_states(ckpt["rng_per_rank"][world.rank])
+    else:  # other shards now: give each rank a fresh stream derived from the run's position
+        seed_everything(cfg.train.seed + 1000 * ckpt["step"] + world.rank)
+    return RunState(epoch=ckpt["epoch"], batch=ckpt["batch"], step=ckpt["step"])
 
 
 def load_checkpoint(path: str | Path) -> dict:
@@ -93,36 +123,9 @@ def load_model_state(net: torch.nn.Module, ckpt: dict, path: str | Path) -> None
         raise CheckpointError(f"{path} does not fit this net: {str(e).splitlines()[0]}") from None
 
 
-def rng_states() -> dict:
-    """Every random generator a run draws from, as tensors and plain values."""
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    state = {
-        "torch": torch.get_rng_state(),
-        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "cached": float(cached)},
-        "python": list(random.getstate()[1]),
-        "python_version": random.getstate()[0],
-        "python_gauss": random.getstate()[2],
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_states(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    n = state["numpy"]
-    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
-    random.setstate((state["python_version"], tuple(state["python"]), state["python_gauss"]))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"][: torch.cuda.device_count()])
-
-
 def load_net(path: str | Path, placement, cfg: Config | None = None):
     """Build the net a checkpoint holds on `placement` and load its weights.
     With `cfg`, the checkpoint must have the same architecture; without, its own config is used."""
-    from .model import build_model
-
     ckpt = load_checkpoint(path)
     if cfg is None:
         cfg = checkpoint_config(ckpt, path)

@@ -71,7 +71,7 @@ class ModelConfig:
 @dataclass
 class InitConfig:
     # "paper": N(0, weight_std) weights, biases 1 on bias_one layers and 0 elsewhere.
-    # "kaiming": Kaiming-normal weights and zero biases (the small configs: see DESIGN.md).
+    # "kaiming": Kaiming-normal weights and zero biases (the small configs: see docs/design.md).
     scheme: Literal["paper", "kaiming"] = "paper"
     weight_std: float = 0.01
     # Per-layer std overrides, e.g. {conv3: 0.03} for the 2012 code.

@@ -1,25 +1,18 @@
-"""`twocol describe`: the net as a table, one row per layer, then the links and totals."""
+"""What a config's net is: every layer with its column, device, output shape and parameters,
+and the links with the bytes they move per image (`twocol describe` prints it)."""
 from __future__ import annotations
-
-import json
 
 import torch
 
 from . import sim
-from .config import load_config
+from .config import Config
 from .devices import Placement
 from .model import build_model, count_parameters
 
 LAYERS = ("conv1", "pool1", "conv2", "pool2", "conv3", "conv4", "conv5", "pool5", "fc6", "fc7")
 
 
-def add_arguments(p) -> None:
-    from .cli import add_config_arguments
-    add_config_arguments(p)
-    p.add_argument("--json", action="store_true", help="print JSON instead of tables")
-
-
-def describe(cfg, placement: Placement) -> dict:
+def describe(cfg: Config, placement: Placement) -> dict:
     """Run one image through the net and record each layer's output shape and parameters."""
     net = build_model(cfg, placement, seed=0).eval()
     rows, hooks = [], []
@@ -48,25 +41,3 @@ def describe(cfg, placement: Placement) -> dict:
             "input": [3, side, side], "layers": rows, "links": links,
             "total_params": count_parameters(net),
             "link_bytes_per_image": sum(l["bytes_per_image"] for l in links)}
-
-
-def format_tables(d: dict) -> str:
-    out = [f"{d['config']} ({d['arch']}): input {'x'.join(map(str, d['input']))}, {d['placement']}", ""]
-    out.append(f"{'layer':<7}{'column':<8}{'device':<9}{'output':<16}{'params':>12}")
-    for r in d["layers"]:
-        out.append(f"{r['layer']:<7}{r['column']:<8}{r['device']:<9}{'x'.join(map(str, r['output'])):<16}{r['params']:>12,}")
-    if d["links"]:
-        out += ["", f"{'link':<7}{'bytes/image (forward; backward moves the same)':>48}"]
-        for l in d["links"]:
-            out.append(f"{l['link']:<7}{l['bytes_per_image']:>48,}")
-    out += ["", f"total parameters: {d['total_params']:,}"]
-    if d["links"]:
-        out.append(f"total bytes across links per image, forward: {d['link_bytes_per_image']:,}")
-    return "\n".join(out)
-
-
-def run(args) -> int:
-    cfg = load_config(args.config, args.overrides)
-    d = describe(cfg, Placement.parse(args.gpus))
-    print(json.dumps(d, indent=2) if args.json else format_tables(d))
-    return 0

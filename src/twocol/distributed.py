@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 
 from .devices import Placement
 from .errors import PlacementError
@@ -70,8 +71,6 @@ def wrap(net: torch.nn.Module, world: World) -> torch.nn.Module:
     """DDP over a module that spans two devices (device_ids must then be None)."""
     if not world.active:
         return net
-    from torch.nn.parallel import DistributedDataParallel
-
     return DistributedDataParallel(net, device_ids=None, broadcast_buffers=False)
 
 

@@ -2,8 +2,19 @@
 ensemble (section 4.1 and Table 2: averages of softmax outputs, never of logits)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
+
+from . import sim
+from .checkpoint import load_net
+from .config import Config
+from .data.loader import make_loader
+from .data.synth import dataset_root
+from .devices import Placement
+from .distributed import World, all_sum
+from .metrics import topk_errors
 
 
 @torch.no_grad()
@@ -19,15 +30,6 @@ def predict_proba(nets, images: torch.Tensor) -> torch.Tensor:
         p = p.view(-1, views, p.shape[1]).mean(1)
         total = p if total is None else total + p.to(total.device)
     return total / len(nets)
-
-
-def topk_errors(scores: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Numbers of top-1 and top-5 mistakes in a batch, as tensors on the scores' device (so a
-    training step need not wait for the GPU to read them)."""
-    k = min(5, scores.shape[1])
-    top = scores.topk(k, dim=1).indices
-    labels = labels.to(top.device).view(-1, 1)
-    return (top[:, :1] != labels).all(1).sum(), (top != labels).all(1).sum()
 
 
 @torch.no_grad()
@@ -50,46 +52,28 @@ def evaluate(nets, batches) -> dict:
     return {"top1_error": wrong1 / seen, "top5_error": wrong5 / seen, "images": seen}
 
 
-def add_arguments(p) -> None:
-    from .cli import add_config_arguments
-    add_config_arguments(p, default_config=None, config_help="YAML config the checkpoints must match "
-                                                             "(default: the first checkpoint's own)")
-    p.add_argument("--ckpt", action="append", required=True, metavar="PATH",
-                   help="a checkpoint; give several for their ensemble (softmax average)")
-    p.add_argument("--data", help="prepared dataset (default: the config's built-in synthetic set)")
-    p.add_argument("--split", default="val", choices=["val", "train"])
-    p.add_argument("--ten-crop", action="store_true",
-                   help="the paper's 10-patch test: 4 corners and centre, and their mirrors")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
+def evaluate_sharded(net, loader, world: World) -> dict:
+    """Each rank evaluates its shard of the split; the counts are summed over ranks."""
+    r = evaluate([net], loader.epoch(0))
+    w1, w5, n = all_sum([r["top1_error"] * r["images"], r["top5_error"] * r["images"], r["images"]],
+                        net.placement.a, world)
+    return {"top1_error": w1 / n, "top5_error": w5 / n, "images": int(n)}
 
 
-def run(args) -> int:
-    import json
-
-    from . import sim
-    from .checkpoint import load_net
-    from .config import load_config
-    from .data import make_loader
-    from .devices import Placement
-    from .train import resolve_data
-
-    placement = Placement.parse(args.gpus)
-    cfg = load_config(args.config, args.overrides) if args.config else None
+def evaluate_checkpoints(paths: list[str | Path], data: str | Path | None, placement: Placement,
+                         cfg: Config | None = None, split: str = "val", ten_crop: bool = False,
+                         check_isolation: bool = False) -> dict:
+    """The error of one checkpoint, or of the ensemble of several, on a split of the dataset at
+    `data` (None: the config's built-in synthetic set). Every checkpoint must hold the
+    architecture of `cfg` (default: the first checkpoint's own config, which also sets the
+    data settings)."""
     nets = []
-    for path in args.ckpt:
+    for path in paths:
         net, net_cfg, _ = load_net(path, placement, cfg)
-        cfg = cfg or net_cfg  # every further checkpoint must match the first one's net
+        cfg = cfg or net_cfg
         nets.append(net)
-    loader = make_loader(cfg, resolve_data(cfg, args.data), args.split, placement, train=False,
-                         ten_crop=args.ten_crop)
-    with sim.isolation(args.check_isolation):
+    loader = make_loader(cfg, dataset_root(cfg, data), split, placement, train=False, ten_crop=ten_crop)
+    with sim.isolation(check_isolation):
         errors = evaluate(nets, loader.epoch(0))
-    result = {"checkpoints": args.ckpt, "split": args.split,
-              "test": "10-patch" if args.ten_crop else "centre crop", **errors}
-    if args.json:
-        print(json.dumps(result))
-    else:
-        what = f"ensemble of {len(nets)}" if len(nets) > 1 else args.ckpt[0]
-        print(f"{what}, {result['test']}, {result['images']} {args.split} images: "
-              f"top-1 error {100 * result['top1_error']:.2f}%, top-5 error {100 * result['top5_error']:.2f}%")
-    return 0
+    return {"checkpoints": [str(p) for p in paths], "split": split,
+            "test": "10-patch" if ten_crop else "centre crop", **errors}

@@ -14,6 +14,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .atomic import atomic_write
+from .checkpoint import load_net
+from .data.loader import make_loader
+from .devices import Placement
 from .errors import DataError
 
 FORMAT = 1
@@ -66,30 +70,18 @@ def extract(net, batches, out: np.ndarray) -> list[int]:
     return labels
 
 
-def add_arguments(p) -> None:
-    p.add_argument("--ckpt", required=True, help="a twocol checkpoint (its config is used)")
-    p.add_argument("--data", required=True, metavar="DIR", help="a prepared dataset")
-    p.add_argument("--split", choices=("train", "val"), default="train", help="default: %(default)s")
-    p.add_argument("-o", "--out", required=True, metavar="FEATS", help="writes FEATS.npy and FEATS.json")
-    p.add_argument("--gpus", default=None,
-                   help="'0,1', '0' or 'cpu' as for `twocol train`; default: by what this machine has")
-    p.add_argument("--batch-size", type=int, default=None, help="default: the checkpoint config's")
-
-
-def run(args) -> int:
-    from .checkpoint import load_net
-    from .data import make_loader
-    from .devices import Placement
-
-    if args.batch_size is not None and args.batch_size < 1:
-        raise DataError(f"--batch-size must be positive, got {args.batch_size}")
-    placement = Placement.parse(args.gpus)
-    net, cfg, ckpt = load_net(args.ckpt, placement)
-    if args.batch_size is not None:
-        cfg.data.batch_size = args.batch_size
-    loader = make_loader(cfg, args.data, args.split, placement, train=False)
-    manifest = loader.dataset.split(args.split)
-    npy, meta_path = feature_paths(args.out)
+def save_features(ckpt: str | Path, data_root: str | Path, split: str, out: str | Path, placement: Placement,
+                  batch_size: int | None = None) -> tuple[Path, Path, tuple[int, int]]:
+    """Write the features file `out` (FEATS.npy + FEATS.json) of every image of `split`;
+    returns the two paths and the rows' shape."""
+    if batch_size is not None and batch_size < 1:
+        raise DataError(f"the batch size must be positive, got {batch_size}")
+    net, cfg, saved = load_net(ckpt, placement)
+    if batch_size is not None:
+        cfg.data.batch_size = batch_size
+    loader = make_loader(cfg, Path(data_root), split, placement, train=False)
+    manifest = loader.dataset.split(split)
+    npy, meta_path = feature_paths(out)
     npy.parent.mkdir(parents=True, exist_ok=True)
     # The .json is written last: a run that dies while writing rows leaves no pair that loads.
     meta_path.unlink(missing_ok=True)
@@ -99,13 +91,12 @@ def run(args) -> int:
     rows.flush()
     expected = [int(label) for _, label in manifest]
     if labels != expected:
-        raise DataError(f"the {args.split} loader's labels are not in manifest order; "
+        raise DataError(f"the {split} loader's labels are not in manifest order; "
                         "the rows of FEATS could not be matched to images")
-    meta = {"format": FORMAT, "root": str(Path(args.data).resolve()), "split": args.split,
-            "checkpoint": str(Path(args.ckpt).resolve()), "epoch": ckpt.get("epoch"),
-            "step": ckpt.get("step"), "config": cfg.name, "crop": cfg.model.input_size,
+    meta = {"format": FORMAT, "root": str(Path(data_root).resolve()), "split": split,
+            "checkpoint": str(Path(ckpt).resolve()), "epoch": saved.get("epoch"),
+            "step": saved.get("step"), "config": cfg.name, "crop": cfg.model.input_size,
             "classes": list(loader.dataset.classes), "relpaths": [str(p) for p, _ in manifest],
             "labels": expected}
-    meta_path.write_text(json.dumps(meta))
-    print(f"wrote {npy} ({rows.shape[0]} x {rows.shape[1]} float32) and {meta_path}")
-    return 0
+    atomic_write(meta_path, json.dumps(meta))
+    return npy, meta_path, rows.shape

@@ -1,4 +1,6 @@
-"""The cross-column links: the only places where a tensor moves from one column to the other.
+"""Where the columns run and how they meet: each column's runtime (its device and, on CUDA,
+its own stream) and the cross-column links, the only places where a tensor moves from one
+column to the other.
 
 A link copies a tensor to the other column's device, counts the bytes it moved in the forward
 pass and in the backward pass (the gradient going home), and, on CUDA, orders the copy after
@@ -68,6 +70,11 @@ class ColumnRuntime:
     def __init__(self, name: str, device: torch.device):
         self.name, self.device, self.stream = name, device, None
 
+    def use_stream(self, enabled: bool) -> None:
+        """Run the column on a stream of its own (CUDA only), so that two columns on one GPU
+        can overlap; off, it runs on the caller's stream."""
+        self.stream = torch.cuda.Stream(self.device) if enabled and self.device.type == "cuda" else None
+
     def __enter__(self):
         self._stack = contextlib.ExitStack()
         self._stack.enter_context(sim.in_column(self.name))
@@ -77,3 +84,27 @@ class ColumnRuntime:
 
     def __exit__(self, *exc):
         return self._stack.__exit__(*exc)
+
+
+@contextlib.contextmanager
+def streams_follow_caller(columns, x: torch.Tensor):
+    """Around a forward pass: column streams start after whatever the caller queued (the
+    input) and the caller's stream resumes after every column finishes. Tensors crossing
+    between the caller's stream and a column's are recorded on the stream that reads them, so
+    the caching allocator does not hand their memory out while that stream may still read it.
+    Yields `handed_back(out)`, to call on the tensor returned to the caller."""
+    runs = [r for r in columns if r.stream is not None]
+    caller = {r.device: torch.cuda.current_stream(r.device) for r in runs}
+    for r in runs:
+        r.stream.wait_stream(caller[r.device])
+        if x.device == r.device:
+            x.record_stream(r.stream)
+
+    def handed_back(out):
+        if runs:
+            out.record_stream(caller[out.device])
+        return out
+
+    yield handed_back
+    for r in runs:
+        caller[r.device].wait_stream(r.stream)

@@ -1,4 +1,4 @@
-"""The two-column AlexNet, read off the paper's Figure 2 (sizes: DESIGN.md).
+"""The two-column AlexNet, read off the paper's Figure 2 (sizes: docs/design.md).
 
 Each Column holds one half of every layer and lives on one device. Data crosses between the
 columns only through the four named links: conv3 (both pool2 outputs), fc6 (both pool5
@@ -7,7 +7,6 @@ where fc8 and the loss live).
 """
 from __future__ import annotations
 
-import contextlib
 import math
 
 import torch
@@ -17,7 +16,8 @@ import torch.nn.functional as F
 from . import ops, sim
 from .config import Config, ModelConfig
 from .devices import Placement
-from .links import ColumnRuntime, Link
+from .errors import ConfigError
+from .links import ColumnRuntime, Link, streams_follow_caller
 
 
 def conv1_geometry(m: ModelConfig) -> tuple[int, int]:
@@ -41,7 +41,6 @@ def feature_sides(m: ModelConfig) -> dict[str, int]:
     p2 = pool(p1)  # conv2 keeps the size (5x5, pad 2)
     p5 = pool(p2)  # conv3-5 keep it (3x3, pad 1)
     if p5 < 1:
-        from .errors import ConfigError
         raise ConfigError(f"model.input_size={m.input_size} is too small: pool5 would be empty")
     return {"conv1": c1, "pool1": p1, "conv2": p1, "pool2": p2, "conv3": p2, "conv4": p2,
             "conv5": p2, "pool5": p5}
@@ -151,7 +150,7 @@ class TwoColumnNet(nn.Module):
     def use_streams(self, enabled: bool = True) -> None:
         """Give each column its own CUDA stream, so the two columns' kernels can overlap."""
         for run in (self.run_a, self.run_b):
-            run.stream = torch.cuda.Stream(run.device) if enabled and run.device.type == "cuda" else None
+            run.use_stream(enabled)
 
     def exchange(self, name: str, xa, xb):
         """A link used by both columns: each gets [A's part, B's part] on its own device (and,
@@ -164,7 +163,7 @@ class TwoColumnNet(nn.Module):
         return to_a, to_b
 
     def forward(self, x):
-        with self._streams_follow_caller(x) as handed_back:
+        with streams_follow_caller((self.run_a, self.run_b), x) as handed_back:
             fc8_in = self._last_hidden(x)
             with self.run_a:
                 return handed_back(self.fc8(fc8_in))
@@ -172,7 +171,7 @@ class TwoColumnNet(nn.Module):
     def last_hidden(self, x):
         """Both columns' fc7 outputs gathered on column A (the fc8 link): the paper's 4096-d
         feature of section 6.1 / Figure 4."""
-        with self._streams_follow_caller(x) as handed_back:
+        with streams_follow_caller((self.run_a, self.run_b), x) as handed_back:
             return handed_back(self._last_hidden(x))
 
     def _last_hidden(self, x):
@@ -200,28 +199,6 @@ class TwoColumnNet(nn.Module):
             fc7_b = self.col_b.to_fc7(fc7_in_b)
         with a:
             return torch.cat([fc7_a, self.links["fc8"].send(fc7_b, b, a)], 1)
-
-    @contextlib.contextmanager
-    def _streams_follow_caller(self, x):
-        """Column streams start after whatever the caller queued (the input) and the caller's
-        stream resumes after both columns finish. Tensors crossing between the caller's stream
-        and a column's are recorded on the stream that reads them, so the caching allocator
-        does not hand their memory out while that stream may still read it."""
-        runs = [r for r in (self.run_a, self.run_b) if r.stream is not None]
-        caller = {r.device: torch.cuda.current_stream(r.device) for r in runs}
-        for r in runs:
-            r.stream.wait_stream(caller[r.device])
-            if x.device == r.device:
-                x.record_stream(r.stream)
-
-        def handed_back(out):
-            if runs:
-                out.record_stream(caller[out.device])
-            return out
-
-        yield handed_back
-        for r in runs:
-            caller[r.device].wait_stream(r.stream)
 
     def link_bytes(self) -> dict[str, dict[str, int]]:
         return {n: {"forward": l.bytes_forward, "backward": l.bytes_backward} for n, l in self.links.items()}
@@ -274,64 +251,8 @@ class OneColumnNet(nn.Module):
         pass
 
 
-class GroupedNet(nn.Module):
-    """The single-device equivalent of TwoColumnNet: one conv per layer, groups=2 for conv2,
-    conv4 and conv5, dense conv3 and fc layers, and LRN applied to each half separately.
-    The reference for tests and the baseline of the model-parallel overhead benchmark."""
-
-    def __init__(self, m: ModelConfig, device: torch.device):
-        super().__init__()
-        w, f = m.conv_widths, m.fc_widths
-        side5 = feature_sides(m)["pool5"]
-        act = nn.ReLU if m.activation == "relu" else nn.Tanh
-        self.conv1_pad = conv1_geometry(m)[1]
-        self.conv1 = nn.Conv2d(3, 2 * w[0], m.conv1.kernel, stride=m.conv1.stride)
-        self.norm1 = ActNorm(m, 1)
-        self.conv2 = nn.Conv2d(2 * w[0], 2 * w[1], 5, padding=2, groups=2)
-        self.norm2 = ActNorm(m, 2)
-        self.pool = nn.MaxPool2d(m.pool.kernel, m.pool.stride)
-        self.conv3 = nn.Conv2d(2 * w[1], 2 * w[2], 3, padding=1)
-        self.conv4 = nn.Conv2d(2 * w[2], 2 * w[3], 3, padding=1, groups=2)
-        self.conv5 = nn.Conv2d(2 * w[3], 2 * w[4], 3, padding=1, groups=2)
-        self.fc6 = nn.Linear(2 * w[4] * side5 ** 2, 2 * f[0])
-        self.fc7 = nn.Linear(2 * f[0], 2 * f[1])
-        self.fc8 = nn.Linear(2 * f[1], m.num_classes)
-        self.act = act()
-        self.drop = nn.Dropout(m.dropout)
-        self.to(device)
-
-    @staticmethod
-    def _per_half(norm, x):
-        # The columns normalise over their own channels only: fold the halves into the batch.
-        n, c, h, w = x.shape
-        return norm(x.reshape(n * 2, c // 2, h, w)).reshape(n, c, h, w)
-
-    def forward(self, x):
-        x = F.pad(x, (0, self.conv1_pad, 0, self.conv1_pad))
-        x = self.pool(self._per_half(self.norm1, self.conv1(x)))
-        x = self.pool(self._per_half(self.norm2, self.conv2(x)))
-        x = self.act(self.conv4(self.act(self.conv3(x))))
-        x = torch.flatten(self.pool(self.act(self.conv5(x))), 1)
-        x = self.drop(self.act(self.fc6(x)))
-        x = self.drop(self.act(self.fc7(x)))
-        return self.fc8(x)
-
-    @torch.no_grad()
-    def copy_from(self, net: TwoColumnNet) -> "GroupedNet":
-        """Take the two-column net's weights: output channels [A's, B's] in every layer."""
-        a, b = net.col_a, net.col_b
-        for name in ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7"):
-            mine = getattr(self, name)
-            for attr in ("weight", "bias"):
-                parts = [getattr(getattr(c, name), attr).to(mine.weight.device) for c in (a, b)]
-                getattr(mine, attr).copy_(torch.cat(parts, 0))
-        self.fc8.weight.copy_(net.fc8.weight)
-        self.fc8.bias.copy_(net.fc8.bias)
-        return self
-
-
 def init_weights(net: nn.Module, cfg: Config) -> None:
-    """Initialise every conv and linear layer by the config's scheme (DESIGN.md, "Init")."""
+    """Initialise every conv and linear layer by the config's scheme (docs/design.md, "Init")."""
     ini = cfg.init
     for name, mod in net.named_modules():
         if not isinstance(mod, (nn.Conv2d, nn.Linear)):

@@ -1,16 +1,11 @@
-"""The data path: `prepare` (ImageNet -> stored squares, mean image, PCA), the built-in
-synthetic set, and loaders (DALI, or torch + Pillow) that feed column A's device.
+"""The data path, one module per job:
 
-Names are imported on first use, so that prepare's and synth's worker processes, which only
-need numpy and Pillow, do not load torch."""
-import importlib
-
-_WHERE = {"Dataset": "layout", "open_dataset": "layout", "Loader": "loader", "make_loader": "loader",
-          "ensure_synthetic": "synth", "synthesize": "synth"}
-__all__ = sorted(_WHERE)
-
-
-def __getattr__(name):
-    if name not in _WHERE:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+  layout.py        the on-disk layout of a dataset, and open_dataset that checks one
+  build.py         writes a dataset in that layout, in parallel and resumably
+  prepare.py       an ImageNet-style tree -> a dataset (twocol prepare)
+  synth.py         the built-in synthetic dataset (twocol synth)
+  lighting.py      the PCA of the training pixels and the paper's lighting shift
+  plan.py          what an epoch delivers: order and every augmentation parameter
+  base.py          the loader interface; torch_loader.py and dali_loader.py implement it
+  loader.py        make_loader: picks DALI or the torch fallback
+"""

@@ -24,10 +24,11 @@ from typing import Callable, Hashable
 import numpy as np
 from PIL import Image
 
+from ..atomic import atomic_write, remove_stale_temps
 from ..errors import DataError
-from .layout import (CLASSES, FORMAT, META, PARTIAL, REPORT, SPLITS, STATS, atomic_write, is_temp_name,
-                     pca, write_manifest)
-from .progress import Progress
+from ..monitor import Progress
+from .layout import CLASSES, FORMAT, META, PARTIAL, REPORT, SPLITS, STATS, write_manifest
+from .lighting import pca
 
 
 class BadImage(Exception):
@@ -134,15 +135,6 @@ def _pool_context():
     return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
 
 
-def _remove_stale_temps(root: Path, folders: set[str]) -> None:
-    for folder in folders | {PARTIAL}:
-        d = root / folder
-        if d.is_dir():
-            for e in os.scandir(d):
-                if is_temp_name(e.name):
-                    Path(e.path).unlink(missing_ok=True)
-
-
 def check_destination(root: Path, params: dict) -> dict | None:
     """Refuse a destination that holds something else; return its meta if it is complete."""
     meta_path, params_path = root / META, root / PARTIAL / "params.json"
@@ -182,7 +174,8 @@ def build(root: Path, *, params: dict, classes: list[str], work: dict[str, list[
     folders = {i.rel.rpartition("/")[0] for items in work.values() for i in items}
     for folder in folders:
         (root / folder).mkdir(parents=True, exist_ok=True)
-    _remove_stale_temps(root, folders)
+    for folder in folders | {PARTIAL}:
+        remove_stale_temps(root / folder)
 
     tag = json.dumps(params, sort_keys=True)
     chunks = []

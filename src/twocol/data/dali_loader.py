@@ -20,8 +20,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 from nvidia.dali import fn, pipeline_def, types
+from nvidia.dali.plugin.pytorch import feed_ndarray
 
-from .loader import Loader
+from .base import Loader
 from .plan import EpochPlan
 
 
@@ -109,7 +110,6 @@ class DaliLoader(Loader):
         copied out first and then subtracted in place."""
         t = out.as_tensor()
         if self.placement.a.type == "cuda":
-            from nvidia.dali.plugin.pytorch import feed_ndarray
             full = torch.empty(t.shape(), dtype=torch.float32, device=self.placement.a)
             feed_ndarray(t, full, cuda_stream=torch.cuda.current_stream(self.placement.a))
             raw = dst = full[:k]

@@ -19,28 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import atomic_write
 from ..errors import DataError
 
 FORMAT = 1
 SPLITS = ("train", "val")
 META, CLASSES, STATS, REPORT, PARTIAL = "meta.json", "classes.txt", "stats.npz", "report.txt", ".partial"
-
-
-def atomic_write(path: Path, data: bytes | str) -> None:
-    """Write via a temporary file in the same folder and a rename, so that a reader (or a run
-    resumed after a kill) sees either the old file or the whole new one, never a part."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def is_temp_name(name: str) -> bool:
-    return name.startswith(".") and name.endswith(".tmp")
 
 
 def write_manifest(path: Path, items: list[tuple[str, int]]) -> None:
@@ -55,16 +39,6 @@ def read_manifest(path: Path, num_classes: int) -> list[tuple[str, int]]:
             raise DataError(f"{path}: line {n} is not '<path> <label below {num_classes}>': {line!r}")
         items.append((rel, int(label)))
     return items
-
-
-def pca(cov: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Eigenvalues (descending) and eigenvectors (columns) of a 3x3 covariance, each vector's
-    sign fixed so that its components sum to a positive number (eigh's signs are arbitrary)."""
-    vals, vecs = np.linalg.eigh(cov)
-    order = np.argsort(vals)[::-1]
-    vals, vecs = vals[order], vecs[:, order]
-    vecs = vecs * np.where(vecs.sum(0) < 0, -1.0, 1.0)
-    return vals, vecs
 
 
 @dataclass

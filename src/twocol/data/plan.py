@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .lighting import lighting_shift
+
 # Salts that keep the permutation's and the augmentation's random streams apart.
 _PERMUTE, _AUGMENT = 1, 2
 
@@ -51,15 +53,6 @@ def ten_crop_positions(stored: int, crop: int) -> list[tuple[int, int, bool]]:
     m, c = stored - crop, (stored - crop) // 2
     five = [(c, c), (0, 0), (0, m), (m, 0), (m, m)]
     return [(y, x, False) for y, x in five] + [(y, x, True) for y, x in five]
-
-
-def lighting_shift(alpha: np.ndarray, eigvals: np.ndarray, eigvecs: np.ndarray) -> np.ndarray:
-    """The paper's PCA lighting: add P (alpha * lambda) to every pixel, P and lambda the
-    eigenvectors and eigenvalues of the RGB covariance. The formula is not scale-free (lambda is
-    a variance), and its usual size (alpha std 0.1 shifting pixels by a few levels) is that of
-    intensities in 0..1: lambda is taken in 0..1 units and the shift returned in 0..255 units,
-    i.e. P (alpha * lambda_255) / 255."""
-    return (alpha * (eigvals / 255.0)) @ eigvecs.T
 
 
 def train_plan(n: int, *, seed: int, epoch: int, shard_id: int, num_shards: int, batch_size: int,

@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import os
 import re
-import sys
 import warnings
 from pathlib import Path
 
@@ -20,7 +19,6 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import DataError
 from .build import BadImage, Item, build
-from .layout import REPORT
 
 
 def to_rgb(im: Image.Image) -> Image.Image:
@@ -181,25 +179,3 @@ def prepare(src: Path, dst: Path, size: int = 256, quality: int = 90, workers: i
     return build(dst, params=params, classes=classes, work=work, produce=functools.partial(load_source, size=size),
                  size=size, quality=quality, workers=workers or os.cpu_count() or 1, label="prepare",
                  skipped=unlabelled)
-
-
-def add_arguments(p) -> None:
-    p.add_argument("src", metavar="SRC", help="ImageNet-style tree: SRC/train/<class>/*, SRC/val/<class>/* "
-                                              "(or a flat SRC/val/ with --val-labels)")
-    p.add_argument("dst", metavar="DST", help="output folder (created; a rerun resumes it)")
-    p.add_argument("--size", type=int, default=256, help="side of the stored square images (default: %(default)s)")
-    p.add_argument("--quality", type=int, default=90, help="JPEG quality of the stored images (default: %(default)s)")
-    p.add_argument("--workers", type=int, default=None, help="processes (default: one per core)")
-    p.add_argument("--val-labels", type=Path, default=None, metavar="FILE",
-                   help="labels of a flat SRC/val/: '<file> <wnid>' lines (LOC_val_solution.csv works too) "
-                        "or one wnid per line in sorted file order")
-
-
-def run(args) -> int:
-    meta = prepare(Path(args.src), Path(args.dst), args.size, args.quality, args.workers, args.val_labels)
-    print(f"{args.dst}: {meta['train']} train and {meta['val']} val images of {meta['image_size']}x"
-          f"{meta['image_size']}, {meta['classes']} classes")
-    if meta["skipped"]:
-        print(f"skipped {meta['skipped']} file(s) that are not usable images; see {Path(args.dst) / REPORT}",
-              file=sys.stderr)
-    return 0

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..config import Config
 from ..errors import DataError
 from .build import Item, build
 from .layout import META, open_dataset
@@ -209,7 +210,19 @@ def synthesize(dst: Path, classes: int, per_class: int, seed: int = 0, image_siz
     return Path(dst)
 
 
-def ensure_synthetic(dst: Path, cfg) -> Path:
+def builtin_dir(cfg: Config) -> Path:
+    """Where the built-in set of a config lives: under data/, named by what it holds."""
+    d = cfg.data
+    return Path("data") / f"synthetic-v{GENERATOR}-{d.synth_classes}x{d.synth_per_class}-{d.image_size}px"
+
+
+def dataset_root(cfg: Config, data: str | Path | None) -> Path:
+    """`data` when given (a prepared set), else the config's built-in synthetic set, made on
+    first use."""
+    return Path(data) if data is not None else ensure_synthetic(builtin_dir(cfg), cfg)
+
+
+def ensure_synthetic(dst: Path, cfg: Config) -> Path:
     """The synthetic set for cfg (cfg.data.synth_classes x synth_per_class at cfg.data.image_size,
     seed 0) at dst: reused when complete, otherwise made (or finished) now."""
     d = cfg.data
@@ -227,22 +240,3 @@ def ensure_synthetic(dst: Path, cfg) -> Path:
     print(f"making the synthetic dataset {dst}: {d.synth_classes} classes x {d.synth_per_class} "
           f"training images of {d.image_size}x{d.image_size}", file=sys.stderr)
     return synthesize(dst, d.synth_classes, d.synth_per_class, seed=0, image_size=d.image_size)
-
-
-def add_arguments(p) -> None:
-    p.add_argument("dst", metavar="DST", help="output folder (created; a rerun resumes it)")
-    p.add_argument("--classes", type=int, required=True, help=f"number of classes (2..{MAX_CLASSES})")
-    p.add_argument("--per-class", type=int, required=True, help="training images per class")
-    p.add_argument("--val-per-class", type=int, default=None, help="validation images per class (default: per-class / 5)")
-    p.add_argument("--seed", type=int, default=0, help="the set is a function of the seed (default: %(default)s)")
-    p.add_argument("--size", type=int, default=72, help="side of the square images (default: %(default)s)")
-    p.add_argument("--workers", type=int, default=None, help="processes (default: one per core)")
-
-
-def run(args) -> int:
-    dst = synthesize(Path(args.dst), args.classes, args.per_class, seed=args.seed, image_size=args.size,
-                     val_per_class=args.val_per_class, workers=args.workers)
-    meta = open_dataset(dst).meta
-    print(f"{dst}: {meta['train']} train and {meta['val']} val images of {meta['image_size']}x"
-          f"{meta['image_size']}, {meta['classes']} classes")
-    return 0

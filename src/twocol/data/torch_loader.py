@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from ..errors import DataError
-from .loader import Loader
+from .base import Loader
 from .plan import EpochPlan
 
 

@@ -1,7 +1,5 @@
-"""What the two columns learn: the paper's Figure 3 (conv1 kernels per column and how
-colour-specific they are) and Figure 4 (nearest neighbours in the last hidden layer).
-
-Figures need matplotlib; the scores do not, so the trainer can log them every epoch."""
-from .colour import column_scores, colour_specialisation
-
-__all__ = ["column_scores", "colour_specialisation"]
+"""Figures, each in its own module: what the two columns learn (the paper's Figure 3, conv1
+kernels per column with their colour scores, in filters.py and curve.py; Figure 4, nearest
+neighbours in the last hidden layer, in neighbours.py) and a run's loss and error curves
+(training.py). Only figures need matplotlib, imported when one is drawn (plot.py); the colour
+scores the trainer logs are in twocol.metrics."""

@@ -2,39 +2,27 @@
 metrics.jsonl, to watch the columns specialise (or not) over training."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from ..errors import DataError
-from .colour import LOG_KEY
+from ..metrics import COLOUR_KEY
+from ..monitor import read_metrics
+from .plot import pyplot, save
 
 
 def read_scores(metrics: str | Path) -> list[tuple[float, dict]]:
-    """(epoch, column_scores) from every line of a JSON-lines log that carries LOG_KEY,
-    in epoch order; a resumed run may log an epoch twice, and the later line wins."""
-    path = Path(metrics)
-    if not path.is_file():
-        raise DataError(f"metrics file not found: {path}")
-    by_epoch = {}
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            raise DataError(f"{path}:{n} is not a JSON line") from None
-        if isinstance(row, dict) and isinstance(row.get(LOG_KEY), dict) and "epoch" in row:
-            by_epoch[row["epoch"]] = row[LOG_KEY]
+    """(epoch, column_scores) from every row of a run's metrics.jsonl that carries them, in
+    epoch order; a resumed run may log an epoch twice, and the later row wins."""
+    by_epoch = {row["epoch"]: row[COLOUR_KEY] for row in read_metrics(metrics)
+                if isinstance(row.get(COLOUR_KEY), dict) and "epoch" in row}
     if not by_epoch:
-        raise DataError(f"{path} has no line with an epoch and '{LOG_KEY}' scores "
-                        "(logged by a trainer that calls twocol.viz.column_scores)")
+        raise DataError(f"{metrics} has no line with an epoch and '{COLOUR_KEY}' scores "
+                        "(logged by twocol train every epoch)")
     return sorted(by_epoch.items())
 
 
 def draw_curve(scores: list[tuple[float, dict]], path, title: str) -> None:
     """Mean per column as a line, the spread over its kernels (± one std) as a band."""
-    from .plot import pyplot, save
-
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     for column in sorted({c for _, s in scores for c in s}):
@@ -51,17 +39,3 @@ def draw_curve(scores: list[tuple[float, dict]], path, title: str) -> None:
     ax.legend()
     fig.tight_layout()
     save(fig, path)
-
-
-def add_arguments(p) -> None:
-    p.add_argument("--metrics", required=True, metavar="RUN/metrics.jsonl", help="a training run's metrics log")
-    p.add_argument("-o", "--out", required=True, metavar="FILE.png", help="where to write the figure")
-
-
-def run(args) -> int:
-    scores = read_scores(args.metrics)
-    draw_curve(scores, args.out, f"colour specialisation of conv1, {Path(args.metrics).parent.name}")
-    for epoch, s in scores:
-        print(f"epoch {epoch}: " + ", ".join(f"column {c} {v['mean']:.4f} ± {v['std']:.4f}" for c, v in sorted(s.items())))
-    print(f"wrote {args.out}")
-    return 0

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .colour import column_scores
+from ..metrics import column_scores
+from .plot import pyplot, save
 
 PER_ROW = 16  # the paper's Figure 3 shows each column's 48 kernels as 3 rows of 16
 SCALE = 4
@@ -71,8 +72,6 @@ def column_label(name: str) -> str:
 def draw_filters(net, path, title: str) -> dict:
     """Save the figure: one block per column, titled with its colour-specialisation score.
     Returns column_scores(net)."""
-    from .plot import pyplot, save
-
     plt = pyplot()
     scores = column_scores(net)
     grids = [(name, *filter_grid(col.conv1.weight)) for name, col in net.columns()]
@@ -94,23 +93,3 @@ def draw_filters(net, path, title: str) -> dict:
                      f"{s['mean']:.3f} ± {s['std']:.3f}", fontsize=8)
     save(fig, path)
     return scores
-
-
-def add_arguments(p) -> None:
-    p.add_argument("--ckpt", required=True, help="a twocol checkpoint")
-    p.add_argument("-o", "--out", required=True, metavar="FILE.png", help="where to write the figure")
-
-
-def run(args) -> int:
-    from ..checkpoint import load_net
-    from ..devices import Placement
-
-    # Drawing needs no accelerator: the weights are read on the CPU whatever trained them.
-    net, cfg, ckpt = load_net(args.ckpt, Placement.cpu())
-    title = f"conv1 kernels: {cfg.name}, epoch {ckpt.get('epoch', '?')}"
-    scores = draw_filters(net, args.out, title)
-    for name, s in scores.items():
-        print(f"{column_label(name)}: colour specialisation mean {s['mean']:.4f} std {s['std']:.4f} "
-              f"over {s['kernels']} kernels")
-    print(f"wrote {args.out}")
-    return 0

@@ -14,6 +14,8 @@ import numpy as np
 from PIL import Image
 
 from ..errors import DataError
+from ..features import load_features
+from .plot import pyplot, save
 
 CHUNK = 1024  # bank rows per distance computation: bounds memory for any split size
 
@@ -114,8 +116,6 @@ def draw_neighbours(path, queries: list[int], query_meta: dict, bank_meta: dict,
     """One row per query: the query, its feature neighbours, a gap, its pixel neighbours.
     A neighbour's frame is green when it has the query's class, red otherwise; its title is
     its distance."""
-    from .plot import pyplot, save
-
     plt = pyplot()
     k = found["features"][0].shape[1]
     crop = query_meta["crop"]
@@ -150,42 +150,23 @@ def draw_neighbours(path, queries: list[int], query_meta: dict, bank_meta: dict,
     save(fig, path)
 
 
-def add_arguments(p) -> None:
-    p.add_argument("--feats", required=True, metavar="FEATS", help="features of the query images (`twocol features`)")
-    p.add_argument("--query", type=int, action="append", required=True, metavar="N",
-                   help="row of FEATS to query (repeatable)")
-    p.add_argument("--train-feats", metavar="FEATS",
-                   help="training-split features to search (needed when FEATS is not the train split)")
-    p.add_argument("--k", type=int, default=6, help="neighbours per query (default: %(default)s)")
-    p.add_argument("-o", "--out", required=True, metavar="FILE.png", help="where to write the figure")
-
-
-def run(args) -> int:
-    from ..features import load_features
-
-    query_rows, query_meta = load_features(args.feats)
-    if args.train_feats:
-        bank_rows, bank_meta = load_features(args.train_feats)
+def neighbours(feats: str | Path, train_feats: str | Path | None, queries: list[int], k: int) -> tuple[dict, dict, dict]:
+    """Search the training images nearest to rows `queries` of the features file `feats`, in
+    the last hidden layer and in pixels. The training features are `train_feats`, or `feats`
+    itself when it holds the training split. Returns (query metadata, training metadata,
+    search's result)."""
+    query_rows, query_meta = load_features(feats)
+    if train_feats:
+        bank_rows, bank_meta = load_features(train_feats)
     elif query_meta["split"] == "train":
         bank_rows, bank_meta = query_rows, query_meta
     else:
-        raise DataError(f"{args.feats} holds the {query_meta['split']} split: give --train-feats "
+        raise DataError(f"{feats} holds the {query_meta['split']} split: give --train-feats "
                         "with the training split's features (same checkpoint) to search in")
     check_bank(query_meta, bank_meta, query_rows, bank_rows)
-    bad = [n for n in args.query if not 0 <= n < len(query_rows)]
+    bad = [n for n in queries if not 0 <= n < len(query_rows)]
     if bad:
-        raise DataError(f"--query {bad[0]} is not a row of {args.feats} (it has {len(query_rows)} rows)")
-    if args.k < 1:
-        raise DataError(f"--k must be at least 1, got {args.k}")
-    found = search(query_rows, query_meta, bank_rows, bank_meta, args.query, args.k)
-    for r, n in enumerate(args.query):
-        print(f"query {query_meta['split']} row {n}: {query_meta['relpaths'][n]} "
-              f"({query_meta['classes'][query_meta['labels'][n]]})")
-        for space, heading in SPACES:
-            idx, dist = found[space]
-            print(f"  {heading}:")
-            for b, d in zip(idx[r], dist[r]):
-                print(f"    {d:12.4f}  {bank_meta['relpaths'][b]} ({bank_meta['classes'][bank_meta['labels'][b]]})")
-    draw_neighbours(args.out, args.query, query_meta, bank_meta, found)
-    print(f"wrote {args.out}")
-    return 0
+        raise DataError(f"--query {bad[0]} is not a row of {feats} (it has {len(query_rows)} rows)")
+    if k < 1:
+        raise DataError(f"--k must be at least 1, got {k}")
+    return query_meta, bank_meta, search(query_rows, query_meta, bank_rows, bank_meta, queries, k)

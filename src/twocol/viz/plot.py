@@ -1,5 +1,5 @@
-"""matplotlib, imported only when a figure is drawn (the CLI imports every command module
-to build its parser, and the scores must not need matplotlib)."""
+"""matplotlib, imported only when a figure is drawn: it is heavy to import, and training,
+the colour scores and the command line must work without it."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,11 +8,12 @@ from ..errors import TwocolError
 
 
 def pyplot():
+    # matplotlib is optional: imported here, when a figure is drawn, not with twocol.
     try:
         import matplotlib
     except ImportError:
         raise TwocolError("figures need matplotlib: pip install matplotlib") from None
-    matplotlib.use("Agg")  # files only, never a window
+    matplotlib.use("Agg")  # files only, never a window (set before pyplot is imported)
     import matplotlib.pyplot as plt
     return plt
 

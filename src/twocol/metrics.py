@@ -1,13 +1,22 @@
-"""How colour-specific each conv1 kernel is, and the per-column summary the trainer logs.
-
-The paper (section 6.1, Figure 3) reports that one column's conv1 kernels come out largely
-colour-agnostic and the other's largely colour-specific; these numbers track that."""
+"""What a run measures besides its loss: top-1/top-5 mistakes and how colour-specific each
+column's conv1 kernels are (the paper's section 6.1 and Figure 3: one column's kernels came out
+largely colour-agnostic, the other's largely colour-specific). The trainer logs both; the
+figures of viz/ draw them."""
 from __future__ import annotations
 
 import torch
 
 # Key under which a training log record carries column_scores(net) (read by `viz curve`).
-LOG_KEY = "colour"
+COLOUR_KEY = "colour"
+
+
+def topk_errors(scores: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Numbers of top-1 and top-5 mistakes in a batch, as tensors on the scores' device (so a
+    training step need not wait for the GPU to read them)."""
+    k = min(5, scores.shape[1])
+    top = scores.topk(k, dim=1).indices
+    labels = labels.to(top.device).view(-1, 1)
+    return (top[:, :1] != labels).all(1).sum(), (top != labels).all(1).sum()
 
 
 def colour_specialisation(weight: torch.Tensor) -> torch.Tensor:

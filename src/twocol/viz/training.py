@@ -1,22 +1,16 @@
-"""The loss and error curves of a run, per epoch, as a PNG."""
+"""The loss and error curves of a run, per epoch, as a PNG (curves.png in the run directory)."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-
-def read_epochs(metrics: Path) -> list[dict]:
-    rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
-    return [r for r in rows if r.get("kind") == "epoch"]
+from ..monitor import read_metrics
+from .plot import pyplot, save
 
 
 def plot_run(metrics: Path, out: Path) -> Path:
-    import matplotlib
-    matplotlib.use("Agg")  # no display on training machines
-    import matplotlib.pyplot as plt
-
-    epochs = read_epochs(metrics)
+    epochs = [r for r in read_metrics(metrics) if r.get("kind") == "epoch"]
     x = [r["epoch"] for r in epochs]
+    plt = pyplot()
     fig, (ax_loss, ax_err) = plt.subplots(1, 2, figsize=(10, 4))
     ax_loss.plot(x, [r.get("train_loss") for r in epochs], marker="o")
     ax_loss.set(xlabel="epoch", ylabel="training loss", title="loss")
@@ -26,6 +20,4 @@ def plot_run(metrics: Path, out: Path) -> Path:
     ax_err.set(xlabel="epoch", ylabel="error (%)", title="error")
     ax_err.legend()
     fig.tight_layout()
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    return save(fig, out)

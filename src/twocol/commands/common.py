@@ -1,0 +1,29 @@
+"""Options and steps that several commands share."""
+from __future__ import annotations
+
+import argparse
+
+from ..config import Config, load_config
+
+
+def add_config_arguments(p: argparse.ArgumentParser, gpus: bool = True,
+                         default_config: str | None = "configs/alexnet_paper.yaml",
+                         config_help: str = "YAML config (default: %(default)s)") -> None:
+    """The options of every command that builds a net."""
+    p.add_argument("-c", "--config", default=default_config, help=config_help)
+    p.add_argument("overrides", nargs="*", metavar="key.sub=value",
+                   help="config overrides, e.g. model.lrn.enabled=false data.batch_size=64")
+    if gpus:
+        add_gpus_argument(p)
+        p.add_argument("--check-isolation", action="store_true",
+                       help="fail if a tensor crosses between the columns anywhere but a named link")
+
+
+def add_gpus_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--gpus", default=None,
+                   help="'0,1' (column A on cuda:0, B on cuda:1), '0' (both on cuda:0) or 'cpu' "
+                        "(simulated two devices); default: 0,1 / 0 / cpu by what this machine has")
+
+
+def config_of(args) -> Config:
+    return load_config(args.config, args.overrides)

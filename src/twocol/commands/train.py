@@ -1,0 +1,65 @@
+"""`twocol train`: train a net; under torchrun, one two-column net per process."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from ..checkpoint import load_checkpoint
+from ..config import config_from_dict, load_config
+from ..data.synth import dataset_root
+from ..distributed import barrier, gather_objects, init, placement_for, shutdown, world_from_env
+from ..interrupt import Interrupted
+from ..train import train
+from ..viz.training import plot_run
+from .common import add_config_arguments
+
+HELP = "train a net (default: the small two-column net on the built-in synthetic data)"
+DEFAULT_CONFIG = "configs/small_twocol.yaml"
+
+
+def add_arguments(p) -> None:
+    add_config_arguments(p, default_config=None, config_help=f"YAML config (default: {DEFAULT_CONFIG}, "
+                                                             "or with --resume the checkpoint's own)")
+    p.add_argument("--data", help="prepared dataset (twocol prepare / twocol synth); default: the "
+                                  "built-in synthetic set under data/, created if missing")
+    p.add_argument("--run-dir", help="where metrics, checkpoint and plot go (default: "
+                                     "<train.out_dir>/<config name>-<date-time>)")
+    p.add_argument("--resume", metavar="CHECKPOINT", help="continue a run from its checkpoint.pt "
+                                                          "(in that checkpoint's directory unless --run-dir)")
+
+
+def run(args) -> int:
+    resume = Path(args.resume) if args.resume else None
+    if resume is not None and args.config is None:
+        # Continue with the run's own config (overrides still apply, e.g. train.epochs=...).
+        cfg = config_from_dict(load_checkpoint(resume)["config"], f"config stored in {resume}", args.overrides)
+    else:
+        cfg = load_config(args.config or DEFAULT_CONFIG, args.overrides)
+    world = world_from_env()
+    placement = placement_for(world, args.gpus)
+    init(world, placement)
+    try:
+        if args.run_dir:
+            run_dir = Path(args.run_dir)
+        elif resume is not None:
+            run_dir = resume.parent
+        else:  # rank 0's clock names the run for every rank
+            run_dir = gather_objects(Path(cfg.train.out_dir) / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}", world)[0]
+        if world.is_main:
+            data_root = dataset_root(cfg, args.data)
+        barrier(world)  # the others wait while rank 0 makes the synthetic set
+        if not world.is_main:
+            data_root = dataset_root(cfg, args.data)
+        try:
+            final = train(cfg, placement, data_root, run_dir, resume=resume,
+                          check_isolation=args.check_isolation, world=world)
+        except Interrupted:
+            return 130
+    finally:
+        shutdown(world)
+    if not world.is_main:
+        return 0
+    png = plot_run(run_dir / "metrics.jsonl", run_dir / "curves.png")
+    print(f"done: val top-1 error {100 * final['val_top1_error']:.2f}%, top-5 {100 * final['val_top5_error']:.2f}%; "
+          f"checkpoint {run_dir / 'checkpoint.pt'}, curves {png}")
+    return 0

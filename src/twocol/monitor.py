@@ -1,0 +1,102 @@
+"""What long work shows and records: a progress line for people, JSON lines for programs.
+
+`Progress` is the one progress display of the project (training, prepare, synth, benchmarks):
+on a terminal a bar redrawn in place, elsewhere (a log file, CI) plain lines, at most one every
+`every` seconds. `MetricsLog` appends a run's metrics to metrics.jsonl, one JSON object per
+line; `read_metrics` reads such a file back, tolerating the torn last line that a crash in the
+middle of an append leaves.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+from .errors import DataError
+
+BAR = 20
+
+
+class Progress:
+    """`Progress(label, total)`, then `.update(done)` (or `.update(done, text)`) and `.close()`;
+    `.line(text)` prints a line that stays. Without `text` a line reads
+    'label: done/total (pct%) rate/s elapsed s'."""
+
+    def __init__(self, label: str, total: int, stream=None, every: float | None = None, enabled: bool = True):
+        self.label, self.total = label, total
+        self.stream = stream if stream is not None else sys.stderr
+        self.tty = self.stream.isatty()
+        self.every = every if every is not None else (0.2 if self.tty else 10.0)
+        self.enabled = enabled  # under torchrun only rank 0 speaks
+        self.start = time.perf_counter()
+        self.last = -float("inf")
+        self.done, self.text = 0, None
+
+    def _status(self) -> str:
+        if self.text is not None:
+            return self.text
+        elapsed = time.perf_counter() - self.start
+        rate = self.done / elapsed if elapsed > 0 else 0.0
+        pct = 100.0 * self.done / self.total if self.total else 100.0
+        return f"{self.label}: {self.done}/{self.total} ({pct:.0f}%) {rate:.0f}/s {elapsed:.0f} s"
+
+    def _write(self, text: str) -> None:
+        if self.enabled:
+            self.stream.write(text)
+            self.stream.flush()
+
+    def update(self, done: int, text: str | None = None) -> None:
+        self.done, self.text = done, text
+        now = time.perf_counter()
+        if now - self.last < self.every:
+            return
+        self.last = now
+        if self.tty:
+            filled = int(BAR * min(1.0, done / self.total)) if self.total else BAR
+            self._write(f"\r\033[K[{'#' * filled}{'.' * (BAR - filled)}] {self._status()}")
+        else:
+            self._write(self._status() + "\n")
+
+    def line(self, text: str) -> None:
+        self._write(("\r\033[K" if self.tty else "") + text + "\n")
+
+    def close(self) -> None:
+        self.line(self._status())
+
+
+class MetricsLog:
+    """Appends rows to a JSON-lines file (metrics.jsonl of a run)."""
+
+    def __init__(self, path: str | Path, enabled: bool = True):
+        self.path, self.enabled = Path(path), enabled
+
+    def record(self, **row) -> None:
+        if self.enabled:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(row) + "\n")
+
+
+def read_metrics(path: str | Path) -> list[dict]:
+    """Every row of a metrics.jsonl. A torn last line (a crash mid-append) is left out; a
+    corrupt line anywhere else is a DataError naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"metrics file not found: {path}")
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"cannot read {path}: {e}") from None
+    rows = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            if n == len(lines):
+                break
+            raise DataError(f"{path}:{n} is not a JSON line") from None
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows

@@ -1,0 +1,128 @@
+"""The package's shape, read from its source: no import cycles, the library never imports the
+command line, and imports inside functions only for optional heavy dependencies."""
+import ast
+import io
+import tokenize
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+PACKAGE = "twocol"
+# What may be imported inside a function: optional dependencies that are heavy or may be absent,
+# and the one module of ours that imports DALI at its top.
+OPTIONAL = ("nvidia.dali", "matplotlib", "twocol.data.dali_loader")
+CLI = ("twocol.cli", "twocol.commands", "twocol.__main__")
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(SRC).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def modules() -> dict[str, Path]:
+    return {module_name(p): p for p in sorted((SRC / PACKAGE).rglob("*.py"))}
+
+
+def imported(name: str, path: Path, node: ast.AST) -> list[str]:
+    """The absolute module names an Import or ImportFrom node imports."""
+    if isinstance(node, ast.Import):
+        return [a.name for a in node.names]
+    if node.level == 0:
+        base = node.module
+    else:
+        package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+        package = package[:len(package) - (node.level - 1)]
+        base = ".".join(package + ([node.module] if node.module else []))
+    known = modules()
+    # `from . import x` and `from .pkg import mod` import modules; `from .mod import name` a name.
+    return [f"{base}.{a.name}" if f"{base}.{a.name}" in known else base for a in node.names]
+
+
+def imports_of(name: str, path: Path) -> list[tuple[str, ast.AST, ast.AST | None]]:
+    """(module imported, the import node, the function it sits in or None) for every import."""
+    tree = ast.parse(path.read_text())
+    found = []
+
+    def visit(node, function):
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.Import, ast.ImportFrom)):
+                found.extend((m, child, function) for m in imported(name, path, child))
+            inner = child if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)) else function
+            visit(child, inner)
+
+    visit(tree, None)
+    return found
+
+
+def package_graph() -> dict[str, set[str]]:
+    known = modules()
+    graph = {}
+    for name, path in known.items():
+        targets = set()
+        for target, _, _ in imports_of(name, path):
+            # A module's import of pkg.mod also runs pkg/__init__.py; edges go to every known prefix.
+            parts = target.split(".")
+            targets |= {".".join(parts[:i]) for i in range(1, len(parts) + 1)} & set(known)
+        graph[name] = targets - {name}
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state, stack = {}, []
+
+    def dfs(n):
+        state[n] = "open"
+        stack.append(n)
+        for m in sorted(graph.get(n, ())):
+            if state.get(m) == "open":
+                return stack[stack.index(m):] + [m]
+            if m not in state and (cycle := dfs(m)):
+                return cycle
+        state[n] = "done"
+        stack.pop()
+        return None
+
+    for n in sorted(graph):
+        if n not in state and (cycle := dfs(n)):
+            return cycle
+    return None
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set(), "c": {"a", "b"}}) is None
+
+
+def test_no_import_cycles_in_the_package():
+    graph = package_graph()
+    assert "twocol.train" in graph and "twocol.evaluate" in graph["twocol.train"]  # the walk sees imports
+    cycle = find_cycle(graph)
+    assert cycle is None, " -> ".join(cycle)
+
+
+def test_the_library_never_imports_the_command_line():
+    offenders = [(name, target) for name, path in modules().items() if not name.startswith(CLI)
+                 for target, _, _ in imports_of(name, path) if target.startswith(CLI)]
+    assert offenders == []
+
+
+def comments(path: Path) -> dict[int, str]:
+    with open(path, "rb") as f:
+        return {t.start[0]: t.string for t in tokenize.tokenize(f.readline) if t.type == tokenize.COMMENT}
+
+
+@pytest.mark.parametrize("name", sorted(modules()))
+def test_imports_inside_functions_are_optional_dependencies_with_a_reason(name):
+    path = modules()[name]
+    notes = comments(path)
+    for target, node, function in imports_of(name, path):
+        if function is None:
+            continue
+        where = f"{path.relative_to(SRC)}:{node.lineno}"
+        assert target.startswith(OPTIONAL), f"{where} imports {target} inside {function.name}()"
+        lines = range(function.lineno, node.end_lineno + 1)
+        assert any("optional" in notes.get(n, "") for n in lines), \
+            f"{where}: no comment in {function.name}() says why {target} is imported there"
