@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Everything that needs a GPU, in one go, for whoever has one (DESIGN.md section 4): a machine
+# Everything that needs a GPU, in one go, for whoever has one (docs/design.md, section 8): a machine
 # with a CUDA GPU, PyTorch, nvcc and ninja. Needs no network and no DALI: it builds twocol._C
 # in place against that machine's torch and imports twocol from src/.
 #

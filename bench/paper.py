@@ -40,7 +40,7 @@ from twocol.evaluate import evaluate
 from twocol.train import train
 
 PAPER = {"twocol": {"top1": 37.47, "top5": 17.00}, "onecol": {"top1": 39.17, "top5": 18.23},
-         "source": "2012 logs, ILSVRC-2010, 10-patch test (DESIGN.md)"}
+         "source": "the 2012 code's logs, ILSVRC-2010 test set, 10-patch test (docs/design.md)"}
 
 # name -> overrides on the two-column config, the paper's claim, its effect in points of error
 # (ablated minus baseline) where the paper gives one.

@@ -1,7 +1,7 @@
 """The package's shape, read from its source: no import cycles, the library never imports the
 command line, and imports inside functions only for optional heavy dependencies."""
 import ast
-import io
+import re
 import tokenize
 from pathlib import Path
 
@@ -126,3 +126,22 @@ def test_imports_inside_functions_are_optional_dependencies_with_a_reason(name):
         lines = range(function.lineno, node.end_lineno + 1)
         assert any("optional" in notes.get(n, "") for n in lines), \
             f"{where}: no comment in {function.name}() says why {target} is imported there"
+
+
+def test_every_reference_to_the_docs_resolves():
+    """Code, configs and the README cite docs/*.md (and sections of it): they must exist."""
+    root = SRC.parent
+    files = [root / "README.md", *root.glob("configs/*.yaml"), *root.glob("bench/*.py"), *root.glob("bench/*.sh"),
+             *(SRC / PACKAGE).rglob("*.py")]
+    cited = 0
+    for path in files:
+        text = path.read_text()
+        for m in re.finditer(r"docs/([\w.-]+\.md)(?:, sections? (\d+)(?: and (\d+))?)?", text):
+            doc = root / "docs" / m.group(1)
+            assert doc.is_file(), f"{path.relative_to(root)} cites {doc.relative_to(root)}, which does not exist"
+            headings = re.findall(r"^## (\d+)\.", doc.read_text(), re.M)
+            for section in filter(None, m.group(2, 3)):
+                assert section in headings, f"{path.relative_to(root)} cites section {section} of {m.group(1)}"
+            cited += 1
+    assert cited >= 5
+    assert not [p for p in files if "DESIGN.md" in p.read_text()], "DESIGN.md is not in the repository"

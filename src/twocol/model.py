@@ -252,7 +252,7 @@ class OneColumnNet(nn.Module):
 
 
 def init_weights(net: nn.Module, cfg: Config) -> None:
-    """Initialise every conv and linear layer by the config's scheme (docs/design.md, "Init")."""
+    """Initialise every conv and linear layer by the config's scheme (docs/design.md, sections 2 and 5)."""
     ini = cfg.init
     for name, mod in net.named_modules():
         if not isinstance(mod, (nn.Conv2d, nn.Linear)):
