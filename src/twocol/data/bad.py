@@ -63,7 +63,7 @@ def read_image(path: Path, size: int) -> np.ndarray:
                 pixels = np.asarray(im if im.mode == "RGB" else im.convert("RGB"))
     except Exception as e:  # Pillow raises OSError, SyntaxError, ValueError, ... for a bad file
         msg = str(e) or type(e).__name__
-        if isinstance(e, OSError) and "truncat" in msg:
+        if isinstance(e, OSError) and "truncat" in msg.lower():
             raise ImageProblem(one_line(f"truncated: {msg}")) from None
         raise ImageProblem(one_line(f"cannot decode: {msg}")) from None
     if pixels.shape != (size, size, 3):
@@ -71,31 +71,99 @@ def read_image(path: Path, size: int) -> np.ndarray:
     return pixels
 
 
-def check_files(dataset: Dataset, split: str, mode: str) -> dict[int, str]:
-    """The start-up check: manifest index -> reason for every file of `split` that no longer
-    matches checksums.txt. mode "size" stats each file, "crc" also reads it; "off", or a set
-    without checksums.txt, checks nothing (bad files are then found when read)."""
-    if mode == "off":
-        return {}
-    sums = read_checksums(dataset.root / CHECKSUMS)
-    if sums is None:
-        return {}
-    bad = {}
-    for i, (rel, _) in enumerate(dataset.split(split)):
-        want = sums.get(rel)
-        if want is None:
-            bad[i] = f"not in {CHECKSUMS}"
+# Frame headers (SOF) DALI's decoders read: baseline, extended sequential, progressive.
+_SOF = {0xC0, 0xC1, 0xC2}
+_HEAD = 4096  # bytes read for the header: prepare's JPEGs have their frame header in the first 200
+
+
+def jpeg_problem(head: bytes, tail: bytes, path: Path, size: int) -> str | None:
+    """Why a file is not a plain JPEG of size x size with 1 or 3 channels, read from its
+    markers up to the frame header (`head`: its first bytes) and its last two bytes (`tail`),
+    without decoding; None when it is."""
+    if head[:2] != b"\xff\xd8":
+        return "not a JPEG"
+    if tail != b"\xff\xd9":
+        return "no JPEG end marker"
+    i = 2
+    while True:
+        if i + 4 > len(head):
+            if len(head) == _HEAD:  # a long header: read the whole file
+                head = path.read_bytes()
+                continue
+            return "no JPEG frame header"
+        if head[i] != 0xFF:
+            return "corrupt JPEG header"
+        marker = head[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
             continue
+        if marker == 0xDA or 0xD0 <= marker <= 0xD9:
+            return "no JPEG frame header before the image data"
+        if marker in _SOF or 0xC3 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            if i + 10 > len(head):
+                return "corrupt JPEG header"
+            h, w = int.from_bytes(head[i + 5:i + 7], "big"), int.from_bytes(head[i + 7:i + 9], "big")
+            channels = head[i + 9]
+            if marker not in _SOF:
+                return f"a JPEG of another kind (frame marker 0x{marker:02X})"
+            if (h, w) != (size, size) or channels not in (1, 3):
+                return f"a {w}x{h} JPEG with {channels} channels"
+            return None
+        i += 2 + int.from_bytes(head[i + 2:i + 4], "big")
+
+
+def _read(path: Path, whole: bool, ends: bool) -> tuple[int, bytes | None, bytes, bytes]:
+    """(size, the whole file or None, its first _HEAD bytes, its last 2) with one open; only
+    the size (a stat) when neither `whole` nor `ends` is asked for."""
+    if not (whole or ends):
+        return os.stat(path).st_size, None, b"", b""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        length = os.fstat(fd).st_size
+        if whole:
+            data = os.pread(fd, length, 0)
+            return length, data, data[:_HEAD], data[-2:]
+        return length, None, os.pread(fd, _HEAD, 0), os.pread(fd, 2, max(0, length - 2))
+    finally:
+        os.close(fd)
+
+
+def check_files(dataset: Dataset, split: str, mode: str,
+                jpeg_size: int | None = None) -> tuple[dict[int, str], set[int]]:
+    """The start-up check of `split`'s files. Returns (manifest index -> reason for each file
+    that no longer matches checksums.txt, the indices of the other files that are no plain
+    JPEG of jpeg_size x jpeg_size).
+
+    mode "size" compares sizes (a stat per file), "crc" also reads each file for its CRC-32,
+    "off" compares nothing (nor does a set without checksums.txt: bad files are then found
+    when read). The JPEG check (with jpeg_size) reads each file's first bytes and last two:
+    the DALI loader gives DALI only files that pass it, since some malformed files crash
+    DALI's decoder (a segmentation fault) instead of raising an error."""
+    sums = read_checksums(dataset.root / CHECKSUMS) if mode != "off" else None
+    if sums is None and jpeg_size is None:
+        return {}, set()
+    bad, odd = {}, set()
+    for i, (rel, _) in enumerate(dataset.split(split)):
         path = dataset.root / rel
         try:
-            size = os.stat(path).st_size
-            if size != want[0]:
-                bad[i] = f"{size} bytes, {CHECKSUMS} says {want[0]} (changed since it was stored)"
-            elif mode == "crc" and zlib.crc32(path.read_bytes()) != want[1]:
-                bad[i] = f"CRC-32 differs from {CHECKSUMS} (changed since it was stored)"
+            length, data, head, tail = _read(path, mode == "crc" and sums is not None, jpeg_size is not None)
         except OSError as e:
             bad[i] = one_line(f"unreadable: {e.strerror or e}")
-    return bad
+            continue
+        if sums is not None:
+            want = sums.get(rel)
+            if want is None:
+                bad[i] = f"not in {CHECKSUMS}"
+                continue
+            if length != want[0]:
+                bad[i] = f"{length} bytes, {CHECKSUMS} says {want[0]} (changed since it was stored)"
+                continue
+            if data is not None and zlib.crc32(data) != want[1]:
+                bad[i] = f"CRC-32 differs from {CHECKSUMS} (changed since it was stored)"
+                continue
+        if jpeg_size is not None and jpeg_problem(head, tail, path, jpeg_size) is not None:
+            odd.add(i)
+    return bad, odd
 
 
 class BadImageLog:

@@ -67,6 +67,7 @@ class Loader(abc.ABC):
     epoch; `loader.epoch(e, start_batch)` iterates over epoch e from batch start_batch."""
 
     backend = ""
+    checks_jpeg_headers = False  # whether the start-up check reads each file's JPEG header
 
     def __init__(self, cfg: Config, dataset: Dataset, split: str, placement: Placement, *, train: bool,
                  ten_crop: bool, seed: int, shard_id: int, num_shards: int):
@@ -82,8 +83,10 @@ class Loader(abc.ABC):
         # where each image has its own crop from the plan.
         c = (self.stored - self.crop) // 2
         self.views = None if train else ten_crop_positions(self.stored, self.crop) if ten_crop else [(c, c, False)]
-        # Files that no longer match the dataset's checksums: left out of every epoch.
-        self.excluded = check_files(dataset, split, cfg.data.verify_files)
+        # Files that no longer match the dataset's checksums: left out of every epoch. Files
+        # that are no plain JPEG of the dataset's size: found only for a backend that asks.
+        self.excluded, self.not_plain_jpeg = check_files(dataset, split, cfg.data.verify_files,
+                                                         self.stored if self.checks_jpeg_headers else None)
         self.feeder = Feeder(placement, dataset.mean, self.crop, cfg.data.mean_window)
         self._bad: list[BadImage] = []
         first = self.plan(0)

@@ -9,13 +9,17 @@ crop positions and flips come from the plan through an external source, so DALI 
 itself. The Feeder (feed.py) then moves the uint8 crops to each column's device and normalises
 them there, with the same function as the torch loader.
 
-Bad images (bad.py): files that failed the start-up check are never given to DALI. A file that
-decodes to the wrong size is dropped from its batch (fn.peek_image_shape gives every image's
-size). When DALI fails on a batch, its files are checked with bad.read_image: those that fail
-are bad, and the pipeline is built again from that batch without them; a file that DALI cannot
-decode but Pillow can (no such file comes out of prepare: a GIF named .jpg does it) is decoded
-by Pillow from then on, with the same crop and flip, never a crash. Batches with a bad image
-are padded to the batch size with a copy of one of their images, which is cut off again.
+Bad images (bad.py): DALI is only given files that passed the start-up check and whose markers
+read as a plain JPEG of the dataset's size (bad.jpeg_problem, one read of each file's header
+when the loader starts): some malformed files crash DALI's decoder outright (a segmentation
+fault, seen here with 600 random bytes) instead of raising an error. Any other file is judged by
+Pillow (bad.read_image), as in the torch loader: bad, or decoded by Pillow with the plan's crop
+and flip (a CMYK JPEG, a PNG or GIF named .jpg). An image DALI decodes to the wrong size is
+dropped from its batch (fn.peek_image_shape gives every image's size). When DALI still fails
+on a batch, its files are judged by Pillow, and the pipeline is built again from that batch
+without the bad ones; files only DALI refuses (found by decoding each alone) go to Pillow; a
+failure with neither is a one-line DataError. Batches with a bad image are padded to the batch
+size with a copy of one of their images, which is cut off again.
 
 What holds: an epoch, and an epoch resumed at any batch, is bit-for-bit the same on every run.
 On the CPU, DALI decodes with the same libjpeg-turbo as Pillow: its batches equal the torch
@@ -47,7 +51,9 @@ def _pipeline(files, root, crop, device, hw_decoder_load, views, params):
     shapes = fn.peek_image_shape(jpegs)
     decoder = dict(device=device, output_type=types.RGB)
     if device == "mixed":
-        decoder["hw_decoder_load"] = hw_decoder_load
+        # The host decoders' chroma upsampling, so that GPU and host decodes differ only by
+        # their IDCTs' rounding (tests/test_gpu_data.py).
+        decoder.update(hw_decoder_load=hw_decoder_load, jpeg_fancy_upsampling=True)
     layout = dict(dtype=types.UINT8, output_layout="CHW")  # mean 0, std 1: only crop, mirror, transpose
     if views is None:
         y, x, mirror = fn.external_source(source=params, num_outputs=3, batch=True,
@@ -68,13 +74,21 @@ def _probe_pipeline(root, rel, device):
 
 class DaliLoader(Loader):
     backend = "dali"
+    checks_jpeg_headers = True
 
     def __init__(self, *args, decoder: str, **kwargs):
         super().__init__(*args, **kwargs)
         self.decoder = decoder  # "cpu" or "mixed"
         self.gpu = decoder == "mixed"
-        self.found: dict[int, str] = {}   # manifest index -> reason: bad images met while reading
+        self.found: dict[int, str] = {}   # manifest index -> reason: bad images found after the start-up check
         self.by_pillow: set[int] = set()  # good images DALI cannot decode
+        # DALI is given only plain JPEGs of the right size; anything else is Pillow's to judge.
+        for i in sorted(self.not_plain_jpeg):
+            try:
+                read_image(self.dataset.root / self.files[i], self.stored)
+                self.by_pillow.add(i)
+            except ImageProblem as e:
+                self.found[i] = str(e)
 
     def _batches(self, plan: EpochPlan, start: int):
         b = start
