@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from twocol import sim
+from twocol.commands.describe import format_tables
 from twocol.data import loader as loader_module
 from twocol.data.feed import Feeder, feed_bytes_per_image
 from twocol.data.loader import make_loader
@@ -134,3 +135,17 @@ def test_describe_shows_the_feed_per_column():
     d = describe(config("tiny_twocol"), Placement.cpu())
     assert d["feed"] == [{"column": "A", "device": "cpu", "host_decode_bytes_per_image": 0},
                          {"column": "B", "device": "cpu", "host_decode_bytes_per_image": 0}]
+
+
+def test_describe_table_lists_both_decodes_where_column_a_is_a_gpu():
+    d = describe(config("tiny_twocol"), Placement.cpu())
+    px = 3 * 40 * 40
+    d["feed"] = [{"column": "A", "device": "cuda:0", "host_decode_bytes_per_image": px + 32,
+                  "gpu_decode_bytes_per_image": 32},
+                 {"column": "B", "device": "cuda:1", "host_decode_bytes_per_image": px + 24,
+                  "gpu_decode_bytes_per_image": px + 24}]
+    lines = format_tables(d).splitlines()
+    head = next(i for i, l in enumerate(lines) if l.startswith("column "))
+    assert lines[head].split() == ["column", "device", "host", "decode", "gpu", "decode"]
+    assert lines[head + 1].split() == ["A", "cuda:0", f"{px + 32:,}", "32"]
+    assert lines[head + 2].split() == ["B", "cuda:1", f"{px + 24:,}", f"{px + 24:,}"]

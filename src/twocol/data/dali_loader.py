@@ -102,9 +102,10 @@ class DaliLoader(Loader):
         sched = []  # per batch: (b, rows for DALI, rows for Pillow, bad (row, reason))
         for b in range(start, len(plan)):
             rows, bad = split_rows(plan, b, skip)
-            pillow = np.array([r for r in rows if int(plan.index[r]) in self.by_pillow], np.int64)
-            if len(pillow):
-                rows = np.array([r for r in rows if int(plan.index[r]) not in self.by_pillow], np.int64)
+            pillow = np.zeros(0, np.int64)
+            if self.by_pillow:
+                mine = np.isin(plan.index[rows], list(self.by_pillow))
+                rows, pillow = rows[~mine], rows[mine]
             sched.append((b, rows, pillow, bad))
         pipe = self._build(plan, [rows for _, rows, _, _ in sched if len(rows)])
         try:

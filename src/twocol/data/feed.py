@@ -77,38 +77,42 @@ class Feeder:
         `normalised`, they are float32 crops already normalised on the host (host_only)."""
         windows = self.windows(plan, rows, views)
         shift = plan.shift[rows] if plan.shift is not None else None
-        per_crop = [w for w in windows if not isinstance(w, tuple)]
+        per_crop = [w.astype(np.float32) for w in windows if not isinstance(w, tuple)]
+        cols = per_crop + ([shift] if shift is not None else [])
+        # What a device gets from the host, staged once in pinned memory where a GPU is fed.
+        params = self._host(np.concatenate(cols, 1)) if cols else None
+        if not normalised and (isinstance(pixels, np.ndarray) or pixels.device.type == "cpu"):
+            pixels = self._host(pixels)
         outs = {}
         for name, dev in self.targets:
             if normalised:
-                outs[name] = torch.as_tensor(pixels)
+                outs[name] = pixels
             elif dev.type == "cpu":
                 px = pixels
-                if isinstance(px, torch.Tensor):
-                    if px.device != dev:
-                        self.bytes[name] += px.numel()
-                        px = px.to(dev)
-                    px = px.numpy()
-                outs[name] = torch.from_numpy(self._normalise(px, windows, shift, plan.scale, self.means[name]))
+                if px.device != dev:
+                    self.bytes[name] += px.numel()
+                    px = px.to(dev)
+                outs[name] = torch.from_numpy(self._normalise(px.numpy(), windows, shift, plan.scale, self.means[name]))
             else:
                 px = self._to(pixels, dev, name)
-                cols = [w.astype(np.float32) for w in per_crop] + ([shift] if shift is not None else [])
-                params = self._to(np.concatenate(cols, 1), dev, name) if cols else None
-                dev_windows = [params[:, :3].long() if not isinstance(w, tuple) else w for w in windows]
-                dev_shift = params[:, -3:] if shift is not None else None
+                p = self._to(params, dev, name) if params is not None else None
+                dev_windows = [w if isinstance(w, tuple) else p[:, :3].long() for w in windows]
+                dev_shift = p[:, -3:] if shift is not None else None
                 outs[name] = self._normalise(px, dev_windows, dev_shift, plan.scale, self.means[name])
-        y = torch.from_numpy(labels)
+        y = self._host(labels)
         if self.placement.a.type != "cpu":
-            y = self._to(labels, self.placement.a, "A")
+            y = self._to(y, self.placement.a, "A")
         return ColumnInputs(outs["A"], outs.get("B", outs["A"])), y
 
-    def _to(self, x, dev: torch.device, name: str) -> torch.Tensor:
-        """x (numpy or tensor) on `dev`, counting the bytes when that is a copy."""
+    def _host(self, x) -> torch.Tensor:
+        """A host array or tensor as a tensor, in pinned memory where a GPU is fed."""
         t = torch.from_numpy(np.ascontiguousarray(x)) if isinstance(x, np.ndarray) else x
+        return t.pin_memory() if self.pin and not t.is_pinned() else t
+
+    def _to(self, t: torch.Tensor, dev: torch.device, name: str) -> torch.Tensor:
+        """t on `dev` (without blocking), counting the bytes when that is a copy."""
         if t.device == dev:
             return t
-        if t.device.type == "cpu" and self.pin and not t.is_pinned():
-            t = t.pin_memory()
         self.bytes[name] += t.numel() * t.element_size()
         return t.to(dev, non_blocking=True)
 
