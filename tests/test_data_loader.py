@@ -254,6 +254,9 @@ def test_make_loader_refuses_what_it_cannot_do(root, monkeypatch):
         loader(root, "train", "model.num_classes=2")
     with pytest.raises(ValueError, match="start_batch"):
         loader(root).epoch(0, start_batch=99)
+    with pytest.raises(DataError, match="data.decoder is mixed .* but --gpus cpu puts column A on the CPU"):
+        loader(root, "train", "data.decoder=mixed", backend="dali")
+    assert loader(root, "train", "data.decoder=mixed", backend="torch").backend == "torch"  # DALI's key only
     monkeypatch.setattr(loader_module, "dali_problem", lambda device: "no DALI in this test")
     with pytest.raises(DataError, match="data.loader is dali but no DALI in this test"):
         loader(root, backend="dali")
