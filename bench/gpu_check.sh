@@ -6,9 +6,10 @@
 #   bash bench/gpu_check.sh                      # results in $OUT, default bench/results/gpu
 #   OUT=/tmp/gpu SECTIONS="build kernel_tests" bash bench/gpu_check.sh
 #
-# Writes to $OUT: summary.txt (one line per section: ok or FAILED, seconds), <section>.log for
-# each section, and what the sections write (kernels.json). Each section is a function named
-# section_<name>, run with a time limit; a failing section is recorded and the next one runs.
+# Writes to $OUT: summary.txt (one line per section: ok, skipped or FAILED, seconds), <section>.log
+# for each section, and what the sections write (kernels.json). Each section is a function named
+# section_<name>, run with a time limit; a failing section is recorded and the next one runs. A
+# section that cannot run on this machine prints one line saying why and returns 77 (skipped).
 # To add one: define section_<name>, add <name> and its limit in seconds to SECTIONS below.
 # All limits together stay under the 8 minutes the whole check may take.
 set -u
@@ -21,7 +22,7 @@ if [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY=python3; fi
 export OUT PY PYTHONUNBUFFERED=1 PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
 
 # name:seconds, in order.
-SECTIONS="${SECTIONS:-build:180 kernel_tests:100 kernel_bench:90 model_tests:60 throughput:120}"
+SECTIONS="${SECTIONS:-build:180 kernel_tests:100 kernel_bench:90 model_tests:60 throughput:120 dali_tests:90}"
 
 section_build() {
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv || true
@@ -64,6 +65,19 @@ section_throughput() {
     --steps 20 --warmup 5 --amp off,bf16 --out "$OUT/throughput.json"
 }
 
+section_dali_tests() {
+  # DALI's mixed (GPU) decoder against its CPU decoder on the same epoch plan, each column's
+  # device fed by the pipeline, pinned copies, bad and unusual JPEGs (tests/test_gpu_data.py).
+  "$PY" -c "import torch; assert torch.cuda.is_available(), 'torch sees no CUDA device'" || return 1
+  if ! "$PY" -c "import nvidia.dali" 2>/dev/null; then
+    echo "skipped: nvidia.dali cannot be imported here (install nvidia-dali-cuda<CUDA major> to run it)"
+    return 77
+  fi
+  # An importable DALI that cannot decode on the GPU is a failure, not a skip.
+  "$PY" -c "from twocol.data.loader import dali_problem; p = dali_problem('cuda:0'); assert p is None, p" || return 1
+  "$PY" -m pytest -q -p no:cacheprovider -rs tests/test_gpu_data.py
+}
+
 run_section() {
   local name=$1 limit=$2 start=$SECONDS rc status
   echo "== $name (limit ${limit}s)"
@@ -72,6 +86,7 @@ run_section() {
   rc=$?
   case $rc in
     0) status=ok ;;
+    77) status=skipped; rc=0 ;;
     124) status="FAILED (timed out)" ;;
     *) status="FAILED (exit $rc)" ;;
   esac

@@ -24,6 +24,7 @@ from bench.env import environment, write_result
 from bench.nets import ONECOL_FOR
 from twocol.config import load_config
 from twocol.devices import Placement
+from twocol.inputs import ColumnInputs
 from twocol.model import build_model
 from twocol.optim import make_optimizer
 from twocol.reference import GroupedNet
@@ -36,7 +37,10 @@ def step_timer(net, cfg, placement, batch: int, amp: str):
     device = placement.a
     opt = make_optimizer(net, cfg.optim)
     side = cfg.model.input_size
-    x = torch.randn(batch, 3, side, side, device=device)
+    x = torch.randn(batch, 3, side, side)
+    # The batch on each column's device, as the loader delivers it (inputs.py); the grouped
+    # reference is one module on column A's device.
+    x = x.to(device) if isinstance(net, GroupedNet) else ColumnInputs.copied(x, net.placement)
     y = torch.randint(0, cfg.model.num_classes, (batch,), device=device)
     cast = (torch.autocast(device.type, dtype=torch.bfloat16) if amp == "bf16"
             else torch.autocast(device.type, enabled=False))

@@ -106,12 +106,39 @@ class DataConfig:
     batch_size: int = 128
     # Std of the PCA lighting noise alpha; 0 turns it off.
     lighting_std: float = 0.1
+    # Lighting in the first N epochs only (then off: the 2012 code's colour noise stopped after
+    # epoch 67); None: every epoch. Counted like schedule.milestones: after N finished epochs.
+    lighting_until_epoch: Optional[int] = None
+    # While lighting is on, divide each training crop by 1 + lighting_std as well (the 2012
+    # code did, to keep the training inputs' scale near the test inputs'); test crops never.
+    lighting_rescale: bool = False
     # Mean-subtracted pixels are divided by this (1.0 = raw 0..255 scale as in the paper).
     input_scale: float = 1.0
-    # One random crop position per chunk of this many images (the 2012 code used 32); 1 = per image.
+    # The mean image subtracted from a crop: "crop" cuts it (and mirrors it) with the image,
+    # the paper's "subtracting the mean activity"; "centre": its centre crop, unmirrored, for
+    # every crop and view (the 2012 code).
+    mean_window: Literal["crop", "centre"] = "crop"
+    # One random crop position per chunk of this many consecutive images (the 2012 code used
+    # 32); 1 = per image. flip_chunk does the same for the mirror flip.
     crop_chunk: int = 1
+    flip_chunk: int = 1
     loader: Literal["auto", "dali", "torch"] = "auto"
+    # Where DALI decodes: "mixed" on column A's GPU (nvImageCodec; JPEGs its GPU decoders
+    # reject go to its CPU decoder), "cpu" on the host, "auto": mixed on a GPU placement where
+    # it runs, else cpu. The torch loader always decodes on the host.
+    decoder: Literal["auto", "mixed", "cpu"] = "auto"
+    # Share of JPEG decoding DALI's mixed decoder gives the GPU's hardware decoder, where
+    # there is one (A100, H100, ...); DALI's own default.
+    hw_decoder_load: float = 0.65
+    # Batches each loader prepares ahead (DALI's prefetch queue; batches per torch worker).
+    prefetch: int = 2
     workers: int = 2
+    # Start-up check of the stored files against the dataset's checksums.txt: "size" (a stat
+    # per file), "crc" (also reads every file and checks its CRC-32), "off".
+    verify_files: Literal["size", "crc", "off"] = "size"
+    # A training epoch in which more than this share of the images is bad (unreadable, not
+    # a decodable image, or of the wrong size) stops the run (exit 2, with a checkpoint).
+    max_bad_fraction: float = 0.01
     # Built-in synthetic dataset used when no --data is given.
     synth_classes: int = 10
     synth_per_class: int = 500
@@ -286,6 +313,12 @@ def validate(cfg: Config, source: str) -> None:
     need(cfg.data.image_size >= m.input_size, "data.image_size", "must be at least model.input_size")
     need(cfg.data.batch_size > 0, "data.batch_size", "must be positive")
     need(cfg.data.crop_chunk > 0, "data.crop_chunk", "must be positive")
+    need(cfg.data.flip_chunk > 0, "data.flip_chunk", "must be positive")
+    need(cfg.data.lighting_until_epoch is None or cfg.data.lighting_until_epoch >= 0,
+         "data.lighting_until_epoch", "must be >= 0 (or null: every epoch)")
+    need(0.0 <= cfg.data.hw_decoder_load <= 1.0, "data.hw_decoder_load", "must be in [0, 1]")
+    need(cfg.data.prefetch > 0, "data.prefetch", "must be positive")
+    need(0.0 <= cfg.data.max_bad_fraction < 1.0, "data.max_bad_fraction", "must be in [0, 1)")
     need(cfg.data.lighting_std >= 0, "data.lighting_std", "must be >= 0")
     need(cfg.data.input_scale > 0, "data.input_scale", "must be positive")
     need(cfg.optim.lr > 0, "optim.lr", "must be positive")

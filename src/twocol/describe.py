@@ -1,12 +1,15 @@
 """What a config's net is: every layer with its column, device, output shape and parameters,
-and the links with the bytes they move per image (`twocol describe` prints it)."""
+the links with the bytes they move per image, and the bytes the data pipeline moves to feed
+each column's device per image (`twocol describe` prints it)."""
 from __future__ import annotations
 
 import torch
 
 from . import sim
 from .config import Config
+from .data.feed import feed_bytes_per_image
 from .devices import Placement
+from .inputs import ColumnInputs
 from .model import build_model, count_parameters
 
 LAYERS = ("conv1", "pool1", "conv2", "pool2", "conv3", "conv4", "conv5", "pool5", "fc6", "fc7")
@@ -31,13 +34,19 @@ def describe(cfg: Config, placement: Placement) -> dict:
     hooks.append(net.fc8.register_forward_hook(record("fc8", "A", net.fc8)))
     side = cfg.model.input_size
     with torch.no_grad(), sim.ColumnIsolation():
-        net(torch.zeros(1, 3, side, side, device=placement.a))
+        net(ColumnInputs.copied(torch.zeros(1, 3, side, side), placement))
     for h in hooks:
         h.remove()
     order = {n: i for i, n in enumerate(LAYERS + ("fc8",))}
     rows.sort(key=lambda r: (order[r["layer"]], r["column"]))
     links = [{"link": n, "bytes_per_image": b["forward"]} for n, b in net.link_bytes().items()]
+    # Decoding on a GPU (DALI's mixed decoder) is only possible with column A on one.
+    decodes = ["host", "gpu"] if placement.a.type == "cuda" else ["host"]
+    per_decode = {d: feed_bytes_per_image(cfg, placement, d) for d in decodes}
+    columns = [c for c, _ in net.columns()] if cfg.model.arch == "twocol" else ["A"]
+    feed = [{"column": c, "device": str(placement.a if c == "A" else placement.b),
+             **{f"{d}_decode_bytes_per_image": per_decode[d][c] for d in decodes}} for c in columns]
     return {"config": cfg.name, "arch": cfg.model.arch, "placement": str(placement),
             "input": [3, side, side], "layers": rows, "links": links,
             "total_params": count_parameters(net),
-            "link_bytes_per_image": sum(l["bytes_per_image"] for l in links)}
+            "link_bytes_per_image": sum(l["bytes_per_image"] for l in links), "feed": feed}

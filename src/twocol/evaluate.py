@@ -14,16 +14,22 @@ from .data.loader import make_loader
 from .data.synth import dataset_root
 from .devices import Placement
 from .distributed import World, all_sum
+from .inputs import ColumnInputs
 from .metrics import topk_errors
 
 
 @torch.no_grad()
-def predict_proba(nets, images: torch.Tensor) -> torch.Tensor:
+def predict_proba(nets, images: ColumnInputs | torch.Tensor) -> torch.Tensor:
     """Softmax averaged over the views of each image and over the nets.
 
-    images: (N, 3, S, S) for one view, or (N, V, 3, S, S) for V views (the 10-patch test)."""
+    images: (N, 3, S, S) for one view, or (N, V, 3, S, S) for V views (the 10-patch test),
+    as ColumnInputs (from a loader) or one tensor where the columns share its device."""
     views = images.shape[1] if images.dim() == 5 else 1
-    flat = images.reshape(-1, *images.shape[-3:])
+
+    def flatten(t):
+        return t.reshape(-1, *t.shape[-3:])
+
+    flat = images.map(flatten) if isinstance(images, ColumnInputs) else flatten(images)
     total = None
     for net in nets:
         p = F.softmax(net(flat).float(), dim=1)
@@ -34,7 +40,8 @@ def predict_proba(nets, images: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def evaluate(nets, batches) -> dict:
-    """Run `batches` (an iterable of (images, labels)) through the net(s) in eval mode."""
+    """Run `batches` (an iterable of (images, labels)) through the net(s) in eval mode. A batch
+    left empty by bad images (data/bad.py) counts nothing."""
     nets = list(nets)
     modes = [n.training for n in nets]
     for n in nets:
@@ -42,6 +49,8 @@ def evaluate(nets, batches) -> dict:
     wrong1 = wrong5 = seen = 0
     try:
         for images, labels in batches:
+            if labels.shape[0] == 0:
+                continue
             w1, w5 = topk_errors(predict_proba(nets, images), labels)
             wrong1, wrong5, seen = wrong1 + int(w1), wrong5 + int(w5), seen + labels.shape[0]
     finally:
@@ -75,5 +84,7 @@ def evaluate_checkpoints(paths: list[str | Path], data: str | Path | None, place
     loader = make_loader(cfg, dataset_root(cfg, data), split, placement, train=False, ten_crop=ten_crop)
     with sim.isolation(check_isolation):
         errors = evaluate(nets, loader.epoch(0))
+    bad = loader.take_bad()
     return {"checkpoints": [str(p) for p in paths], "split": split,
-            "test": "10-patch" if ten_crop else "centre crop", **errors}
+            "test": "10-patch" if ten_crop else "centre crop", **errors,
+            "bad_images": [{"path": b.path, "reason": b.reason} for b in bad]}

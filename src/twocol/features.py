@@ -57,6 +57,8 @@ def extract(net, batches, out: np.ndarray) -> list[int]:
     labels, row = [], 0
     try:
         for images, batch_labels in batches:
+            if batch_labels.shape[0] == 0:
+                continue
             h = net.last_hidden(images).float().cpu().numpy()
             if row + len(h) > len(out):
                 raise DataError(f"the loader delivered more than the split's {len(out)} images")
@@ -87,7 +89,14 @@ def save_features(ckpt: str | Path, data_root: str | Path, split: str, out: str 
     meta_path.unlink(missing_ok=True)
     rows = np.lib.format.open_memmap(npy, mode="w+", dtype=np.float32,
                                      shape=(len(manifest), net.fc8.in_features))
-    labels = extract(net, loader.epoch(0), rows)
+    try:
+        labels = extract(net, loader.epoch(0), rows)
+    except DataError:
+        bad = loader.take_bad()
+        if bad:  # they left rows empty
+            raise DataError(f"{len(bad)} image(s) of the {split} split are bad, e.g. {bad[0].path}: "
+                            f"{bad[0].reason}; a features file needs every image") from None
+        raise
     rows.flush()
     expected = [int(label) for _, label in manifest]
     if labels != expected:

@@ -87,9 +87,9 @@ class ColumnRuntime:
 
 
 @contextlib.contextmanager
-def streams_follow_caller(columns, x: torch.Tensor):
+def streams_follow_caller(columns, inputs: list[torch.Tensor]):
     """Around a forward pass: column streams start after whatever the caller queued (the
-    input) and the caller's stream resumes after every column finishes. Tensors crossing
+    inputs) and the caller's stream resumes after every column finishes. Tensors crossing
     between the caller's stream and a column's are recorded on the stream that reads them, so
     the caching allocator does not hand their memory out while that stream may still read it.
     Yields `handed_back(out)`, to call on the tensor returned to the caller."""
@@ -97,8 +97,9 @@ def streams_follow_caller(columns, x: torch.Tensor):
     caller = {r.device: torch.cuda.current_stream(r.device) for r in runs}
     for r in runs:
         r.stream.wait_stream(caller[r.device])
-        if x.device == r.device:
-            x.record_stream(r.stream)
+        for x in inputs:
+            if x.device == r.device:
+                x.record_stream(r.stream)
 
     def handed_back(out):
         if runs:

@@ -4,6 +4,9 @@ Each Column holds one half of every layer and lives on one device. Data crosses 
 columns only through the four named links: conv3 (both pool2 outputs), fc6 (both pool5
 outputs), fc7 (both fc6 outputs) and fc8 (both fc7 outputs, gathered on column A's device,
 where fc8 and the loss live).
+
+Both nets take ColumnInputs (inputs.py): the batch on each column's device, put there by the
+data pipeline; a plain tensor only where every column runs on its device.
 """
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ from . import ops, sim
 from .config import Config, ModelConfig
 from .devices import Placement
 from .errors import ConfigError
+from .inputs import ColumnInputs, column_inputs
 from .links import ColumnRuntime, Link, streams_follow_caller
 
 
@@ -162,26 +166,28 @@ class TwoColumnNet(nn.Module):
             to_b = torch.cat([link.send(xa, a, b), xb], 1)
         return to_a, to_b
 
-    def forward(self, x):
-        with streams_follow_caller((self.run_a, self.run_b), x) as handed_back:
+    def forward(self, x: ColumnInputs | torch.Tensor):
+        x = column_inputs(x, self.placement)
+        with streams_follow_caller((self.run_a, self.run_b), x.tensors()) as handed_back:
             fc8_in = self._last_hidden(x)
             with self.run_a:
                 return handed_back(self.fc8(fc8_in))
 
-    def last_hidden(self, x):
+    def last_hidden(self, x: ColumnInputs | torch.Tensor):
         """Both columns' fc7 outputs gathered on column A (the fc8 link): the paper's 4096-d
         feature of section 6.1 / Figure 4."""
-        with streams_follow_caller((self.run_a, self.run_b), x) as handed_back:
+        x = column_inputs(x, self.placement)
+        with streams_follow_caller((self.run_a, self.run_b), x.tensors()) as handed_back:
             return handed_back(self._last_hidden(x))
 
-    def _last_hidden(self, x):
+    def _last_hidden(self, x: ColumnInputs):
         a, b = self.run_a, self.run_b
-        # The batch arrives on both devices: the loader's copy, not a cross-column move. Each
-        # column makes its own copy on its own stream, so it cannot start before the copy ends.
+        # Each column reads its own copy of the batch, on its own device: the pipeline put it
+        # there (nothing crosses between the columns before the conv3 link).
         with a:
-            pool2_a = self.col_a.to_pool2(x.to(a.device, non_blocking=True))
+            pool2_a = self.col_a.to_pool2(x.a)
         with b:
-            pool2_b = self.col_b.to_pool2(x.to(b.device, non_blocking=True))
+            pool2_b = self.col_b.to_pool2(x.b)
         conv3_in_a, conv3_in_b = self.exchange("conv3", pool2_a, pool2_b)
         with a:
             pool5_a = self.col_a.to_pool5(conv3_in_a)
@@ -233,14 +239,14 @@ class OneColumnNet(nn.Module):
     def use_streams(self, enabled: bool = True) -> None:
         pass  # one column: the caller's stream is the column's stream
 
-    def forward(self, x):
+    def forward(self, x: ColumnInputs | torch.Tensor):
         h = self.last_hidden(x)
         with self.run_a:
             return self.fc8(h)
 
-    def last_hidden(self, x):
+    def last_hidden(self, x: ColumnInputs | torch.Tensor):
+        x = column_inputs(x, self.placement).a
         with self.run_a:
-            x = x.to(self.placement.a, non_blocking=True)
             c = self.col_a
             return c.to_fc7(c.to_fc6(c.to_pool5(c.to_pool2(x))))
 

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from . import sim
 from .checkpoint import RunState, checkpoint_state, load_checkpoint, restore, save
 from .config import Config
+from .data.bad import BadImageLog, TooManyBadImages
 from .data.loader import make_loader
 from .devices import Placement
 from .distributed import World, all_sum, wrap
@@ -60,16 +61,46 @@ class Window:
                 "images_per_s": images / (time.perf_counter() - self.start)}
 
 
+def bad_image_stop(loader, bad_log: BadImageLog, epoch: int, excluded: int, runtime_bad: int, labels,
+                   world: World) -> tuple[int, str | None]:
+    """Record the bad images of the batch just read; returns the epoch's count of bad images
+    found while reading (`excluded` were found at start) and, when the run must stop, why.
+    Every rank decides together (under torchrun) before the step, so that none is left
+    waiting in it."""
+    bad = loader.take_bad()
+    bad_log.record(epoch + 1, "train", bad)
+    runtime_bad += sum(1 for b in bad if b.index not in loader.excluded)
+    total, n, limit = excluded + runtime_bad, loader.num_images, loader.cfg.data.max_bad_fraction
+    why = None
+    if total > limit * n:
+        why = (f"{total} of the {n} images of epoch {epoch + 1} are bad (more than data.max_bad_fraction="
+               f"{limit:g})")
+    elif labels.shape[0] == 0:
+        why = f"every image of a batch of epoch {epoch + 1} is bad"
+    if world.active and all_sum([float(why is not None)], labels.device, world)[0] > 0 and why is None:
+        why = "another process met too many bad images"
+    return runtime_bad, why
+
+
 def train_one_epoch(net, optimizer, loader, cfg: Config, state: RunState, log: MetricsLog, progress: Progress,
-                    stop: StopFlag, model=None, world: World = World()) -> dict:
+                    stop: StopFlag, model=None, world: World = World(), bad_log: BadImageLog | None = None) -> dict:
     """One pass over the training set from batch `state.batch`; returns the epoch's means.
-    `model` is what runs the step (the DDP wrapper of `net` under torchrun)."""
+    `model` is what runs the step (the DDP wrapper of `net` under torchrun). Bad images are
+    recorded in `bad_log`; too many raise TooManyBadImages before the step."""
     model = model or net
     model.train()
     device, total = net.placement.a, len(loader)
     epoch, window = Window(device), Window(device)
     net.reset_link_bytes()
+    loader.reset_feed_bytes()
+    # Bad images of the epoch: those found at start are known for all of it, the others are
+    # counted as they are met (in a resumed epoch, from the batch it resumes at).
+    excluded, runtime_bad = loader.excluded_in(state.epoch), 0
     for images, labels in loader.epoch(state.epoch, start_batch=state.batch):
+        if bad_log is not None:
+            runtime_bad, why = bad_image_stop(loader, bad_log, state.epoch, excluded, runtime_bad, labels, world)
+            if why is not None:
+                raise TooManyBadImages(why)
         with autocast(cfg, device):
             logits = model(images)
         loss = F.cross_entropy(logits.float(), labels)
@@ -85,14 +116,18 @@ def train_one_epoch(net, optimizer, loader, cfg: Config, state: RunState, log: M
             if not math.isfinite(means["loss"]):  # NaN and inf stay in a sum (all ranks see the same)
                 raise TrainingDiverged(f"the loss became non-finite in epoch {state.epoch + 1} by step {state.step}")
             row = {"kind": "step", "epoch": state.epoch + 1, "batch": state.batch, "step": state.step, **means,
-                   "lr": optimizer.param_groups[0]["lr"], "link_bytes": net.link_bytes()}
+                   "lr": optimizer.param_groups[0]["lr"], "link_bytes": net.link_bytes(),
+                   "feed_bytes": loader.feed_bytes()}
             log.record(**row)
             moved = sum(b["forward"] + b["backward"] for b in row["link_bytes"].values())
+            fed = sum(row["feed_bytes"].values())
             progress.update(state.batch, f"epoch {row['epoch']} [{state.batch}/{total}] loss {row['loss']:.3f} "
                             f"top1 {100 * row['top1_error']:.1f}% top5 {100 * row['top5_error']:.1f}% "
-                            f"lr {row['lr']:.2g} {row['images_per_s']:.0f} img/s links {moved / 2 ** 20:.1f} MiB")
+                            f"lr {row['lr']:.2g} {row['images_per_s']:.0f} img/s links {moved / 2 ** 20:.1f} MiB"
+                            f" feed {fed / 2 ** 20:.1f} MiB")
             window = Window(device)
             net.reset_link_bytes()
+            loader.reset_feed_bytes()
         # Under torchrun every rank must stop at the same step, or the others hang in DDP.
         if all_sum([float(stop.signal is not None)], device, world)[0] > 0:
             raise Interrupted
@@ -108,6 +143,7 @@ def train(cfg: Config, placement: Placement, data_root: Path, run_dir: Path, res
     if world.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
     log = MetricsLog(run_dir / "metrics.jsonl", enabled=world.is_main)
+    bad_log = BadImageLog(run_dir, run_dir / "metrics.jsonl", rank=world.rank if world.active else None)
     seed_everything(cfg.train.seed + world.rank)  # every rank draws its own dropout masks
     net = build_model(cfg, placement, seed=cfg.train.seed)
     net.use_streams(placement.a.type == "cuda")
@@ -138,7 +174,7 @@ def train(cfg: Config, placement: Placement, data_root: Path, run_dir: Path, res
             start = time.perf_counter()
             try:
                 epoch_metrics = train_one_epoch(net, optimizer, train_loader, cfg, state, log, progress, stop,
-                                                model=model, world=world)
+                                                model=model, world=world, bad_log=bad_log)
             except Interrupted:
                 if not all(torch.isfinite(p).all() for p in net.parameters()):
                     raise TrainingDiverged(f"stopped by signal with non-finite weights; kept {ckpt_path}") from None
@@ -146,10 +182,15 @@ def train(cfg: Config, placement: Placement, data_root: Path, run_dir: Path, res
                 progress.line(f"stopped by signal {stop.signal} at epoch {state.epoch + 1} batch {state.batch}; "
                               f"checkpoint {ckpt_path}; continue with --resume {ckpt_path}")
                 raise
+            except TooManyBadImages as e:
+                save(ckpt_path, checkpoint_state(net, optimizer, schedule, state, cfg, metrics, world), world)
+                raise TooManyBadImages(f"{e}: see {run_dir / 'bad_images.tsv'}; checkpoint {ckpt_path} (repair or "
+                                       f"re-prepare the data, then --resume {ckpt_path})") from None
             except TrainingDiverged as e:
                 kept = f"the last good checkpoint is {ckpt_path}" if ckpt_path.exists() else "no checkpoint was written yet"
                 raise TrainingDiverged(f"{e}; {kept}") from None
             val = evaluate_sharded(net, val_loader, world)
+            bad_log.record(state.epoch + 1, "val", val_loader.take_bad())
             state.epoch, state.batch = state.epoch + 1, 0
             lr = optimizer.param_groups[0]["lr"]
             dropped = schedule.step(state.epoch, val["top1_error"])

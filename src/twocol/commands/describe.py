@@ -24,6 +24,12 @@ def format_tables(d: dict) -> str:
         out += ["", f"{'link':<7}{'bytes/image (forward; backward moves the same)':>48}"]
         for l in d["links"]:
             out.append(f"{l['link']:<7}{l['bytes_per_image']:>48,}")
+    decodes = [k[:-len("_decode_bytes_per_image")] for k in d["feed"][0] if k.endswith("_decode_bytes_per_image")]
+    out += ["", "feed: bytes the data pipeline moves to each column's device per training image "
+                "(uint8 crop, mean window and lighting numbers, labels to A)",
+            f"{'column':<8}{'device':<9}" + "".join(f"{w + ' decode':>14}" for w in decodes)]
+    for f in d["feed"]:
+        out.append(f"{f['column']:<8}{f['device']:<9}" + "".join(f"{f[w + '_decode_bytes_per_image']:>14,}" for w in decodes))
     out += ["", f"total parameters: {d['total_params']:,}"]
     if d["links"]:
         out.append(f"total bytes across links per image, forward: {d['link_bytes_per_image']:,}")

@@ -33,4 +33,7 @@ def run(args) -> int:
         what = f"ensemble of {len(args.ckpt)}" if len(args.ckpt) > 1 else args.ckpt[0]
         print(f"{what}, {result['test']}, {result['images']} {args.split} images: "
               f"top-1 error {100 * result['top1_error']:.2f}%, top-5 error {100 * result['top5_error']:.2f}%")
+        if result["bad_images"]:
+            first = result["bad_images"][0]
+            print(f"skipped {len(result['bad_images'])} bad image(s), e.g. {first['path']}: {first['reason']}")
     return 0

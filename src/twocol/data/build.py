@@ -6,7 +6,8 @@ JPEG (atomically), decodes what it stored, and adds it to the chunk's pixel stat
 chunk's result is then saved under .partial/. A rerun reuses every saved chunk and, inside an
 unfinished chunk, every image already stored, so an interrupted run resumes where it stopped.
 Statistics are exact integer sums over the stored (decoded) pixels, so the mean image and the
-covariance are those of the very files a loader will read.
+covariance are those of the very files a loader will read; the size and CRC-32 of each stored
+file go to checksums.txt, which the loaders check the files against before reading them.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import json
 import multiprocessing
 import os
 import shutil
+import zlib
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +29,7 @@ from PIL import Image
 from ..atomic import atomic_write, remove_stale_temps
 from ..errors import DataError
 from ..monitor import Progress
-from .layout import CLASSES, FORMAT, META, PARTIAL, REPORT, SPLITS, STATS, write_manifest
+from .layout import CHECKSUMS, CLASSES, FORMAT, META, PARTIAL, REPORT, SPLITS, STATS, write_checksums, write_manifest
 from .lighting import pca
 
 
@@ -77,13 +79,14 @@ def run_chunk(chunk: Chunk) -> dict:
     pix_sum = np.zeros((s, s, 3), np.int64)
     rgb_sum = np.zeros(3, np.int64)
     rgb_outer = np.zeros((3, 3), np.int64)
-    ok, bad = [], []
+    ok, bad, sums = [], [], []
     for item in chunk.items:
         out = chunk.root / item.rel
-        pixels = None
+        pixels = data = None
         if out.exists():
             try:
-                pixels = decode_stored(out)
+                data = out.read_bytes()
+                pixels = decode_stored(data)
             except OSError:
                 pixels = None  # unreadable leftover: make it again
             if pixels is not None and pixels.shape != (s, s, 3):
@@ -98,12 +101,14 @@ def run_chunk(chunk: Chunk) -> dict:
             atomic_write(out, data)
             pixels = decode_stored(data)
         ok.append((item.rel, item.label))
+        sums.append((len(data), zlib.crc32(data)))
         pix_sum += pixels
         flat = pixels.reshape(-1, 3).astype(np.float64)
         # Per image the sums stay below 2**53, so float64 products are exact integers.
         rgb_sum += flat.sum(0).astype(np.int64)
         rgb_outer += (flat.T @ flat).astype(np.int64)
     result = {"rel": np.array([r for r, _ in ok], dtype=str), "label": np.array([l for _, l in ok], np.int64),
+              "size": np.array([n for n, _ in sums], np.int64), "crc": np.array([c for _, c in sums], np.int64),
               "bad_key": np.array([k for k, _ in bad], dtype=str), "bad_reason": np.array([r for _, r in bad], dtype=str),
               "pix_sum": pix_sum, "rgb_sum": rgb_sum, "rgb_outer": rgb_outer}
     # A chunk's pixel sums fit int32 (at most 1024 x 255); ImageNet at 256 px makes about a
@@ -117,9 +122,20 @@ def run_chunk(chunk: Chunk) -> dict:
 def _load_chunk(path: Path) -> dict | None:
     try:
         with np.load(path) as z:
-            return {k: z[k] for k in z.files}
+            saved = {k: z[k] for k in z.files}
     except (OSError, ValueError):
         return None
+    # Saved by a version without checksums: run it again (its images are reused).
+    return saved if "crc" in saved else None
+
+
+def checksum_files(root: Path, rels: list[str]) -> list[tuple[str, int, int]]:
+    """(relative path, size, CRC-32) of stored files, read from disk."""
+    out = []
+    for rel in rels:
+        data = (root / rel).read_bytes()
+        out.append((rel, len(data), zlib.crc32(data)))
+    return out
 
 
 def _chunk_size(n: int) -> int:
@@ -167,6 +183,9 @@ def build(root: Path, *, params: dict, classes: list[str], work: dict[str, list[
     work_hash = hashlib.sha1(repr((sorted((s, tuple(v)) for s, v in work.items()), list(skipped))).encode()).hexdigest()
     meta = check_destination(root, params)
     if meta is not None and meta.get("work") == work_hash:
+        if not (root / CHECKSUMS).is_file():  # a set made before checksums.txt existed
+            rels = [line.rpartition(" ")[0] for s in SPLITS for line in (root / f"{s}.txt").read_text().splitlines()]
+            write_checksums(root / CHECKSUMS, checksum_files(root, rels))
         return meta
     (root / PARTIAL).mkdir(parents=True, exist_ok=True)
     atomic_write(root / PARTIAL / "params.json", json.dumps(params))
@@ -223,11 +242,13 @@ def build(root: Path, *, params: dict, classes: list[str], work: dict[str, list[
 def _finish(root: Path, params: dict, classes: list[str], chunks: list[Chunk], results: dict,
             size: int, work_hash: str, bad: list[tuple[str, str, str]]) -> dict:
     manifests: dict[str, list[tuple[str, int]]] = {s: [] for s in SPLITS}
+    checksums: list[tuple[str, int, int]] = []
     pix_sum = np.zeros((size, size, 3), np.int64)
     rgb_sum, rgb_outer = np.zeros(3, np.int64), np.zeros((3, 3), np.int64)
     for c in chunks:
         r = results[c.name]
         manifests[c.split] += [(str(p), int(l)) for p, l in zip(r["rel"], r["label"])]
+        checksums += [(str(p), int(n), int(crc)) for p, n, crc in zip(r["rel"], r["size"], r["crc"])]
         bad += [(c.split, str(k), str(why)) for k, why in zip(r["bad_key"], r["bad_reason"])]
         if c.split == "train":
             pix_sum += r["pix_sum"].astype(np.int64)
@@ -247,6 +268,7 @@ def _finish(root: Path, params: dict, classes: list[str], chunks: list[Chunk], r
     atomic_write(root / CLASSES, "".join(f"{c}\n" for c in classes))
     for split, items in manifests.items():
         write_manifest(root / f"{split}.txt", sorted(items, key=lambda x: (x[1], x[0])))
+    write_checksums(root / CHECKSUMS, checksums)
     atomic_write(root / REPORT, f"# {len(bad)} skipped file(s): split<TAB>file<TAB>reason\n"
                  + "".join(f"{s}\t{k}\t{why}\n" for s, k, why in sorted(bad)))
     meta = {"format": FORMAT, "image_size": size, "classes": len(classes), "train": n,

@@ -7,6 +7,10 @@
                               cov (3,3) float64: their RGB covariance, 0..255 units;
                               eigvals (3,) descending and eigvecs (3,3), one eigenvector per column
     DST/report.txt            the source files that were skipped, with the reason
+    DST/checksums.txt         "<relative path> <bytes> <CRC-32, 8 hex digits>" per stored image,
+                              what the loaders check the files against at start (data/bad.py);
+                              sets made before it existed lack it: rerunning the same prepare
+                              or synth command adds it
     DST/train/<class>/*.jpg, DST/val/<class>/*.jpg   the images, S x S RGB baseline JPEG
     DST/.partial/             work state while a run is unfinished (removed when it completes)
 """
@@ -25,10 +29,35 @@ from ..errors import DataError
 FORMAT = 1
 SPLITS = ("train", "val")
 META, CLASSES, STATS, REPORT, PARTIAL = "meta.json", "classes.txt", "stats.npz", "report.txt", ".partial"
+CHECKSUMS = "checksums.txt"
 
 
 def write_manifest(path: Path, items: list[tuple[str, int]]) -> None:
     atomic_write(path, "".join(f"{rel} {label}\n" for rel, label in items))
+
+
+def write_checksums(path: Path, entries: list[tuple[str, int, int]]) -> None:
+    """entries: (relative path, size in bytes, CRC-32) per stored image."""
+    atomic_write(path, "".join(f"{rel} {size} {crc:08x}\n" for rel, size, crc in sorted(entries)))
+
+
+def read_checksums(path: Path) -> dict[str, tuple[int, int]] | None:
+    """relative path -> (size, CRC-32) from checksums.txt; None when the set has none."""
+    if not path.is_file():
+        return None
+    out = {}
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"cannot read {path}: {e}") from None
+    for n, line in enumerate(text.splitlines(), 1):
+        rest, _, crc = line.rpartition(" ")
+        rel, _, size = rest.rpartition(" ")
+        try:
+            out[rel] = (int(size), int(crc, 16))
+        except ValueError:
+            raise DataError(f"{path}: line {n} is not '<path> <bytes> <crc32>': {line[:200]!r}") from None
+    return out
 
 
 def read_manifest(path: Path, num_classes: int) -> list[tuple[str, int]]:

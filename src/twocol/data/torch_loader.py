@@ -1,67 +1,58 @@
-"""The fallback loader: Pillow decodes, numpy crops and normalises, torch DataLoader workers
-run it in parallel. Each worker builds whole batches, so one tensor per batch crosses from a
-worker to the main process."""
+"""The fallback loader: Pillow decodes, numpy cuts the crops, torch DataLoader workers run it
+in parallel. Each worker builds whole batches, so one array per batch crosses from a worker to
+the main process: the normalised float32 batch when every column runs on the host (the CPU
+simulation), else the uint8 crops, pinned by the DataLoader, which the Feeder copies to each
+GPU without blocking and normalises there."""
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
-from ..errors import DataError
-from .base import Loader
+from .bad import ImageProblem, read_image
+from .base import Loader, RawBatch, split_rows
 from .plan import EpochPlan
 
 
-def decode(path: Path, size: int) -> np.ndarray:
-    with Image.open(path) as im:
-        pixels = np.asarray(im if im.mode == "RGB" else im.convert("RGB"))
-    if pixels.shape != (size, size, 3):
-        raise DataError(f"{path} is {pixels.shape[1]}x{pixels.shape[0]}, not the dataset's {size}x{size}")
-    return pixels
-
-
-def normalise(images: list[np.ndarray], crop_y, crop_x, mirror, shift, mean_chw: np.ndarray, crop: int,
-              scale: float) -> np.ndarray:
-    """(stored crop - mean crop + shift) / scale for each image: (n, 3, crop, crop) float32."""
-    out = np.empty((len(images), 3, crop, crop), np.float32)
-    for i, img in enumerate(images):
-        y, x = crop_y[i], crop_x[i]
-        win = img[y:y + crop, x:x + crop].transpose(2, 0, 1)
-        mwin = mean_chw[:, y:y + crop, x:x + crop]
-        if mirror[i]:
-            win, mwin = win[..., ::-1], mwin[..., ::-1]
-        np.subtract(win, mwin, out=out[i])
-    out += np.asarray(shift, np.float32)[:, :, None, None]
-    out /= np.float32(scale)
-    return out
+def cut(pixels: np.ndarray, y: int, x: int, mirror: bool, crop: int, out: np.ndarray) -> None:
+    """The (3, crop, crop) crop of an (S, S, 3) image at (y, x), mirrored or not, into `out`."""
+    win = pixels[y:y + crop, x:x + crop].transpose(2, 0, 1)
+    out[...] = win[..., ::-1] if mirror else win
 
 
 class _Batches(torch.utils.data.Dataset):
     def __init__(self, loader: "TorchLoader", plan: EpochPlan, start: int):
-        self.root, self.files, self.labels = loader.dataset.root, loader.files, loader.labels
-        self.size, self.crop, self.scale = loader.stored, loader.crop, loader.cfg.data.input_scale
-        self.mean_chw = np.ascontiguousarray(loader.dataset.mean.transpose(2, 0, 1))
-        self.views, self.plan, self.start = loader.views, plan, start
+        # Only plain data (and, for the host, the host's mean image): workers get a copy.
+        self.plan, self.start, self.views, self.excluded = plan, start, loader.views, loader.excluded
+        self.root, self.files, self.size, self.crop = loader.dataset.root, loader.files, loader.stored, loader.crop
+        self.feeder = loader.feeder if loader.feeder.host_only else None
 
     def __len__(self) -> int:
         return len(self.plan) - self.start
 
-    def __getitem__(self, b: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, b: int) -> RawBatch:
         p = self.plan
-        rows = p.batch(self.start + b)
-        index = p.index[rows]
-        images = [decode(self.root / self.files[i], self.size) for i in index]
-        if self.views is None:
-            x = normalise(images, p.crop_y[rows], p.crop_x[rows], p.mirror[rows], p.shift[rows],
-                          self.mean_chw, self.crop, self.scale)
-        else:
-            n, zero = len(images), np.zeros((len(images), 3), np.float32)
-            x = np.stack([normalise(images, np.full(n, y), np.full(n, x0), np.full(n, m), zero,
-                                    self.mean_chw, self.crop, self.scale)
-                          for y, x0, m in self.views], axis=1)
-        return torch.from_numpy(x), torch.from_numpy(self.labels[index])
+        b += self.start
+        rows, bad = split_rows(p, b, self.excluded)
+        images, good = [], []
+        for r in rows:
+            try:
+                images.append(read_image(self.root / self.files[p.index[r]], self.size))
+                good.append(r)
+            except ImageProblem as e:
+                bad.append((int(r), str(e)))
+        rows = np.array(good, np.int64)
+        views = self.views or [None]
+        pixels = np.empty((len(rows), len(views), 3, self.crop, self.crop), np.uint8)
+        for i, (r, img) in enumerate(zip(rows, images)):
+            for v, view in enumerate(views):
+                y, x, m = view if view is not None else (p.crop_y[r], p.crop_x[r], p.mirror[r])
+                cut(img, y, x, m, self.crop, pixels[i, v])
+        if self.views is None or len(self.views) == 1:
+            pixels = pixels[:, 0]
+        bad.sort()
+        if self.feeder is not None:
+            return RawBatch(b, rows, torch.from_numpy(self.feeder.host_normalise(pixels, p, rows, self.views)), bad, True)
+        return RawBatch(b, rows, torch.from_numpy(pixels), bad)
 
 
 def _one_thread(_worker_id: int) -> None:
@@ -69,18 +60,17 @@ def _one_thread(_worker_id: int) -> None:
     torch.set_num_threads(1)
 
 
+def _collate(raw: RawBatch) -> RawBatch:
+    return raw
+
+
 class TorchLoader(Loader):
     backend = "torch"
 
     def _batches(self, plan: EpochPlan, start: int):
-        workers = self.cfg.data.workers
-        cuda = self.placement.a.type == "cuda"
-        batches = torch.utils.data.DataLoader(
+        workers, prefetch = self.cfg.data.workers, self.cfg.data.prefetch
+        # Pinned (RawBatch.pin_memory) by the DataLoader's pinning thread, ahead of use.
+        yield from torch.utils.data.DataLoader(
             _Batches(self, plan, start), batch_size=None, shuffle=False, num_workers=workers,
-            pin_memory=cuda, worker_init_fn=_one_thread if workers else None,
-            prefetch_factor=2 if workers else None)
-        for images, labels in batches:
-            if cuda:
-                images = images.to(self.placement.a, non_blocking=True)
-                labels = labels.to(self.placement.a, non_blocking=True)
-            yield images, labels
+            collate_fn=_collate, pin_memory=self.feeder.pin, worker_init_fn=_one_thread if workers else None,
+            prefetch_factor=prefetch if workers else None)
