@@ -5,6 +5,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+import torch
+
 from twocol.config import load_config
 from twocol.data.synth import synthesize
 from twocol.devices import Placement
@@ -164,3 +167,59 @@ def test_paper_protocol_end_to_end_at_a_toy_scale(tmp_path):
     assert res["ablations"]["tanh"]["epochs_to_threshold"]["relu"] in ([1], [None])
     md = report(out.parent)
     assert "10 classes, 100 training and 30 validation images of 44x44 px" in md
+
+
+def stub_torchvision(made: list):
+    """A stand-in for torchvision (not a dependency, not installed in CI): models.alexnet(num_classes)."""
+    import types
+
+    import torch.nn as nn
+
+    def alexnet(num_classes=1000):
+        net = nn.Sequential(nn.Conv2d(3, 4, 5, stride=4), nn.ReLU(), nn.AdaptiveAvgPool2d((2, 2)), nn.Flatten(),
+                            nn.Linear(16, num_classes))
+        made.append((net, [p.detach().clone() for p in net.parameters()]))
+        return net
+
+    tv = types.ModuleType("torchvision")
+    tv.models = types.SimpleNamespace(alexnet=alexnet)
+    return tv
+
+
+def test_throughput_levers_and_torchvision_row_on_the_cpu(monkeypatch):
+    from bench import throughput
+    made = []
+    monkeypatch.setitem(sys.modules, "torchvision", stub_torchvision(made))
+    res = throughput.run("configs/tiny_twocol.yaml", "cpu", batch=8, steps=2, warmup=1, amps=["off"],
+                         levers=["channels_last", "cudnn_benchmark", "foreach", "cuda_graphs"], torchvision=True)
+    rows = {r["variant"]: r for r in res["results"]}
+    for name in ("twocol", "onecol", "grouped", "torchvision alexnet", "twocol + channels_last",
+                 "twocol + cudnn.benchmark", "twocol + foreach update"):
+        assert rows[name]["steps"] == 2 and rows[name]["images_per_s"] == 8 / rows[name]["median_step_s"], name
+    assert rows["twocol + CUDA graph"]["skipped"] == "CUDA graphs need a CUDA device"
+    assert "median_step_s" not in rows["twocol, one stream + CUDA graph"]
+    # torchvision's net took the same training steps: 3 updates moved every weight.
+    (net, before), = made
+    assert all(not torch.equal(p, b) for p, b in zip(net.parameters(), before))
+    s = res["summary"]["off"]
+    assert s["twocol_over_torchvision_images_per_s"] == rows["torchvision alexnet"]["median_step_s"] / rows["twocol"]["median_step_s"]
+    assert set(s["levers_over_plain"]) == {"twocol + channels_last", "twocol + cudnn.benchmark", "twocol + foreach update"}
+    assert res["targets"] == {"twocol_over_grouped": 1.05, "twocol_over_torchvision_images_per_s": 1.0,
+                              "bf16_over_fp32_step": 0.75}
+
+
+def test_throughput_without_torchvision_skips_its_row(monkeypatch):
+    from bench import throughput
+    monkeypatch.setitem(sys.modules, "torchvision", None)  # import torchvision raises ImportError
+    res = throughput.run("configs/tiny_twocol.yaml", "cpu", batch=4, steps=1, warmup=0, amps=["off"], torchvision=True)
+    (tv,) = [r for r in res["results"] if r["variant"] == "torchvision alexnet"]
+    assert tv["skipped"].startswith("torchvision is not importable")
+    assert "twocol_over_torchvision_images_per_s" not in res["summary"]["off"]
+
+
+@pytest.mark.slow
+def test_throughput_compile_lever_runs_on_the_cpu():
+    from bench import throughput
+    res = throughput.run("configs/tiny_twocol.yaml", "cpu", batch=4, steps=1, warmup=1, amps=["off"], levers=["compile"])
+    (row,) = [r for r in res["results"] if r["variant"] == "twocol + torch.compile"]
+    assert row["steps"] == 1 and row["relu_lrn"].startswith(("fused", "reference"))
