@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from bench.env import environment, write_result
+from bench.ratios import BASELINE, TARGETS, throughput_summary
 from bench.nets import ONECOL_FOR
 from twocol.config import load_config
 from twocol.devices import Placement
@@ -48,8 +49,6 @@ from twocol.optim import make_optimizer
 from twocol.reference import GroupedNet
 
 LEVERS = ("channels_last", "cudnn_benchmark", "foreach", "cuda_graphs", "compile")
-TARGETS = {"twocol_over_grouped": 1.05, "twocol_over_torchvision_images_per_s": 1.0, "bf16_over_fp32_step": 0.75}
-BASELINE = ("twocol, column streams", "twocol")
 
 
 class Skipped(Exception):
@@ -275,37 +274,12 @@ def run(cfg_path: str, spec: str, batch: int, steps: int, warmup: int, amps: lis
         del variants, runnable
         if placement.a.type == "cuda":
             torch.cuda.empty_cache()
-    summary = summarize(results, amps)
+    summary = throughput_summary(results, amps)
     for amp, s in summary.items():
         print(f"{amp:>4}  " + "; ".join(f"{k} {v:.3f}" for k, v in s.items() if isinstance(v, float)))
     return {"benchmark": "throughput", "config": cfg.name, "placement": str(placement), "batch": batch,
             "levers": list(levers), "targets": TARGETS, "environment": environment(), "results": results,
             "summary": summary}
-
-
-def summarize(results: list[dict], amps: list[str]) -> dict:
-    """Per precision: the ratios the targets are about, and each lever over the plain net."""
-    summary = {}
-    fp32 = {r["variant"]: r["median_step_s"] for r in results if r["amp"] == "off" and "median_step_s" in r}
-    for amp in amps:
-        by = {r["variant"]: r["median_step_s"] for r in results if r["amp"] == amp and "median_step_s" in r}
-        base = next((by[b] for b in BASELINE if b in by), None)
-        if base is None:
-            continue
-        s = {}
-        if "grouped" in by:
-            s["twocol_over_grouped"] = base / by["grouped"]
-        if "twocol, one stream" in by:
-            s["overlapped_over_serialised"] = base / by["twocol, one stream"]
-        if "torchvision alexnet" in by:
-            s["twocol_over_torchvision_images_per_s"] = by["torchvision alexnet"] / base
-        if amp == "bf16":
-            fp32_base = next((fp32[b] for b in BASELINE if b in fp32), None)
-            if fp32_base:
-                s["bf16_over_fp32_step"] = base / fp32_base
-        s["levers_over_plain"] = {name: t / base for name, t in by.items() if name.startswith("twocol") and " + " in name}
-        summary[amp] = s
-    return summary
 
 
 def main(argv=None) -> int:

@@ -1,5 +1,5 @@
-"""The bench harness: bench/report.py on handmade results, and bench/paper.py end to end at a
-toy scale."""
+"""The bench harness: bench/report.py on handmade results, bench/paper.py end to end at a toy
+scale, the throughput variants and levers, and the end-to-end bench's harness."""
 import json
 import subprocess
 import sys
@@ -112,8 +112,9 @@ def test_report_tables_from_handmade_results(tmp_path):
     assert "3 epochs, seeds [0, 1]" in md
 
     (twocol,) = rows_of(md, "twocol")
-    assert twocol == ["twocol", "off", "240.0", "533"]
-    assert "two-column / grouped step time **1.200** (target <= 1.10: NOT met)" in md
+    assert twocol == ["twocol", "off", "240.0", "533", ""]
+    assert "- off: two-column / grouped step time **1.200** (target <= 1.05: NOT met)" in md
+    assert "- off: two-column / torchvision AlexNet images/s: not measured in this run (target >= 1.00)" in md
     assert "conv3 2.00 MiB" in md
     (conv1,) = rows_of(md, "conv1")
     assert conv1 == ["conv1", "128x96x55x55", "4.0", "8.1", "52"]
@@ -223,3 +224,85 @@ def test_throughput_compile_lever_runs_on_the_cpu():
     res = throughput.run("configs/tiny_twocol.yaml", "cpu", batch=4, steps=1, warmup=1, amps=["off"], levers=["compile"])
     (row,) = [r for r in res["results"] if r["variant"] == "twocol + torch.compile"]
     assert row["steps"] == 1 and row["relu_lrn"].startswith(("fused", "reference"))
+
+
+def handmade_gpu_run():
+    """What bench/gpu_check.sh leaves in <date>-gpu-<card>/: throughput with torchvision and a lever
+    in fp32 and bf16, the end-to-end table, a profile."""
+    rows = []
+    for amp, scale in (("off", 1.0), ("bf16", 0.7)):
+        for name, ms in (("twocol, column streams", 10.0), ("twocol, one stream", 10.5), ("grouped", 9.6),
+                         ("torchvision alexnet", 12.5), ("twocol + CUDA graph", 8.0)):
+            rows.append({"variant": name, "amp": amp, "median_step_s": scale * ms / 1e3,
+                         "images_per_s": 128e3 / (scale * ms), "steps": 20})
+        rows.append({"variant": "twocol + torch.compile", "amp": amp, "skipped": "failed: RuntimeError: no",
+                     "relu_lrn": "reference (no fake kernel)"})
+    throughput = {"benchmark": "throughput", "config": "alexnet_paper", "placement": "column A on cuda:0, column B on cuda:0",
+                  "batch": 128, "environment": {**ENV, "gpu": "NVIDIA H100"}, "results": rows, "summary": {}}
+    e2e = {"bench": "e2e", "environment": ENV, "machine": {"cpu": "Test CPU", "cores": 16, "gpu": "NVIDIA H100"},
+           "preset": "gpu", "config": "configs/alexnet_paper.yaml", "overrides": ["data.batch_size=128"],
+           "data": {"path": "data/e2e", "train_images": 10000, "image_size": 256, "crop": 224}, "batch": 128,
+           "steps": 50, "warmup": 5, "load_average": [1.0, 2.0], "target": {"dali_gpu_over_synthetic": 0.9},
+           "rows": [{"feed": "synthetic", "device": "cuda:0", "cpu_workers": 0, "images_per_s": 10000.0,
+                     "data_wait_fraction": 0.0, "decode": "none", "over_synthetic": 1.0},
+                    {"feed": "dali-gpu", "device": "cuda:0", "cpu_workers": 16, "images_per_s": 8500.0,
+                     "data_wait_fraction": 0.125, "decode": "GPU", "over_synthetic": 0.85},
+                    {"feed": "dali-cpu", "device": "cuda:0", "cpu_workers": 16, "skipped": "no DALI"}]}
+    layer = {"forward": 1000.0, "backward": 2000.0, "update": 0.0}
+    profile = {"config": "alexnet_paper", "placement": "column A on cuda:0, column B on cuda:0", "gpu": "NVIDIA H100",
+               "amp": "off", "column_streams": True, "batch": 128, "median_step_s": 0.01, "torch": "2.11",
+               "timeline": {"steps": 3, "both_columns_share": 0.25,
+                            "layers": {"A": {"conv1": layer, "update": {"forward": 0, "backward": 0, "update": 500.0}},
+                                       "B": {"conv1": layer}}},
+               "cost_model": {"one_device_serial_s": 0.0065, "measured_step_s": 0.01, "assumptions": ["x", "y"],
+                              "two_devices": [{"interconnect": "PCIe 2.0", "gbps": 8.0, "step_s": 0.005,
+                                               "speedup_over_one_device": 1.3}]}}
+    return {"throughput.json": throughput, "e2e.json": e2e, "profile-off.json": profile}
+
+
+def test_report_reads_a_gpu_run_folder_with_the_targets(tmp_path):
+    (tmp_path / "2030-01-02-paper.json").write_text(json.dumps(handmade_paper()))
+    run = tmp_path / "2030-01-03-gpu-h100"
+    run.mkdir()
+    for name, v in handmade_gpu_run().items():
+        (run / name).write_text(json.dumps(v))
+    (run / "notes.json").write_text("{}")  # not a results file: ignored
+    md = report(tmp_path)
+    assert "## Throughput (2030-01-03-gpu-h100/throughput.json)" in md
+    assert ["twocol + CUDA graph", "off", "8.0", "16000", "0.800x the plain net's step"] in rows_of(md, "twocol + CUDA graph")
+    (skipped,) = [r for r in rows_of(md, "twocol + torch.compile") if r[1] == "bf16"]
+    assert skipped == ["twocol + torch.compile", "bf16", "-", "-", "skipped: failed: RuntimeError: no"]
+    assert "- off: two-column / grouped step time **1.042** (target <= 1.05: met)" in md
+    assert "- bf16: two-column / torchvision AlexNet images/s **1.250** (target >= 1.00: met)" in md
+    assert "- bf16: bf16 / fp32 step time **0.700** (target <= 0.75: met)" in md
+    assert "- off: column streams overlapped / serialised step time 0.952" in md
+    assert rows_of(md, "dali-gpu") == [["dali-gpu", "GPU", "cuda:0", "8500", "85%", "12.5%", "16"]]
+    assert rows_of(md, "dali-cpu") == [["dali-cpu", "-", "cuda:0", "-", "-", "-", "16 (skipped: no DALI)"]]
+    assert "at least 90% of the synthetic rate: **85%, NOT met**" in md
+    assert "## Timeline of the two columns (2030-01-03-gpu-h100/profile-off.json)" in md
+    assert rows_of(md, "conv1") == [["conv1", "1.000", "2.000", "1.000", "2.000"]]
+    assert rows_of(md, "update") == [["update", "0.500", "", "", ""]]
+    assert rows_of(md, "PCIe 2.0") == [["PCIe 2.0", "8", "5.00", "1.30x"]]
+    assert "both columns at once 25.0% of the step" in md
+
+
+def test_e2e_harness_counts_waiting_for_data(monkeypatch):
+    """bench/e2e.py's measure() on a clock that only the loader (2 s a batch) and the step (1 s)
+    move: images/s over the timed steps and the share of them spent waiting for a batch."""
+    from bench import e2e
+    now = [0.0]
+    monkeypatch.setattr(e2e.time, "perf_counter", lambda: now[0])
+    seen = []
+
+    def batches():
+        while True:
+            now[0] += 2.0
+            yield torch.zeros(4, 3, 2, 2), torch.zeros(4, dtype=torch.long)
+
+    def step(images, labels):
+        seen.append(images.shape[0])
+        now[0] += 1.0
+
+    r = e2e.measure(batches(), step, torch.device("cpu"), steps=5, warmup=2, sync=lambda: None)
+    assert seen == [4] * 7
+    assert r == {"images_per_s": 20 / 15, "data_wait_fraction": 10 / 15, "wall_s": 15.0, "images": 20}
