@@ -103,6 +103,30 @@ def compile_columns(net) -> None:
     net.fc8.forward = torch.compile(net.fc8.forward)
 
 
+def capture_step(body, opt, device: torch.device, devices) -> torch.cuda.CUDAGraph:
+    """The training step `body` (forward, backward, update on static tensors) as a CUDA graph.
+    Three warm-up steps on a side stream first, so that the optimiser's state, the cuBLAS/cuDNN
+    workspaces and the autograd engine's streams exist before the capture (as torch.cuda.graphs
+    asks); they update the weights like any step. The gradients are set to None before the
+    capture, so each replay writes them afresh instead of accumulating."""
+    side_stream = torch.cuda.Stream(device)
+    side_stream.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side_stream):
+        for _ in range(3):
+            opt.zero_grad(set_to_none=True)
+            body()
+    torch.cuda.current_stream(device).wait_stream(side_stream)
+    for d in devices:
+        torch.cuda.synchronize(d)
+    g = torch.cuda.CUDAGraph()
+    opt.zero_grad(set_to_none=True)
+    with torch.cuda.graph(g):
+        body()
+    for d in devices:
+        torch.cuda.synchronize(d)
+    return g
+
+
 def step_timer(net, cfg, placement, batch: int, amp: str, *, channels_last: bool = False, benchmark: bool = False,
                graph: bool = False, kernels: str | None = None):
     """A callable that runs one full training step (forward, backward, update) and returns its
@@ -137,21 +161,7 @@ def step_timer(net, cfg, placement, batch: int, amp: str, *, channels_last: bool
             raise Skipped("CUDA graphs need a CUDA device")
         if placement.a != placement.b:
             raise Skipped("one CUDA graph covers one device; this placement has two")
-        # Warm up on a side stream so that the optimiser's state, cuBLAS/cuDNN workspaces and
-        # the autograd engine's streams exist before the capture, as torch.cuda.graphs asks.
-        side_stream = torch.cuda.Stream(device)
-        side_stream.wait_stream(torch.cuda.current_stream(device))
-        with torch.cuda.stream(side_stream):
-            for _ in range(3):
-                opt.zero_grad(set_to_none=True)
-                body()
-        torch.cuda.current_stream(device).wait_stream(side_stream)
-        sync()
-        g = torch.cuda.CUDAGraph()
-        opt.zero_grad(set_to_none=True)
-        with torch.cuda.graph(g):
-            body()  # the gradients are written, not accumulated, on every replay
-        sync()
+        g = capture_step(body, opt, device, devices)
 
         def step() -> float:
             sync()
@@ -173,15 +183,24 @@ def step_timer(net, cfg, placement, batch: int, amp: str, *, channels_last: bool
     return step
 
 
-def time_interleaved(steps_by_name: dict, steps: int, warmup: int) -> dict[str, list[float]]:
+def time_interleaved(steps_by_name: dict, steps: int, warmup: int, failed: dict | None = None) -> dict[str, list[float]]:
     """Seconds per step of each variant, the variants taking turns step by step (in a rotating
     order) so that a busy machine slows them alike. Timed one variant after the other, three
-    runs on a shared 2-core machine gave two-column / grouped ratios of 0.52, 1.46 and 4.6."""
+    runs on a shared 2-core machine gave two-column / grouped ratios of 0.52, 1.46 and 4.6.
+    A variant whose step raises (a compile or a replay that breaks) drops out; `failed` gets
+    its reason."""
     names = list(steps_by_name)
     times = {n: [] for n in names}
+    failed = {} if failed is None else failed
     for i in range(warmup + steps):
         for n in names[i % len(names):] + names[:i % len(names)]:
-            t = steps_by_name[n]()
+            if n in failed:
+                continue
+            try:
+                t = steps_by_name[n]()
+            except Exception as e:  # the lever broke on this torch/device: a result, not a crash
+                failed[n] = f"failed in step {i + 1}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+                continue
             if i >= warmup:
                 times[n].append(t)
     return times
@@ -249,16 +268,20 @@ def variants_for(cfg, one_cfg, placement, batch: int, amp: str, levers: list[str
 
 
 def run(cfg_path: str, spec: str, batch: int, steps: int, warmup: int, amps: list[str], levers: list[str] = (),
-        torchvision: bool = False) -> dict:
+        torchvision: bool = False, out: Path | None = None) -> dict:
+    """Every variant at every precision; with `out`, the results so far are written after each
+    precision (a run stopped by a time limit keeps what it measured)."""
     placement = Placement.parse(spec)
     cfg = load_config(cfg_path, [f"data.batch_size={batch}"])
     one_cfg = load_config(ONECOL_FOR.get(cfg.name, "configs/small_onecol.yaml"), [f"data.batch_size={batch}"])
-    results = []
+    results, env = [], environment()
     for amp in amps:
         variants = variants_for(cfg, one_cfg, placement, batch, amp, list(levers), torchvision)
         runnable = {name: step for name, _, _, step, _ in variants if callable(step)}
-        times = time_interleaved(runnable, steps, warmup)
+        failed = {}
+        times = time_interleaved(runnable, steps, warmup, failed)
         for name, net, _, step, notes in variants:
+            step = failed.get(name, step)
             if not callable(step):
                 results.append({"variant": name, "amp": amp, "skipped": step, **notes})
                 print(f"{amp:>4}  {name:<34} skipped: {step}", flush=True)
@@ -274,12 +297,14 @@ def run(cfg_path: str, spec: str, batch: int, steps: int, warmup: int, amps: lis
         del variants, runnable
         if placement.a.type == "cuda":
             torch.cuda.empty_cache()
-    summary = throughput_summary(results, amps)
-    for amp, s in summary.items():
+        record = {"benchmark": "throughput", "config": cfg.name, "placement": str(placement), "batch": batch,
+                  "levers": list(levers), "targets": TARGETS, "environment": env, "results": results,
+                  "summary": throughput_summary(results, amps)}
+        if out is not None:
+            write_result(record, out)
+    for amp, s in record["summary"].items():
         print(f"{amp:>4}  " + "; ".join(f"{k} {v:.3f}" for k, v in s.items() if isinstance(v, float)))
-    return {"benchmark": "throughput", "config": cfg.name, "placement": str(placement), "batch": batch,
-            "levers": list(levers), "targets": TARGETS, "environment": environment(), "results": results,
-            "summary": summary}
+    return record
 
 
 def main(argv=None) -> int:
@@ -299,10 +324,9 @@ def main(argv=None) -> int:
     unknown = [x for x in levers if x not in LEVERS]
     if unknown:
         p.error(f"unknown lever {unknown[0]}; choose from {', '.join(LEVERS)} or all")
-    result = run(a.config, a.gpus, a.batch, a.steps, a.warmup, amps, levers, a.torchvision)
-    out = a.out or Path("bench/results") / (f"{result['environment']['date']}-throughput-"
-                                            f"{'cpu' if result['placement'].startswith('cpu') else 'gpu'}.json")
-    write_result(result, out)
+    kind = "gpu" if Placement.parse(a.gpus).a.type == "cuda" else "cpu"
+    out = a.out or Path("bench/results") / f"{environment()['date']}-throughput-{kind}.json"
+    run(a.config, a.gpus, a.batch, a.steps, a.warmup, amps, levers, a.torchvision, out=out)
     print(f"wrote {out}")
     return 0
 

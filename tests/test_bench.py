@@ -306,3 +306,11 @@ def test_e2e_harness_counts_waiting_for_data(monkeypatch):
     r = e2e.measure(batches(), step, torch.device("cpu"), steps=5, warmup=2, sync=lambda: None)
     assert seen == [4] * 7
     assert r == {"images_per_s": 20 / 15, "data_wait_fraction": 10 / 15, "wall_s": 15.0, "images": 20}
+
+
+def test_a_variant_that_breaks_drops_out_with_its_reason():
+    from bench.throughput import time_interleaved
+    failed = {}
+    times = time_interleaved({"ok": lambda: 1.0, "broken": lambda: 1 / 0}, steps=3, warmup=1, failed=failed)
+    assert times == {"ok": [1.0, 1.0, 1.0], "broken": []}
+    assert failed == {"broken": "failed in step 1: ZeroDivisionError: division by zero"}
