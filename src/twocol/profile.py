@@ -11,6 +11,7 @@ the profiler runs.
 """
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from pathlib import Path
@@ -111,6 +112,7 @@ def profile_training(cfg: Config, placement: Placement, out_dir: Path, *, steps:
             sync()
         return time.perf_counter() - t
 
+    load_start = os.getloadavg()
     net.train()
     hooks = label_layers(net)
     try:
@@ -135,7 +137,7 @@ def profile_training(cfg: Config, placement: Placement, out_dir: Path, *, steps:
             "step_s": plain, "median_step_s": statistics.median(plain), "profiled_step_s": profiled_s,
             "link_bytes_per_step": routes, "input_bytes": x.numel() * x.element_size(),
             "params": params, "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "trace": trace.name}
+            "load_average": [load_start[0], os.getloadavg()[0]], "trace": trace.name}
 
 
 def layer_times(summary: dict) -> tuple[dict, dict]:
@@ -151,8 +153,9 @@ def layer_times(summary: dict) -> tuple[dict, dict]:
     return layers, updates
 
 
-def analyse(run: dict, out_dir: Path, gbps: list[tuple[str, float]]) -> dict:
-    """The timeline of the profiled steps and, for a two-column net, the cost model's table."""
+def analyse(run: dict, out_dir: Path, gbps: list[tuple[str, float]]) -> tuple[dict, list]:
+    """The run with the timeline of its profiled steps and, for a two-column net, the cost
+    model's table; and the steps themselves (timeline.Step), for the chart."""
     steps = step_timelines(read_trace(out_dir / run["trace"]))
     summary = summarize(steps)
     result = {**run, "timeline": summary}

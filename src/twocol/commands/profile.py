@@ -46,7 +46,7 @@ def report(r: dict) -> str:
     where = r["gpu"] or r["placement"]
     lines = [f"profiled {r['config']} (batch {r['batch']}, amp {r['amp']}) on {where}"
              + (", column streams" if r["column_streams"] else "")
-             + f": {r['steps']} steps after {r['warmup']} warm-up",
+             + f": {r['steps']} steps after {r['warmup']} warm-up; load average {r['load_average'][0]:.1f}",
              f"step: {1e3 * r['median_step_s']:.2f} ms without the profiler (median of {r['steps']}), "
              f"{ms(tl['wall_us'])} ms under it; work in it: " + ", ".join(
                  f"{lane} {ms(tl['busy_us'][lane])} ms" for lane in ("A", "B", "link", "host"))

@@ -69,10 +69,10 @@ def plot_profile(step: Step, result: dict, out: Path) -> Path:
     bars.legend(fontsize=8)
     model = result.get("cost_model")
     if model:
-        parts = [f"{r['interconnect'].split(':')[0]} {1e3 * r['step_s']:.2f} ms (x{r['speedup_over_one_device']:.2f})"
-                 for r in model["two_devices"]]
+        parts = [f"{r['interconnect'].split(':')[0].split(' (')[0]} {1e3 * r['step_s']:.2f} ms "
+                 f"(x{r['speedup_over_one_device']:.2f})" for r in model["two_devices"]]
         bars.set_title(f"cost model: one device, columns in series {1e3 * model['one_device_serial_s']:.2f} ms "
-                       f"(measured {1e3 * model['measured_step_s']:.2f} ms); two devices: " + "; ".join(parts[:2])
-                       + ("\n" + "; ".join(parts[2:]) if parts[2:] else ""), fontsize=8)
+                       f"(measured {1e3 * model['measured_step_s']:.2f} ms); two devices:\n" + "; ".join(parts),
+                       fontsize=8)
     fig.tight_layout()
     return save(fig, out)
