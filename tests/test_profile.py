@@ -152,8 +152,8 @@ def test_cost_model_batch_copied_to_b_first():
 
 def test_cost_model_table():
     t = costmodel.predictions(LAYERS, UPDATES, ROUTES, [("slow", 1e-9), ("free", math.inf)], measured_step=98.0,
-                              input_bytes_to_b=4)
-    assert t["one_device_serial_s"] == 49 and t["serial_over_measured"] == 0.5
+                              input_bytes_to_b=4, profiled_step=49.0)
+    assert t["one_device_serial_s"] == 49 and t["serial_over_measured"] == 0.5 and t["serial_over_profiled"] == 1
     slow, free = t["two_devices"]
     assert slow["gbps"] == 1e-9 and slow["step_s"] == pytest.approx(41) and slow["speedup_over_one_device"] == pytest.approx(49 / 41)
     assert free["gbps"] is None and free["step_s"] == 27 and free["step_s_if_batch_copied_a_to_b"] == 27
@@ -193,6 +193,9 @@ def test_profile_command_on_the_cpu_simulation(tmp_path):
     m = p["cost_model"]
     column_work = sum(v[ph] for c in ("A", "B") for v in layers[c].values() for ph in ("forward", "backward", "update"))
     assert m["one_device_serial_s"] == pytest.approx(column_work * 1e-6)
+    assert m["profiled_step_s"] == pytest.approx(p["timeline"]["wall_us"] * 1e-6)
+    # The ops found in a profiled step are within its wall time and account for most of it.
+    assert 0.3 < m["serial_over_profiled"] <= 1
     assert [row["gbps"] for row in m["two_devices"]] == [8, 450]
     assert all(row["step_s"] < m["one_device_serial_s"] for row in m["two_devices"])
     assert p["params"]["A"] + p["params"]["B"] == describe(cfg, Placement.cpu())["total_params"]

@@ -125,9 +125,10 @@ def two_device_step(layers: dict[str, dict[str, tuple[float, float]]], updates: 
 
 
 def predictions(layers, updates, routes, gbps: list[tuple[str, float]], measured_step: float,
-                input_bytes_to_b: int = 0) -> dict:
-    """The model's table: one device (serial) against the measured step, and each interconnect
-    (label, GB/s per direction; math.inf for free copies) with its speed-up over one device."""
+                input_bytes_to_b: int = 0, profiled_step: float | None = None) -> dict:
+    """The model's table: one device (serial) against the measured step (and the wall time of
+    the profiled steps the layer times come from), and each interconnect (label, GB/s per
+    direction; math.inf for free copies) with its speed-up over one device."""
     serial = serial_step(layers, updates)
     rows = []
     for label, g in gbps:
@@ -141,4 +142,6 @@ def predictions(layers, updates, routes, gbps: list[tuple[str, float]], measured
         rows.append(row)
     return {"one_device_serial_s": serial, "measured_step_s": measured_step,
             "serial_over_measured": serial / measured_step if measured_step > 0 else None,
+            "profiled_step_s": profiled_step,
+            "serial_over_profiled": serial / profiled_step if profiled_step else None,
             "two_devices": rows, "assumptions": list(ASSUMPTIONS)}

@@ -163,5 +163,5 @@ def analyse(run: dict, out_dir: Path, gbps: list[tuple[str, float]]) -> tuple[di
         layers, updates = layer_times(summary)
         result["cost_model"] = costmodel.predictions(
             layers, updates, run["link_bytes_per_step"], gbps, run["median_step_s"],
-            input_bytes_to_b=run["input_bytes"])
+            input_bytes_to_b=run["input_bytes"], profiled_step=summary["wall_us"] * 1e-6)
     return result, steps

@@ -73,9 +73,10 @@ def report(r: dict) -> str:
     model = r.get("cost_model")
     if model:
         lines += ["", "cost model, each column on its own device (assumptions below):",
-                  f"  one device, columns in series: {1e3 * model['one_device_serial_s']:.2f} ms predicted, "
-                  f"{1e3 * model['measured_step_s']:.2f} ms measured (predicted / measured "
-                  f"{model['serial_over_measured']:.3f})",
+                  f"  one device, columns in series: {1e3 * model['one_device_serial_s']:.2f} ms predicted; measured "
+                  f"{1e3 * model['measured_step_s']:.2f} ms without the profiler (predicted / measured "
+                  f"{model['serial_over_measured']:.3f}), {1e3 * model['profiled_step_s']:.2f} ms in the profiled "
+                  f"steps the layer times come from ({model['serial_over_profiled']:.3f})",
                   f"  {'interconnect':<50}{'GB/s':>7}{'step ms':>10}{'speed-up':>10}{'idle A / B ms':>16}"
                   f"{'batch copied A>B':>18}"]
         for row in model["two_devices"]:

@@ -49,7 +49,7 @@ def plot_profile(step: Step, result: dict, out: Path) -> Path:
     where = result.get("gpu") or result["placement"]
     lanes = "each column's CUDA stream" if result.get("column_streams") else \
         "by column (one device runs both in turn)" if result["device"] == "cpu" else "by column (one stream)"
-    ax.set_title(f"{result['config']}, batch {result['batch']}, {result['amp']} on {where}: one step, lanes {lanes}\n"
+    ax.set_title(f"{result['config']}, batch {result['batch']}, amp {result['amp']} on {where}: one step, lanes {lanes}\n"
                  f"step {step.wall / 1e3:.2f} ms; both columns at once {100 * tl['both_columns_share']:.1f}% "
                  f"of the step (median of {tl['steps']} profiled steps)", fontsize=9)
 
@@ -72,7 +72,8 @@ def plot_profile(step: Step, result: dict, out: Path) -> Path:
         parts = [f"{r['interconnect'].split(':')[0].split(' (')[0]} {1e3 * r['step_s']:.2f} ms "
                  f"(x{r['speedup_over_one_device']:.2f})" for r in model["two_devices"]]
         bars.set_title(f"cost model: one device, columns in series {1e3 * model['one_device_serial_s']:.2f} ms "
-                       f"(measured {1e3 * model['measured_step_s']:.2f} ms); two devices:\n" + "; ".join(parts),
+                       f"(measured {1e3 * model['measured_step_s']:.2f} ms; profiled steps "
+                       f"{1e3 * model['profiled_step_s']:.2f} ms); two devices:\n" + "; ".join(parts),
                        fontsize=8)
     fig.tight_layout()
     return save(fig, out)
