@@ -20,7 +20,7 @@ from bench.ratios import TARGETS, throughput_summary
 
 NAME = re.compile(r"^(\d{4}-\d{2}-\d{2})-(paper|throughput|kernels|data|e2e|profile)(-[\w.-]+)?\.json$")
 GPU_RUN = re.compile(r"^(\d{4}-\d{2}-\d{2})-gpu-([\w.-]+)$")
-GPU_FILES = re.compile(r"^(throughput|e2e|profile)(-[\w.-]+)?\.json$")
+GPU_FILES = re.compile(r"^(throughput|throughput-compile|e2e|profile-[\w.-]+)\.json$")
 ABLATION_LABELS = {"lrn_off": "LRN off", "pool_2x2": "pooling 2x2 (non-overlapping)", "tanh": "tanh instead of ReLU",
                    "lighting_off": "PCA lighting off"}
 KERNEL_TARGET = 5.0  # CPU and GPU forward+backward speedup over torch, conv1 at N = 128 (issue 3)
@@ -45,7 +45,7 @@ def latest(results: Path) -> dict[str, dict]:
         for path in folder.glob("*.json"):
             m = GPU_FILES.match(path.name)
             if m:
-                found_files.append((run.group(1), f"{m.group(1)}{m.group(2) or ''}-gpu-{run.group(2)}", path))
+                found_files.append((run.group(1), f"{m.group(1)}-gpu-{run.group(2)}", path))
     for date, key, path in found_files:
         rank = (date, path.stat().st_mtime, path)
         if key not in newest or rank[:2] > newest[key][:2]:
@@ -252,7 +252,9 @@ def profile_section(p: dict) -> list[str]:
     lines = [f"## Timeline of the two columns ({p['_file']})", "",
              f"`twocol profile`: `{p['config']}`, batch {p['batch']}, amp {p['amp']}, {where}"
              + (", column streams" if p.get("column_streams") else "")
-             + f"; torch {p.get('torch')}. Step {1e3 * p['median_step_s']:.2f} ms without the profiler; both columns "
+             + f"; torch {p.get('torch')}"
+             + (f"; load average {p['load_average'][0]:.1f}" if "load_average" in p else "")
+             + f". Step {1e3 * p['median_step_s']:.2f} ms without the profiler; both columns "
              f"at once {100 * tl['both_columns_share']:.1f}% of the step. Per step, ms (median of {tl['steps']}):", ""]
     rows = []
     for layer in ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8", "loss", "update"):
@@ -271,7 +273,9 @@ def profile_section(p: dict) -> list[str]:
     m = p.get("cost_model")
     if m:
         lines += ["", f"Cost model, each column on its own device: one device with the columns in series "
-                      f"{1e3 * m['one_device_serial_s']:.2f} ms predicted, {1e3 * m['measured_step_s']:.2f} ms measured.", ""]
+                      f"{1e3 * m['one_device_serial_s']:.2f} ms predicted, {1e3 * m['measured_step_s']:.2f} ms measured"
+                      + (f" ({1e3 * m['profiled_step_s']:.2f} ms in the profiled steps)" if m.get("profiled_step_s") else "")
+                      + ".", ""]
         lines += table(["interconnect", "GB/s per direction", "predicted step, ms", "speed-up over one device"],
                        [[r["interconnect"], "-" if r["gbps"] is None else f"{r['gbps']:g}", f"{1e3 * r['step_s']:.2f}",
                          f"{r['speedup_over_one_device']:.2f}x"] for r in m["two_devices"]])

@@ -267,6 +267,7 @@ def test_report_reads_a_gpu_run_folder_with_the_targets(tmp_path):
     for name, v in handmade_gpu_run().items():
         (run / name).write_text(json.dumps(v))
     (run / "notes.json").write_text("{}")  # not a results file: ignored
+    (run / "throughput-run1-old.json").write_text("{}")  # nor an earlier run kept beside the results
     md = report(tmp_path)
     assert "## Throughput (2030-01-03-gpu-h100/throughput.json)" in md
     assert ["twocol + CUDA graph", "off", "8.0", "16000", "0.800x the plain net's step"] in rows_of(md, "twocol + CUDA graph")
