@@ -98,7 +98,8 @@ section_throughput() {
 
 section_compile() {
   # torch.compile over the column stages, beside the plain nets; its own section because
-  # compiling takes most of its time. The fused ReLU+LRN op is compiled when it has a fake
+  # compiling takes most of its time (5 graphs per precision: the two columns share them, as
+  # torch's dynamo counters showed on the CPU; results are written after each precision). The fused ReLU+LRN op is compiled when it has a fake
   # kernel, else the compiled variant runs TWOCOL_KERNELS=reference (the row says which).
   need_gpu || return 1
   "$PY" -m bench.throughput --gpus 0 --config configs/alexnet_paper.yaml --batch 128 --steps 10 --warmup 3 \
@@ -130,7 +131,8 @@ for col in ("A", "B"):
         v = tl["layers"][col][layer]
         assert v["forward"] > 0 and v["backward"] > 0, (col, layer, v)
 host = tl["busy_us"]["host"] / max(tl["any_busy_us"], 1e-9)
-print(f"{sys.argv[1]}: kernels placed in both columns' lanes; host share of device work {100 * host:.1f}%")
+print(f"{sys.argv[1]}: kernels placed in both columns' lanes (CUDA streams {tl['streams']}); "
+      f"host share of device work {100 * host:.1f}%; {tl['pieces_per_step']:.0f} kernels and copies per step")
 EOF
   done
 }

@@ -74,7 +74,7 @@ def test_cpu_trace_puts_each_op_in_its_column_layer_and_phase():
     assert host == {"other": {"forward": 1, "backward": 0, "update": 0}}
     routes = {(x.phase, x.route) for x in step.slices if x.lane == "link"}
     assert routes == {("forward", "B>A"), ("backward", "A>B")}   # the gradient goes home
-    assert s["both_columns_us"] == 0 and s["both_columns_share"] == 0
+    assert s["both_columns_us"] == 0 and s["both_columns_share"] == 0 and s["streams"] == {}
     assert s["busy_us"]["B"] == 7 and s["busy_us"]["A"] == pytest.approx(4 + 3.3 + 1 + 2.5 + 5 + 3 + 3)
 
 
@@ -109,6 +109,7 @@ def test_gpu_trace_follows_kernels_to_their_launches_and_measures_overlap():
     assert s["both_columns_us"] == 10 and s["both_columns_share"] == pytest.approx(0.1)
     assert s["busy_us"]["A"] == 20 and s["busy_us"]["B"] == 22 and s["any_busy_us"] == (72 - 50) + (85 - 73) + 1 + 1
     assert [x.route for x in step.slices if x.lane == "link"] == ["B>A", "A>B"]
+    assert s["streams"] == {"A": [7], "link": [7, 8], "B": [8], "host": [7]}
 
 
 def test_a_trace_without_steps_is_refused():
@@ -202,9 +203,11 @@ def test_profile_command_on_the_cpu_simulation(tmp_path):
 
 
 @pytest.mark.parametrize("args,needle", [(["--link-gbps", "0"], "--link-gbps"), (["--steps", "0"], "--steps")])
-def test_profile_bad_input_is_one_line(tmp_path, args, needle):
-    r = twocol("profile", "-c", "configs/tiny_twocol.yaml", "--gpus", "cpu", *args, "-o", str(tmp_path))
-    assert r.returncode == 2 and r.stderr.count("\n") == 1 and needle in r.stderr
+def test_profile_bad_input_is_one_line(tmp_path, capsys, args, needle):
+    from twocol.cli import main
+    assert main(["profile", "-c", "configs/tiny_twocol.yaml", "--gpus", "cpu", *args, "-o", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and needle in err and not any(tmp_path.iterdir())
 
 
 def test_profile_of_a_one_column_net(tmp_path):

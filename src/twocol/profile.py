@@ -19,7 +19,6 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.autograd.profiler import record_function
 from torch.profiler import ProfilerActivity, profile
 
 from . import costmodel
@@ -35,7 +34,6 @@ from .train import autocast
 LAYER_SPANS = {"conv1": ("conv1", "pool1"), "conv2": ("conv2", "pool2"), "conv3": ("conv3", "act3"),
                "conv4": ("conv4", "act4"), "conv5": ("conv5", "pool5"), "fc6": ("fc6", "drop6"),
                "fc7": ("fc7", "drop7")}
-COLUMN_LAYERS = tuple(LAYER_SPANS)
 
 
 def label_layers(net: nn.Module) -> list:

@@ -58,6 +58,7 @@ class Slice:
     phase: str     # "forward", "backward" or "update"
     name: str      # the op's or kernel's name
     route: str = ""  # for link work: "A>B" or "B>A", the direction the bytes went
+    stream: int | None = None  # on a GPU, the CUDA stream it ran on
 
     @property
     def duration(self) -> float:
@@ -167,8 +168,10 @@ def _forward_attribution(h: _Host) -> tuple[str, str, str, str] | None:
 def _attribute(hosts: list[_Host]) -> dict[int, tuple[str, str, str, str]]:
     """id(host event) -> (lane, layer, phase, route) for every host event."""
     result: dict[int, tuple] = {}
-    # Forward: resolve "column work outside a layer" to the column's next layer on its thread.
+    # Forward: resolve "column work outside a layer" to the column's next layer on its thread
+    # (or, when no layer follows, to its last one).
     pending: dict[tuple, list[_Host]] = {}
+    last_layer: dict[tuple, str] = {}
     for h in hosts:  # start order within each thread
         if h.backward is not None:
             continue
@@ -180,13 +183,12 @@ def _attribute(hosts: list[_Host]) -> dict[int, tuple[str, str, str, str]]:
         else:
             result[id(h)] = a
             if a[2] == "forward" and a[0] in ("A", "B"):
+                last_layer[(h.thread, a[0])] = a[1]
                 for p in pending.pop((h.thread, a[0]), []):
                     result[id(p)] = (a[0], a[1], "forward", "")
-    for (_, column), waiting in pending.items():  # nothing followed: the column's last layer
-        last = next((result[id(h)][1] for h in reversed(hosts) if h.backward is None and id(h) in result
-                     and result[id(h)][0] == column and result[id(h)][2] == "forward"), "other")
+    for key, waiting in pending.items():
         for p in waiting:
-            result[id(p)] = (column, last, "forward", "")
+            result[id(p)] = (key[1], last_layer.get(key, "other"), "forward", "")
     # The op that created each autograd node: the last forward op to start with its number.
     creator: dict[int, _Host] = {}
     for h in hosts:
@@ -240,7 +242,8 @@ def step_timelines(events: list[dict]) -> list[Step]:
                 continue
             lane, layer, phase, route = attribution[id(h)] if h is not None else ("host", "other", "forward", "")
             start = float(e["ts"])
-            s.slices.append(Slice(start, start + float(e.get("dur", 0.0)), lane, layer, phase, e.get("name", ""), route))
+            s.slices.append(Slice(start, start + float(e.get("dur", 0.0)), lane, layer, phase, e.get("name", ""), route,
+                                  e.get("args", {}).get("stream")))
     else:
         for h in hosts:
             if h.ev.get("cat") != "cpu_op" or h.under_op:
@@ -293,15 +296,18 @@ def step_summary(step: Step) -> dict:
     for x in step.slices:
         key = f"{x.lane}:{x.layer}:{x.phase}"
         work[key] = work.get(key, 0.0) + x.duration
+    streams = {lane: sorted({x.stream for x in step.slices if x.lane == lane and x.stream is not None})
+               for lane in LANES}
     return {"wall_us": step.wall, "busy_us": {lane: covered(v) for lane, v in lanes.items()},
             "any_busy_us": covered([iv for v in lanes.values() for iv in v]),
             "both_columns_us": both_at_once(lanes["A"], lanes["B"]), "work_us": work,
-            "pieces": len(step.slices)}
+            "pieces": len(step.slices), "streams": {k: v for k, v in streams.items() if v}}
 
 
 def summarize(steps: list[Step]) -> dict:
     """Medians over the steps (microseconds) of step_summary's numbers, per-layer forward and
-    backward times per column, and the share of the step in which both columns run at once."""
+    backward times per column, the share of the step in which both columns run at once, and on
+    a GPU the CUDA streams each lane's work ran on."""
     per = [step_summary(s) for s in steps]
     med = statistics.median
     keys = sorted({k for p in per for k in p["work_us"]})
@@ -316,4 +322,6 @@ def summarize(steps: list[Step]) -> dict:
             "any_busy_us": med([p["any_busy_us"] for p in per]), "both_columns_us": both,
             "both_columns_share": both / wall if wall > 0 else 0.0,
             "pieces_per_step": med([p["pieces"] for p in per]), "layers": layers,
+            "streams": {lane: sorted({x for p in per for x in p["streams"].get(lane, [])}) for lane in LANES
+                        if any(lane in p["streams"] for p in per)},
             "median_step": min(range(len(per)), key=lambda i: abs(per[i]["wall_us"] - wall))}
