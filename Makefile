@@ -46,15 +46,23 @@ bench-kernels: install
 bench-data: install
 	$(PY) -m bench.data $(ARGS)
 
+# Training from JPEG files end to end, per feed: synthetic tensors, DALI GPU / CPU decode, torch +
+# Pillow (bench/e2e.py; the paper net on a GPU, a CPU preset otherwise; makes its 10,000-image set
+# under data/ once).
+.PHONY: bench-e2e
+bench-e2e: install
+	$(PY) -m bench.e2e $(if $(GPUS),--gpus $(firstword $(subst $(comma), ,$(GPUS))))
+
 # make bench [CONFIG=...] [DATA=...] [GPUS=...] [ARGS="..."]: the paper's comparisons (without CONFIG
 # and DATA, bench/paper.py's CPU-sized preset; ARGS go to bench/paper.py), training throughput,
-# kernels and data loaders, then bench/results/latest.md and latest.png (bench/report.py).
+# kernels, data loaders and end to end, then bench/results/latest.md and latest.png (bench/report.py).
 .PHONY: bench
 bench: install
 	$(PY) -m bench.paper $(if $(CONFIG),--config $(CONFIG)) $(if $(DATA),--data $(DATA)) $(if $(GPUS),--gpus $(GPUS)) $(ARGS)
 	$(PY) -m bench.throughput $(if $(CONFIG),--config $(CONFIG)) $(if $(GPUS),--gpus $(GPUS))
 	$(PY) -m bench.kernels
 	$(PY) -m bench.data $(if $(GPUS),--gpus $(firstword $(subst $(comma), ,$(GPUS))))
+	$(PY) -m bench.e2e $(if $(GPUS),--gpus $(firstword $(subst $(comma), ,$(GPUS))))
 	$(PY) -m bench.report
 
 train: install

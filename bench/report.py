@@ -3,8 +3,10 @@
     python -m bench.report [--results bench/results]
 
 Reads the newest file of each kind under --results (<date>-paper.json, <date>-throughput-*.json,
-<date>-kernels-*.json, <date>-data-*.json; one per device for the last three) and puts each
-next to the paper's figure or the issue's target it is meant to be read against.
+<date>-kernels-*.json, <date>-data-*.json, <date>-e2e-*.json, <date>-profile-*.json; one per
+device for all but the first) and the GPU runs' folders (<date>-gpu-<card>/: throughput.json,
+e2e.json, profile-<amp>.json, as bench/gpu_check.sh writes them), and puts each next to the
+paper's figure or the issue's target it is meant to be read against.
 """
 from __future__ import annotations
 
@@ -14,28 +16,44 @@ import re
 import sys
 from pathlib import Path
 
-NAME = re.compile(r"^(\d{4}-\d{2}-\d{2})-(paper|throughput|kernels|data)(-[\w.]+)?\.json$")
+from bench.ratios import TARGETS, throughput_summary
+
+NAME = re.compile(r"^(\d{4}-\d{2}-\d{2})-(paper|throughput|kernels|data|e2e|profile)(-[\w.-]+)?\.json$")
+GPU_RUN = re.compile(r"^(\d{4}-\d{2}-\d{2})-gpu-([\w.-]+)$")
+GPU_FILES = re.compile(r"^(throughput|throughput-compile|e2e|profile-[\w.-]+)\.json$")
 ABLATION_LABELS = {"lrn_off": "LRN off", "pool_2x2": "pooling 2x2 (non-overlapping)", "tanh": "tanh instead of ReLU",
                    "lighting_off": "PCA lighting off"}
 KERNEL_TARGET = 5.0  # CPU and GPU forward+backward speedup over torch, conv1 at N = 128 (issue 3)
 DATA_TARGET = 1.5    # DALI over the torch + Pillow loader on the CPU (issue 4)
+TARGET_LABELS = {"twocol_over_grouped": ("two-column / grouped step time", "<="),
+                 "twocol_over_torchvision_images_per_s": ("two-column / torchvision AlexNet images/s", ">="),
+                 "bf16_over_fp32_step": ("bf16 / fp32 step time", "<=")}
 
 
 def latest(results: Path) -> dict[str, dict]:
     """'paper' / 'throughput-cpu' / ... -> the newest such file's JSON (with its path)."""
     newest: dict[str, tuple[str, float, Path]] = {}
+    found_files = []
     for path in results.glob("*.json"):
         m = NAME.match(path.name)
-        if not m:
+        if m:
+            found_files.append((m.group(1), m.group(2) + (m.group(3) or ""), path))
+    for folder in results.iterdir():
+        run = GPU_RUN.match(folder.name)
+        if not (run and folder.is_dir()):
             continue
-        key = m.group(2) + (m.group(3) or "")
-        rank = (m.group(1), path.stat().st_mtime, path)
+        for path in folder.glob("*.json"):
+            m = GPU_FILES.match(path.name)
+            if m:
+                found_files.append((run.group(1), f"{m.group(1)}-gpu-{run.group(2)}", path))
+    for date, key, path in found_files:
+        rank = (date, path.stat().st_mtime, path)
         if key not in newest or rank[:2] > newest[key][:2]:
             newest[key] = rank
     found = {}
     for key, (_, _, path) in sorted(newest.items()):
         found[key] = json.loads(path.read_text())
-        found[key]["_file"] = path.name
+        found[key]["_file"] = str(path.relative_to(results))
     return found
 
 
@@ -163,22 +181,105 @@ def throughput_section(t: dict) -> list[str]:
     lines = [f"## Throughput ({t['_file']})", "",
              f"`{t['config']}`, batch {t['batch']}, {t['placement']}; {env_line(t['environment'])}. "
              "Median seconds per training step (forward, backward, update) on random tensors, the variants "
-             "taking turns step by step.", ""]
-    lines += table(["variant", "precision", "ms/step", "images/s"],
-                   [[r["variant"], r["amp"], f"{1000 * r['median_step_s']:.1f}", f"{r['images_per_s']:.0f}"]
-                    for r in t["results"]])
-    lines.append("")
-    for amp, s in t["summary"].items():
-        ok = s["twocol_over_grouped"] <= s["target_twocol_over_grouped"]
-        lines.append(f"- {amp}: two-column / grouped step time **{s['twocol_over_grouped']:.3f}** "
-                     f"(target <= {s['target_twocol_over_grouped']:.2f}: {'met' if ok else 'NOT met'})"
-                     + (f"; column streams overlapped / serialised {s['overlapped_over_serialised']:.3f}"
-                        if "overlapped_over_serialised" in s else ""))
+             "taking turns step by step; a lever's row is the two-column net with that one change.", ""]
+    amps = list(dict.fromkeys(r["amp"] for r in t["results"]))
+    summary = throughput_summary(t["results"], amps)
+    rows = []
+    for r in t["results"]:
+        lever = summary.get(r["amp"], {}).get("levers_over_plain", {}).get(r["variant"])
+        if "median_step_s" not in r:
+            rows.append([r["variant"], r["amp"], "-", "-", "skipped: " + r.get("skipped", "")])
+            continue
+        note = f"{lever:.3f}x the plain net's step" if lever is not None else ""
+        if r.get("relu_lrn"):
+            note += f" (ReLU+LRN: {r['relu_lrn']})"
+        rows.append([r["variant"], r["amp"], f"{1000 * r['median_step_s']:.1f}", f"{r['images_per_s']:.0f}", note])
+    lines += table(["variant", "precision", "ms/step", "images/s", "note"], rows)
+    lines += ["", "Targets (issue 15):"]
+    for key, (label, sense) in TARGET_LABELS.items():
+        for amp in amps:
+            if key == "bf16_over_fp32_step" and amp != "bf16":
+                continue
+            v = summary.get(amp, {}).get(key)
+            goal = TARGETS[key]
+            if v is None:
+                lines.append(f"- {amp}: {label}: not measured in this run (target {sense} {goal:.2f})")
+                continue
+            ok = v <= goal if sense == "<=" else v >= goal
+            lines.append(f"- {amp}: {label} **{v:.3f}** (target {sense} {goal:.2f}: {'met' if ok else 'NOT met'})")
+    for amp in amps:
+        s = summary.get(amp, {})
+        if "overlapped_over_serialised" in s:
+            lines.append(f"- {amp}: column streams overlapped / serialised step time {s['overlapped_over_serialised']:.3f}")
     links = next((r["link_bytes_per_step"] for r in t["results"] if "link_bytes_per_step" in r), None)
     if links:
         lines += ["", "Bytes each link moved per step (forward + backward; both directions of the link): "
                   + ", ".join(f"{k} {(v['forward'] + v['backward']) / 2 ** 20:.2f} MiB" for k, v in links.items())
                   + "."]
+    return lines + [""]
+
+
+def e2e_section(e: dict) -> list[str]:
+    where = e["machine"].get("gpu") or f"{e['machine']['cpu']}, {e['machine']['cores']} cores"
+    lines = [f"## End to end from JPEG files ({e['_file']})", "",
+             f"{e['preset']} preset: `{e['config']}` with `{' '.join(e['overrides'])}`, batch {e['batch']}, "
+             f"{e['steps']} timed steps per feed after {e['warmup']}; {e['data']['train_images']} stored "
+             f"{e['data']['image_size']} px JPEGs (`{e['data']['path']}`), {e['data']['crop']} px crops; {where}; "
+             f"torch {e['environment'].get('torch')}, DALI {e['environment'].get('dali')}, commit "
+             f"{e['environment'].get('commit')}, {e['environment'].get('date')}; load average "
+             f"{e['load_average'][0]:.1f} at the start, {e['load_average'][1]:.1f} at the end.", ""]
+    rows = []
+    for r in e["rows"]:
+        if "images_per_s" not in r:
+            rows.append([r["feed"], "-", r["device"], "-", "-", "-", str(r["cpu_workers"]) + f" (skipped: {r['skipped']})"])
+            continue
+        rows.append([r["feed"], r.get("decode", ""), r["device"], f"{r['images_per_s']:.0f}",
+                     f"{100 * r['over_synthetic']:.0f}%" if "over_synthetic" in r else "-",
+                     f"{100 * r['data_wait_fraction']:.1f}%", str(r["cpu_workers"])])
+    lines += table(["feed", "decode", "device", "images/s", "of the synthetic ceiling", "waiting for data",
+                    "CPU workers"], rows)
+    goal = e["target"]["dali_gpu_over_synthetic"]
+    dali = next((r for r in e["rows"] if r["feed"] == "dali-gpu" and "over_synthetic" in r), None)
+    lines += ["", f"Target (issue 14, GPU): DALI GPU decode at least {100 * goal:.0f}% of the synthetic rate: "
+              + (f"**{100 * dali['over_synthetic']:.0f}%, {'met' if dali['over_synthetic'] >= goal else 'NOT met'}**"
+                 if dali else "not measured in this run.")]
+    return lines + [""]
+
+
+def profile_section(p: dict) -> list[str]:
+    tl = p["timeline"]
+    where = p.get("gpu") or p["placement"]
+    lines = [f"## Timeline of the two columns ({p['_file']})", "",
+             f"`twocol profile`: `{p['config']}`, batch {p['batch']}, amp {p['amp']}, {where}"
+             + (", column streams" if p.get("column_streams") else "")
+             + f"; torch {p.get('torch')}"
+             + (f"; load average {p['load_average'][0]:.1f}" if "load_average" in p else "")
+             + f". Step {1e3 * p['median_step_s']:.2f} ms without the profiler; both columns "
+             f"at once {100 * tl['both_columns_share']:.1f}% of the step. Per step, ms (median of {tl['steps']}):", ""]
+    rows = []
+    for layer in ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8", "loss", "update"):
+        cells = []
+        for column in ("A", "B"):
+            v = tl["layers"].get(column, {}).get(layer)
+            if v is None:
+                cells += ["", ""]
+            elif layer == "update":
+                cells += [f"{v['update'] / 1e3:.3f}", ""]
+            else:
+                cells += [f"{v['forward'] / 1e3:.3f}", f"{v['backward'] / 1e3:.3f}"]
+        if any(cells):
+            rows.append([layer] + cells)
+    lines += table(["layer", "A forward", "A backward", "B forward", "B backward"], rows)
+    m = p.get("cost_model")
+    if m:
+        lines += ["", f"Cost model, each column on its own device: one device with the columns in series "
+                      f"{1e3 * m['one_device_serial_s']:.2f} ms predicted, {1e3 * m['measured_step_s']:.2f} ms measured"
+                      + (f" ({1e3 * m['profiled_step_s']:.2f} ms in the profiled steps)" if m.get("profiled_step_s") else "")
+                      + ".", ""]
+        lines += table(["interconnect", "GB/s per direction", "predicted step, ms", "speed-up over one device"],
+                       [[r["interconnect"], "-" if r["gbps"] is None else f"{r['gbps']:g}", f"{1e3 * r['step_s']:.2f}",
+                         f"{r['speedup_over_one_device']:.2f}x"] for r in m["two_devices"]])
+        lines += ["", "Assumed: " + "; ".join(m["assumptions"]) + "."]
     return lines + [""]
 
 
@@ -218,7 +319,8 @@ def markdown(found: dict) -> str:
         lines += scale_section(p) + paper_section(p) + ablation_section(p)
     else:
         lines += ["## The paper's comparisons", "", "No results yet: run `make bench`.", ""]
-    for kind, section in (("throughput", throughput_section), ("kernels", kernels_section), ("data", data_section)):
+    for kind, section in (("throughput", throughput_section), ("kernels", kernels_section), ("data", data_section),
+                          ("e2e", e2e_section), ("profile", profile_section)):
         lines += [line for key, v in found.items() if key.split("-")[0] == kind for line in section(v)]
     lines += ["Chart: [latest.png](latest.png).", ""]
     return "\n".join(lines)
@@ -264,8 +366,20 @@ def chart(found: dict, path: Path) -> None:
     for key, v in found.items():
         kind = key.split("-")[0]
         if kind == "throughput":
-            for amp, s in v["summary"].items():
-                bars.append((f"grouped / two-col step\n{key}, {amp}", 1 / s["twocol_over_grouped"], 1 / s["target_twocol_over_grouped"]))
+            amps = list(dict.fromkeys(r["amp"] for r in v["results"]))
+            for amp, s in throughput_summary(v["results"], amps).items():
+                if "twocol_over_grouped" in s:
+                    bars.append((f"grouped / two-col step\n{key}, {amp}", 1 / s["twocol_over_grouped"],
+                                 1 / TARGETS["twocol_over_grouped"]))
+                if "twocol_over_torchvision_images_per_s" in s:
+                    bars.append((f"two-col / torchvision img/s\n{key}, {amp}", s["twocol_over_torchvision_images_per_s"],
+                                 TARGETS["twocol_over_torchvision_images_per_s"]))
+                if "bf16_over_fp32_step" in s:
+                    bars.append((f"fp32 / bf16 step\n{key}", 1 / s["bf16_over_fp32_step"], 1 / TARGETS["bf16_over_fp32_step"]))
+        elif kind == "e2e":
+            dali = next((r for r in v["rows"] if r["feed"] == "dali-gpu" and "over_synthetic" in r), None)
+            if dali:
+                bars.append((f"DALI GPU / synthetic\n{key}", dali["over_synthetic"], v["target"]["dali_gpu_over_synthetic"]))
         elif kind == "kernels":
             row = next((r for r in v["results"] if r["layer"] == "conv1" and r["shape"][0] == 128), None)
             if row:

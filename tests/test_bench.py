@@ -1,9 +1,12 @@
-"""The bench harness: bench/report.py on handmade results, and bench/paper.py end to end at a
-toy scale."""
+"""The bench harness: bench/report.py on handmade results, bench/paper.py end to end at a toy
+scale, the throughput variants and levers, and the end-to-end bench's harness."""
 import json
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+import torch
 
 from twocol.config import load_config
 from twocol.data.synth import synthesize
@@ -109,8 +112,9 @@ def test_report_tables_from_handmade_results(tmp_path):
     assert "3 epochs, seeds [0, 1]" in md
 
     (twocol,) = rows_of(md, "twocol")
-    assert twocol == ["twocol", "off", "240.0", "533"]
-    assert "two-column / grouped step time **1.200** (target <= 1.10: NOT met)" in md
+    assert twocol == ["twocol", "off", "240.0", "533", ""]
+    assert "- off: two-column / grouped step time **1.200** (target <= 1.05: NOT met)" in md
+    assert "- off: two-column / torchvision AlexNet images/s: not measured in this run (target >= 1.00)" in md
     assert "conv3 2.00 MiB" in md
     (conv1,) = rows_of(md, "conv1")
     assert conv1 == ["conv1", "128x96x55x55", "4.0", "8.1", "52"]
@@ -164,3 +168,150 @@ def test_paper_protocol_end_to_end_at_a_toy_scale(tmp_path):
     assert res["ablations"]["tanh"]["epochs_to_threshold"]["relu"] in ([1], [None])
     md = report(out.parent)
     assert "10 classes, 100 training and 30 validation images of 44x44 px" in md
+
+
+def stub_torchvision(made: list):
+    """A stand-in for torchvision (not a dependency, not installed in CI): models.alexnet(num_classes)."""
+    import types
+
+    import torch.nn as nn
+
+    def alexnet(num_classes=1000):
+        net = nn.Sequential(nn.Conv2d(3, 4, 5, stride=4), nn.ReLU(), nn.AdaptiveAvgPool2d((2, 2)), nn.Flatten(),
+                            nn.Linear(16, num_classes))
+        made.append((net, [p.detach().clone() for p in net.parameters()]))
+        return net
+
+    tv = types.ModuleType("torchvision")
+    tv.models = types.SimpleNamespace(alexnet=alexnet)
+    return tv
+
+
+def test_throughput_levers_and_torchvision_row_on_the_cpu(monkeypatch):
+    from bench import throughput
+    made = []
+    monkeypatch.setitem(sys.modules, "torchvision", stub_torchvision(made))
+    res = throughput.run("configs/tiny_twocol.yaml", "cpu", batch=8, steps=2, warmup=1, amps=["off"],
+                         levers=["channels_last", "cudnn_benchmark", "foreach", "cuda_graphs"], torchvision=True)
+    rows = {r["variant"]: r for r in res["results"]}
+    for name in ("twocol", "onecol", "grouped", "torchvision alexnet", "twocol + channels_last",
+                 "twocol + cudnn.benchmark", "twocol + foreach update"):
+        assert rows[name]["steps"] == 2 and rows[name]["images_per_s"] == 8 / rows[name]["median_step_s"], name
+    assert rows["twocol + CUDA graph"]["skipped"] == "CUDA graphs need a CUDA device"
+    assert "median_step_s" not in rows["twocol, one stream + CUDA graph"]
+    # torchvision's net took the same training steps: 3 updates moved every weight.
+    (net, before), = made
+    assert all(not torch.equal(p, b) for p, b in zip(net.parameters(), before))
+    s = res["summary"]["off"]
+    assert s["twocol_over_torchvision_images_per_s"] == rows["torchvision alexnet"]["median_step_s"] / rows["twocol"]["median_step_s"]
+    assert set(s["levers_over_plain"]) == {"twocol + channels_last", "twocol + cudnn.benchmark", "twocol + foreach update"}
+    assert res["targets"] == {"twocol_over_grouped": 1.05, "twocol_over_torchvision_images_per_s": 1.0,
+                              "bf16_over_fp32_step": 0.75}
+
+
+def test_throughput_without_torchvision_skips_its_row(monkeypatch):
+    from bench import throughput
+    monkeypatch.setitem(sys.modules, "torchvision", None)  # import torchvision raises ImportError
+    res = throughput.run("configs/tiny_twocol.yaml", "cpu", batch=4, steps=1, warmup=0, amps=["off"], torchvision=True)
+    (tv,) = [r for r in res["results"] if r["variant"] == "torchvision alexnet"]
+    assert tv["skipped"].startswith("torchvision is not importable")
+    assert "twocol_over_torchvision_images_per_s" not in res["summary"]["off"]
+
+
+@pytest.mark.slow
+def test_throughput_compile_lever_runs_on_the_cpu():
+    from bench import throughput
+    res = throughput.run("configs/tiny_twocol.yaml", "cpu", batch=4, steps=1, warmup=1, amps=["off"], levers=["compile"])
+    (row,) = [r for r in res["results"] if r["variant"] == "twocol + torch.compile"]
+    assert row["steps"] == 1 and row["relu_lrn"].startswith(("fused", "reference"))
+
+
+def handmade_gpu_run():
+    """What bench/gpu_check.sh leaves in <date>-gpu-<card>/: throughput with torchvision and a lever
+    in fp32 and bf16, the end-to-end table, a profile."""
+    rows = []
+    for amp, scale in (("off", 1.0), ("bf16", 0.7)):
+        for name, ms in (("twocol, column streams", 10.0), ("twocol, one stream", 10.5), ("grouped", 9.6),
+                         ("torchvision alexnet", 12.5), ("twocol + CUDA graph", 8.0)):
+            rows.append({"variant": name, "amp": amp, "median_step_s": scale * ms / 1e3,
+                         "images_per_s": 128e3 / (scale * ms), "steps": 20})
+        rows.append({"variant": "twocol + torch.compile", "amp": amp, "skipped": "failed: RuntimeError: no",
+                     "relu_lrn": "reference (no fake kernel)"})
+    throughput = {"benchmark": "throughput", "config": "alexnet_paper", "placement": "column A on cuda:0, column B on cuda:0",
+                  "batch": 128, "environment": {**ENV, "gpu": "NVIDIA H100"}, "results": rows, "summary": {}}
+    e2e = {"bench": "e2e", "environment": ENV, "machine": {"cpu": "Test CPU", "cores": 16, "gpu": "NVIDIA H100"},
+           "preset": "gpu", "config": "configs/alexnet_paper.yaml", "overrides": ["data.batch_size=128"],
+           "data": {"path": "data/e2e", "train_images": 10000, "image_size": 256, "crop": 224}, "batch": 128,
+           "steps": 50, "warmup": 5, "load_average": [1.0, 2.0], "target": {"dali_gpu_over_synthetic": 0.9},
+           "rows": [{"feed": "synthetic", "device": "cuda:0", "cpu_workers": 0, "images_per_s": 10000.0,
+                     "data_wait_fraction": 0.0, "decode": "none", "over_synthetic": 1.0},
+                    {"feed": "dali-gpu", "device": "cuda:0", "cpu_workers": 16, "images_per_s": 8500.0,
+                     "data_wait_fraction": 0.125, "decode": "GPU", "over_synthetic": 0.85},
+                    {"feed": "dali-cpu", "device": "cuda:0", "cpu_workers": 16, "skipped": "no DALI"}]}
+    layer = {"forward": 1000.0, "backward": 2000.0, "update": 0.0}
+    profile = {"config": "alexnet_paper", "placement": "column A on cuda:0, column B on cuda:0", "gpu": "NVIDIA H100",
+               "amp": "off", "column_streams": True, "batch": 128, "median_step_s": 0.01, "torch": "2.11",
+               "timeline": {"steps": 3, "both_columns_share": 0.25,
+                            "layers": {"A": {"conv1": layer, "update": {"forward": 0, "backward": 0, "update": 500.0}},
+                                       "B": {"conv1": layer}}},
+               "cost_model": {"one_device_serial_s": 0.0065, "measured_step_s": 0.01, "assumptions": ["x", "y"],
+                              "two_devices": [{"interconnect": "PCIe 2.0", "gbps": 8.0, "step_s": 0.005,
+                                               "speedup_over_one_device": 1.3}]}}
+    return {"throughput.json": throughput, "e2e.json": e2e, "profile-off.json": profile}
+
+
+def test_report_reads_a_gpu_run_folder_with_the_targets(tmp_path):
+    (tmp_path / "2030-01-02-paper.json").write_text(json.dumps(handmade_paper()))
+    run = tmp_path / "2030-01-03-gpu-h100"
+    run.mkdir()
+    for name, v in handmade_gpu_run().items():
+        (run / name).write_text(json.dumps(v))
+    (run / "notes.json").write_text("{}")  # not a results file: ignored
+    (run / "throughput-run1-old.json").write_text("{}")  # nor an earlier run kept beside the results
+    md = report(tmp_path)
+    assert "## Throughput (2030-01-03-gpu-h100/throughput.json)" in md
+    assert ["twocol + CUDA graph", "off", "8.0", "16000", "0.800x the plain net's step"] in rows_of(md, "twocol + CUDA graph")
+    (skipped,) = [r for r in rows_of(md, "twocol + torch.compile") if r[1] == "bf16"]
+    assert skipped == ["twocol + torch.compile", "bf16", "-", "-", "skipped: failed: RuntimeError: no"]
+    assert "- off: two-column / grouped step time **1.042** (target <= 1.05: met)" in md
+    assert "- bf16: two-column / torchvision AlexNet images/s **1.250** (target >= 1.00: met)" in md
+    assert "- bf16: bf16 / fp32 step time **0.700** (target <= 0.75: met)" in md
+    assert "- off: column streams overlapped / serialised step time 0.952" in md
+    assert rows_of(md, "dali-gpu") == [["dali-gpu", "GPU", "cuda:0", "8500", "85%", "12.5%", "16"]]
+    assert rows_of(md, "dali-cpu") == [["dali-cpu", "-", "cuda:0", "-", "-", "-", "16 (skipped: no DALI)"]]
+    assert "at least 90% of the synthetic rate: **85%, NOT met**" in md
+    assert "## Timeline of the two columns (2030-01-03-gpu-h100/profile-off.json)" in md
+    assert rows_of(md, "conv1") == [["conv1", "1.000", "2.000", "1.000", "2.000"]]
+    assert rows_of(md, "update") == [["update", "0.500", "", "", ""]]
+    assert rows_of(md, "PCIe 2.0") == [["PCIe 2.0", "8", "5.00", "1.30x"]]
+    assert "both columns at once 25.0% of the step" in md
+
+
+def test_e2e_harness_counts_waiting_for_data(monkeypatch):
+    """bench/e2e.py's measure() on a clock that only the loader (2 s a batch) and the step (1 s)
+    move: images/s over the timed steps and the share of them spent waiting for a batch."""
+    from bench import e2e
+    now = [0.0]
+    monkeypatch.setattr(e2e.time, "perf_counter", lambda: now[0])
+    seen = []
+
+    def batches():
+        while True:
+            now[0] += 2.0
+            yield torch.zeros(4, 3, 2, 2), torch.zeros(4, dtype=torch.long)
+
+    def step(images, labels):
+        seen.append(images.shape[0])
+        now[0] += 1.0
+
+    r = e2e.measure(batches(), step, torch.device("cpu"), steps=5, warmup=2, sync=lambda: None)
+    assert seen == [4] * 7
+    assert r == {"images_per_s": 20 / 15, "data_wait_fraction": 10 / 15, "wall_s": 15.0, "images": 20}
+
+
+def test_a_variant_that_breaks_drops_out_with_its_reason():
+    from bench.throughput import time_interleaved
+    failed = {}
+    times = time_interleaved({"ok": lambda: 1.0, "broken": lambda: 1 / 0}, steps=3, warmup=1, failed=failed)
+    assert times == {"ok": [1.0, 1.0, 1.0], "broken": []}
+    assert failed == {"broken": "failed in step 1: ZeroDivisionError: division by zero"}

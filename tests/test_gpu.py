@@ -62,3 +62,33 @@ def test_link_bytes_on_gpu_match_the_cpu_count():
         net(torch.randn(3, 3, 64, 64, device=net.placement.a)).sum().backward()
         counts[spec] = net.link_bytes()
     assert counts["cpu"] == counts["0"]
+
+
+@pytest.mark.parametrize("streams", [True, False])
+def test_a_captured_training_step_replays_the_eager_step(streams):
+    """bench/throughput.py's CUDA-graph lever: the whole step (both column streams captured)
+    replayed twice lands where two more eager steps do, in float64."""
+    from bench.throughput import capture_step
+    cfg = config("small_twocol", "model.dropout=0")
+    placement = Placement.parse("0")
+    nets = [build_model(cfg, placement, seed=0).double() for _ in range(2)]
+    opts = [make_optimizer(n, cfg.optim) for n in nets]
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(16, 3, 64, 64, dtype=torch.float64, generator=gen).cuda()
+    y = torch.randint(0, 10, (16,), generator=gen).cuda()
+    for net in nets:
+        net.use_streams(streams)
+
+    def body(net, opt):
+        F.cross_entropy(net(x), y).backward()
+        opt.step()
+
+    graph = capture_step(lambda: body(nets[1], opts[1]), opts[1], placement.a, [placement.a])  # 3 warm-up steps
+    for _ in range(3 + 2):
+        opts[0].zero_grad(set_to_none=True)
+        body(nets[0], opts[0])
+    for _ in range(2):
+        graph.replay()
+    torch.cuda.synchronize()
+    for a, b in zip(nets[0].parameters(), nets[1].parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)

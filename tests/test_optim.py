@@ -57,3 +57,27 @@ def test_updates_parameters_on_their_own_devices():
     a.grad = torch.ones(2)
     PaperSGD([a], lr=0.5, momentum=0.0, weight_decay=0.0).step()
     assert torch.equal(a.detach(), torch.full((2,), 0.5))
+
+
+def test_foreach_update_is_the_same_arithmetic_in_fewer_ops(monkeypatch):
+    """optim.foreach=true: every weight bit for bit as the per-tensor loop, over steps with a
+    rate change, on a net with float32 and float64 tensors (two groups of foreach ops)."""
+    torch.manual_seed(0)
+    nets = [torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Linear(3, 2).double()) for _ in range(2)]
+    nets[1].load_state_dict(nets[0].state_dict())
+    opts = [make_optimizer(n, OptimConfig(lr=0.1, bias_lr_mult=2.0, foreach=f)) for n, f in zip(nets, (False, True))]
+    calls = []
+    real = torch._foreach_add_
+    monkeypatch.setattr(torch, "_foreach_add_", lambda *a, **k: calls.append(len(a[0])) or real(*a, **k))
+    for step in range(4):
+        x = torch.randn(5, 4)
+        for net, opt in zip(nets, opts):
+            opt.zero_grad()
+            net[1](net[0](x).double()).square().sum().backward()
+            if step == 2:
+                opt.set_base_lr(0.01)
+            opt.step()
+    for a, b in zip(nets[0].parameters(), nets[1].parameters()):
+        assert torch.equal(a, b)
+    # Per step: 2 groups (weights, biases) x 2 dtypes x 3 foreach adds, each over one tensor.
+    assert calls == [1] * (4 * 2 * 2 * 3)

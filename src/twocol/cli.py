@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .commands import describe, evaluate, features, prepare, synth, train, viz
+from .commands import describe, evaluate, features, prepare, profile, synth, train, viz
 from .errors import TwocolError
 
 COMMANDS = {"describe": describe, "prepare": prepare, "synth": synth, "train": train, "eval": evaluate,
-            "features": features, "viz": viz}
+            "features": features, "viz": viz, "profile": profile}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -86,6 +86,9 @@ class OptimConfig:
     weight_decay: float = 0.0005
     # Biases learn at lr * bias_lr_mult (the 2012 code: 0.02 = 2 x 0.01).
     bias_lr_mult: float = 1.0
+    # The update as a few multi-tensor ops per device (torch._foreach_*) instead of four ops per
+    # tensor: the same arithmetic, fewer kernel launches on a GPU.
+    foreach: bool = False
 
 
 @dataclass

@@ -3,16 +3,30 @@ its own stream) and the cross-column links, the only places where a tensor moves
 column to the other.
 
 A link copies a tensor to the other column's device, counts the bytes it moved in the forward
-pass and in the backward pass (the gradient going home), and, on CUDA, orders the copy after
-the source column's stream and before the destination column's.
+pass and in the backward pass (the gradient going home), per direction too, and, on CUDA,
+orders the copy after the source column's stream and before the destination column's.
+
+While torch's profiler runs, each column's work is recorded under "twocol:column:<name>" and
+each link copy under "twocol:link:<name>:<src>><dst>", so that a trace (twocol profile) can put
+every op in its column's lane; outside a profile nothing is recorded.
 """
 from __future__ import annotations
 
 import contextlib
 
 import torch
+from torch.autograd.profiler import record_function
 
 from . import sim
+
+COLUMN_LABEL = "twocol:column:"
+LINK_LABEL = "twocol:link:"
+
+
+def profiled(label: str):
+    """A profiler range named `label` while torch's profiler runs; nothing otherwise (the
+    check is one call, so training pays nothing for it)."""
+    return record_function(label) if torch.autograd._profiler_enabled() else contextlib.nullcontext()
 
 
 class _Crossing(torch.autograd.Function):
@@ -41,13 +55,19 @@ class Link:
         self.name = name
         self.bytes_forward = 0
         self.bytes_backward = 0
+        # Forward bytes per direction, "A>B": what the cost model needs; the gradient of each
+        # send goes the other way with as many bytes.
+        self.bytes_by_route: dict[str, int] = {}
 
     def reset(self) -> None:
         self.bytes_forward = self.bytes_backward = 0
+        self.bytes_by_route = {}
 
     def send(self, x: torch.Tensor, src: "ColumnRuntime", dst: "ColumnRuntime") -> torch.Tensor:
         """Move `x` (produced by column `src`) to column `dst`."""
-        with sim.in_column(None):
+        route = f"{src.name}>{dst.name}"
+        with sim.in_column(None), profiled(f"{LINK_LABEL}{self.name}:{route}"):
+            self.bytes_by_route[route] = self.bytes_by_route.get(route, 0) + x.numel() * x.element_size()
             if dst.stream is not None:
                 dst.stream.wait_stream(src.stream)
                 # A copy between GPUs syncs with the current stream of both devices: make
@@ -77,6 +97,7 @@ class ColumnRuntime:
 
     def __enter__(self):
         self._stack = contextlib.ExitStack()
+        self._stack.enter_context(profiled(COLUMN_LABEL + self.name))
         self._stack.enter_context(sim.in_column(self.name))
         if self.stream is not None:
             self._stack.enter_context(torch.cuda.stream(self.stream))

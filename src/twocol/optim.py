@@ -16,24 +16,38 @@ from .config import OptimConfig, ScheduleConfig
 class PaperSGD(torch.optim.Optimizer):
     """SGD with the paper's momentum rule. Each parameter group may carry `lr_mult` (the 2012
     code's bias learning rate); its lr is base lr x lr_mult. Parameters may live on any device:
-    every update is done on the parameter's own device."""
+    every update is done on the parameter's own device. `foreach` does each step of the rule
+    for all tensors of a device and dtype at once (torch._foreach_*): the same operations in
+    the same order on each tensor, in a few launches instead of four per tensor."""
 
-    def __init__(self, params, lr: float, momentum: float = 0.9, weight_decay: float = 5e-4):
+    def __init__(self, params, lr: float, momentum: float = 0.9, weight_decay: float = 5e-4, foreach: bool = False):
         super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, lr_mult=1.0))
+        self.foreach = foreach
 
     @torch.no_grad()
     def step(self, closure=None):
         loss = None if closure is None else closure()
         for group in self.param_groups:
             lr, m, wd = group["lr"], group["momentum"], group["weight_decay"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                v = self.state[p].get("velocity")
-                if v is None:
-                    v = self.state[p]["velocity"] = torch.zeros_like(p)
-                v.mul_(m).add_(p, alpha=-wd * lr).add_(p.grad, alpha=-lr)
-                p.add_(v)
+            live = [p for p in group["params"] if p.grad is not None]
+            for p in live:
+                if "velocity" not in self.state[p]:
+                    self.state[p]["velocity"] = torch.zeros_like(p)
+            if not self.foreach:
+                for p in live:
+                    v = self.state[p]["velocity"]
+                    v.mul_(m).add_(p, alpha=-wd * lr).add_(p.grad, alpha=-lr)
+                    p.add_(v)
+                continue
+            by_kind: dict[tuple, list] = {}
+            for p in live:
+                by_kind.setdefault((p.device, p.dtype), []).append(p)
+            for ps in by_kind.values():
+                vs, grads = [self.state[p]["velocity"] for p in ps], [p.grad for p in ps]
+                torch._foreach_mul_(vs, m)
+                torch._foreach_add_(vs, ps, alpha=-wd * lr)
+                torch._foreach_add_(vs, grads, alpha=-lr)
+                torch._foreach_add_(ps, vs)
         return loss
 
     def set_base_lr(self, base_lr: float) -> None:
@@ -47,7 +61,7 @@ def make_optimizer(model: torch.nn.Module, cfg: OptimConfig) -> PaperSGD:
     biases = [p for n, p in model.named_parameters() if n.endswith("bias")]
     opt = PaperSGD([{"params": weights, "lr_mult": 1.0},
                     {"params": biases, "lr_mult": cfg.bias_lr_mult}],
-                   lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+                   lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, foreach=cfg.foreach)
     opt.set_base_lr(cfg.lr)
     return opt
 

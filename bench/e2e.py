@@ -1,0 +1,214 @@
+"""End-to-end training throughput from JPEG files: how many images per second reach the net and
+train it, with each way of feeding it, and how much of the step is spent waiting for data.
+
+    python -m bench.e2e                 # GPU if there is one (the paper net), else the CPU preset
+    python -m bench.e2e --gpus cpu --steps 20
+
+The data: the synthetic generator's JPEGs stored like ImageNet (256x256, one folder per class,
+`twocol synth`'s layout), 10 classes x 1,000 training images by default, made once with every
+core and cached under data/. The nets:
+
+  gpu  configs/alexnet_paper.yaml, batch 128, both columns on one GPU (each on its own stream)
+  cpu  configs/small_twocol.yaml at the paper's geometry (256 px stored, 224 crops, conv1 stride
+       4; widths /4), batch 128: the paper net takes seconds per step on a few cores, this one a
+       fraction of that, so the loaders have something to keep up with
+
+The feeds, each for --steps steps after --warmup:
+
+  synthetic  one random batch already on the device, reused: the ceiling
+  dali-gpu   DALI decoding on the GPU ("mixed", nvJPEG); GPU only
+  dali-cpu   DALI decoding on the CPU (on a GPU machine the batch is then copied to the GPU)
+  torch      torch DataLoader workers decoding with Pillow
+
+A step is the training loop's (forward, cross entropy, backward, the paper's update). Each row:
+images/s over the timed steps, and data_wait_fraction, the share of that wall time the host
+spent waiting for the next batch. Writes bench/results/<date>-e2e-<cpu|gpu-name>.json.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import math
+import os
+import platform
+import re
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from bench.env import environment, write_result
+from twocol.config import load_config
+from twocol.data.layout import open_dataset
+from twocol.data.loader import dali_problem, make_loader
+from twocol.data.synth import GENERATOR, synthesize
+from twocol.devices import Placement
+from twocol.model import build_model
+from twocol.optim import make_optimizer
+from twocol.train import autocast
+
+PRESETS = {
+    "gpu": ("configs/alexnet_paper.yaml", ["data.batch_size=128"]),
+    "cpu": ("configs/small_twocol.yaml", ["data.image_size=256", "model.input_size=224", "model.conv1.stride=4",
+                                          "data.batch_size=128"]),
+}
+FEEDS = ("synthetic", "dali-gpu", "dali-cpu", "torch")
+TARGET_DALI_GPU_OVER_SYNTHETIC = 0.90  # issue 14, on one H100/H200 with both columns on it
+
+
+def dataset(data_dir: Path, images: int, workers: int) -> Path:
+    """The 256 px JPEG set with `images` training images, made once (resumably) with `workers` processes."""
+    per_class = math.ceil(images / 10)
+    root = data_dir / f"e2e-synth-v{GENERATOR}-10x{per_class}-256px"
+    synthesize(root, classes=10, per_class=per_class, image_size=256, val_per_class=1, workers=workers)
+    return root
+
+
+def feed(step, batch, device: torch.device) -> None:
+    """Hand one batch from a loader to the net: the only place that knows what a batch is."""
+    images, labels = batch
+    step(images.to(device, non_blocking=True), labels.to(device, non_blocking=True))
+
+
+def endless(loader):
+    """The loader's batches, epoch after epoch."""
+    for epoch in itertools.count():
+        yield from loader.epoch(epoch)
+
+
+def measure(batches, step, device: torch.device, steps: int, warmup: int, sync) -> dict:
+    """Images/s and the share of the wall time spent in next(batches), over `steps` steps."""
+    it = iter(batches)
+    for _ in range(warmup):
+        feed(step, next(it), device)
+    sync()
+    waited, images = 0.0, 0
+    start = time.perf_counter()
+    for _ in range(steps):
+        t = time.perf_counter()
+        batch = next(it)
+        waited += time.perf_counter() - t
+        images += batch[1].shape[0]
+        feed(step, batch, device)
+    sync()
+    wall = time.perf_counter() - start
+    return {"images_per_s": images / wall, "data_wait_fraction": waited / wall, "wall_s": wall, "images": images}
+
+
+def trainer(cfg, placement: Placement):
+    """One training step of cfg's net on placement, as train.py takes it."""
+    net = build_model(cfg, placement, seed=0)
+    net.use_streams(placement.a.type == "cuda")
+    net.train()
+    opt = make_optimizer(net, cfg.optim)
+
+    def step(images, labels):
+        with autocast(cfg, placement.a):
+            logits = net(images)
+        loss = F.cross_entropy(logits.float(), labels)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return step
+
+
+def slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--gpus", default=None, help="'cpu' or a GPU id for both columns (default: 0 with CUDA, else cpu)")
+    p.add_argument("--images", type=int, default=10_000, help="training images in the JPEG set (default: %(default)s)")
+    p.add_argument("--steps", type=int, default=None, help="timed steps per feed (default: 50 on a GPU, 20 on the CPU)")
+    p.add_argument("--warmup", type=int, default=None, help="steps before timing (default: 5 on a GPU, 2 on the CPU)")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                   help="DALI threads / DataLoader processes (default: every core, %(default)s)")
+    p.add_argument("--feeds", default=",".join(FEEDS), help="comma-separated (default: %(default)s)")
+    p.add_argument("--data-dir", type=Path, default=Path("data"))
+    p.add_argument("--out", type=Path, default=None)
+    args = p.parse_args(argv)
+
+    spec = args.gpus or ("0" if torch.cuda.is_available() else "cpu")
+    placement = Placement.parse(spec)
+    if placement.a != placement.b:
+        p.error("the end-to-end bench puts both columns on one device: --gpus cpu or one GPU id")
+    gpu = placement.a.type == "cuda"
+    preset = "gpu" if gpu else "cpu"
+    config, overrides = PRESETS[preset]
+    overrides = overrides + [f"data.workers={args.workers}"]
+    cfg = load_config(config, overrides)
+    steps = args.steps or (50 if gpu else 20)
+    warmup = args.warmup if args.warmup is not None else (5 if gpu else 2)
+    load_start = os.getloadavg()
+    t = time.perf_counter()
+    root = dataset(args.data_dir, args.images, os.cpu_count() or 1)
+    print(f"dataset {root}: {open_dataset(root).meta['train']} training images ({time.perf_counter() - t:.0f} s, "
+          "made once, then reused)", file=sys.stderr)
+    device = placement.a
+
+    def sync():
+        if gpu:
+            torch.cuda.synchronize(device)
+
+    rows = []
+    for name in [f for f in args.feeds.split(",") if f]:
+        if name not in FEEDS:
+            p.error(f"unknown feed {name}; choose from {', '.join(FEEDS)}")
+        row = {"feed": name, "device": str(device), "cpu_workers": 0 if name == "synthetic" else args.workers}
+        why_not = None
+        if name == "dali-gpu":
+            why_not = "needs a GPU" if not gpu else dali_problem(str(device))
+        elif name == "dali-cpu":
+            why_not = dali_problem("cpu")
+        if why_not:
+            row["skipped"] = why_not
+            rows.append(row)
+            print(f"{name:<10} skipped: {why_not}", flush=True)
+            continue
+        step = trainer(cfg, placement)
+        if name == "synthetic":
+            gen = torch.Generator().manual_seed(0)
+            side = cfg.model.input_size
+            x = torch.randn(cfg.data.batch_size, 3, side, side, generator=gen).to(device)
+            y = torch.randint(0, 10, (cfg.data.batch_size,), generator=gen).to(device)
+            batches = itertools.repeat((x, y))
+            row["decode"] = "none (one batch on the device)"
+        else:
+            backend = "dali" if name.startswith("dali") else "torch"
+            where = placement if name != "dali-cpu" else Placement.cpu()
+            batches = endless(make_loader(cfg, root, "train", where, train=True, backend=backend))
+            row["decode"] = {"dali-gpu": "GPU (DALI mixed, nvJPEG)", "dali-cpu": "CPU (DALI, libjpeg-turbo)",
+                             "torch": "CPU (Pillow in DataLoader workers)"}[name]
+            if name == "dali-cpu" and gpu:
+                row["decode"] += "; batch copied to the GPU by the harness"
+        row.update(measure(batches, step, device, steps, warmup, sync))
+        rows.append(row)
+        print(f"{name:<10} {row['images_per_s']:9.1f} img/s  waiting for data {100 * row['data_wait_fraction']:5.1f}% "
+              f"of the time  ({row['decode']})", flush=True)
+        del batches, step
+    ceiling = next((r["images_per_s"] for r in rows if r["feed"] == "synthetic" and "images_per_s" in r), None)
+    for r in rows:
+        if ceiling and "images_per_s" in r:
+            r["over_synthetic"] = r["images_per_s"] / ceiling
+    env = environment()
+    machine = {"cpu": env["cpu"], "cores": os.cpu_count(), "gpu": env["gpu"], "platform": platform.platform(),
+               "python": platform.python_version()}
+    kind = f"gpu-{slug(env['gpu'])}" if gpu else "cpu"
+    out = args.out or Path("bench/results") / f"{env['date']}-e2e-{kind}.json"
+    record = {"bench": "e2e", "environment": env, "machine": machine, "preset": preset, "config": config,
+              "overrides": overrides, "data": {"path": str(root), "train_images": open_dataset(root).meta["train"],
+                                               "image_size": 256, "crop": cfg.model.input_size},
+              "batch": cfg.data.batch_size, "steps": steps, "warmup": warmup,
+              "load_average": [load_start[0], os.getloadavg()[0]], "torch_threads": torch.get_num_threads(),
+              "target": {"dali_gpu_over_synthetic": TARGET_DALI_GPU_OVER_SYNTHETIC}, "rows": rows}
+    write_result(record, out)
+    print(f"{preset} preset ({config}, batch {cfg.data.batch_size}), {steps} steps per feed after {warmup}; "
+          f"load average {load_start[0]:.1f} at the start, {os.getloadavg()[0]:.1f} at the end; wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

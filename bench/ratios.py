@@ -1,0 +1,31 @@
+"""The throughput targets of issue 15 and the ratios that are read against them, computed from a
+results file's rows (bench/throughput.py writes them; bench/report.py reads them, old files too)."""
+from __future__ import annotations
+
+TARGETS = {"twocol_over_grouped": 1.05, "twocol_over_torchvision_images_per_s": 1.0, "bf16_over_fp32_step": 0.75}
+BASELINE = ("twocol, column streams", "twocol")  # the plain two-column net: CUDA, CPU
+
+
+def throughput_summary(results: list[dict], amps: list[str]) -> dict:
+    """Per precision: two-column / grouped step time, column streams / one stream, two-column /
+    torchvision images/s, bf16 / fp32 step time, and each lever's step time over the plain net."""
+    summary = {}
+    fp32 = {r["variant"]: r["median_step_s"] for r in results if r["amp"] == "off" and "median_step_s" in r}
+    for amp in amps:
+        by = {r["variant"]: r["median_step_s"] for r in results if r["amp"] == amp and "median_step_s" in r}
+        base = next((by[b] for b in BASELINE if b in by), None)
+        if base is None:
+            continue
+        s = {}
+        if "grouped" in by:
+            s["twocol_over_grouped"] = base / by["grouped"]
+        if "twocol, one stream" in by:
+            s["overlapped_over_serialised"] = base / by["twocol, one stream"]
+        if "torchvision alexnet" in by:
+            s["twocol_over_torchvision_images_per_s"] = by["torchvision alexnet"] / base
+        fp32_base = next((fp32[b] for b in BASELINE if b in fp32), None)
+        if amp == "bf16" and fp32_base:
+            s["bf16_over_fp32_step"] = base / fp32_base
+        s["levers_over_plain"] = {name: t / base for name, t in by.items() if name.startswith("twocol") and " + " in name}
+        summary[amp] = s
+    return summary
