@@ -136,13 +136,15 @@ def step_timer(net, cfg, placement, batch: int, amp: str, *, channels_last: bool
     opt = make_optimizer(net, cfg.optim)
     side = cfg.model.input_size
     x = torch.randn(batch, 3, side, side)
-    # The batch on each column's device, as the loader delivers it (inputs.py); the grouped
-    # reference is one module on column A's device.
-    x = x.to(device) if isinstance(net, GroupedNet) else ColumnInputs.copied(x, net.placement)
+    # The batch on each column's device, as the loader delivers it (inputs.py), for a net of
+    # columns; a single module (the grouped reference, torchvision's) takes it on column A's device.
+    columns = hasattr(net, "columns")
+    x = ColumnInputs.copied(x, net.placement) if columns else x.to(device)
     y = torch.randint(0, cfg.model.num_classes, (batch,), device=device)
     if channels_last:
         net.to(memory_format=torch.channels_last)
-        x = x.contiguous(memory_format=torch.channels_last)
+        last = lambda t: t.contiguous(memory_format=torch.channels_last)
+        x = x.map(last) if columns else last(x)
     cast = (torch.autocast(device.type, dtype=torch.bfloat16) if amp == "bf16"
             else torch.autocast(device.type, enabled=False))
     devices = sorted({placement.a, placement.b}, key=str)
