@@ -45,9 +45,10 @@ def _int(v, lo: int, hi: int) -> bool:
 
 
 def rng_problem(state) -> str | None:
-    """What in a saved `rng_states()` cannot be set in this process (named), or None."""
+    """What in a saved `rng_states()` cannot be set in this process, or None; the answer
+    starts with the part's name ('.torch ...') or with ' must' for the whole."""
     if not isinstance(state, dict):
-        return "must be a mapping of generator states"
+        return " must be a mapping of generator states"
     mine = torch.get_rng_state()
     t = state.get("torch")
     if not isinstance(t, torch.Tensor) or t.dtype != torch.uint8 or t.shape != mine.shape:
