@@ -102,6 +102,9 @@ def one_line_error(code, err, *needles):
     (["data.image_size=100000"], ["data.image_size must be at most 2048"]),
     (["model.nope=" + "x" * 5000 + "\n"], ["override 'model.nope=xxxx", "...': unknown key 'model.nope'"]),
     (["model.lrn.k=" + "[" * 100 + "]" * 100], ["model.lrn.k", "nested more than 16 deep"]),
+    (["data.batch_size=" + "1" * 5000], ["data.batch_size must be int, got '1111"]),  # over int()'s 4300 digits
+    (["model.input_size=" + "9" * 300], ["model.input_size must be int, got one of 300 digits"]),
+    (["optim.lr=1e99999"], ["optim.lr must be a finite number, got inf"]),
 ])
 def test_bad_values_are_one_line_naming_the_key(capsys, args, needles):
     code, _, err = twocol(capsys, "describe", "-c", "configs/tiny_twocol.yaml", *args)
@@ -109,10 +112,14 @@ def test_bad_values_are_one_line_naming_the_key(capsys, args, needles):
     assert len(err) < 400
 
 
-def test_a_binary_config_is_one_line(tmp_path, capsys):
-    path = tmp_path / "image.yaml"
-    path.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xfe")
-    one_line_error(*twocol(capsys, "describe", "-c", path)[::2], f"{path}: not a text file (not UTF-8)")
+@pytest.mark.parametrize("content,needle", [
+    (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xfe", "not a text file (not UTF-8)"),
+    (b"data:\n  batch_size: " + b"1" * 5000 + b"\n", "not valid YAML (Exceeds the limit (4300 digits)"),
+])
+def test_a_config_file_python_cannot_read_is_one_line(tmp_path, capsys, content, needle):
+    path = tmp_path / "c.yaml"
+    path.write_bytes(content)
+    one_line_error(*twocol(capsys, "describe", "-c", path)[::2], f"{path}: {needle}")
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ value.
 from __future__ import annotations
 
 import dataclasses
+import math
 import reprlib
 import typing
 from dataclasses import dataclass, field
@@ -215,17 +216,25 @@ def _coerce(value, tp, key: str, source: str):
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise bad
+        if not -2 ** 63 <= value < 2 ** 63:
+            raise ConfigError(f"{source}: {key} must be int, got one of {len(str(abs(value)))} digits")
         return value
     if tp is float:
         if isinstance(value, str):
             # YAML 1.1 reads 1e-4 (no dot) as a string; accept what Python reads as a number.
             try:
-                return float(value)
+                value = float(value)
             except ValueError:
                 raise bad from None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise bad
-        return float(value)
+        try:
+            value = float(value)
+        except OverflowError:
+            raise bad from None
+        if not math.isfinite(value):  # no setting means anything at infinity or NaN
+            raise ConfigError(f"{source}: {key} must be a finite number, got {value}")
+        return value
     if tp is str:
         if not isinstance(value, str):
             raise bad
@@ -259,6 +268,10 @@ def _short(text: str) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+class NotYAML(ConfigError):
+    """Text that does not parse as YAML."""
+
+
 def parse_yaml(text: str, source: str):
     """YAML text -> plain values, refusing what could expand or nest without bound."""
     if len(text) > MAX_TEXT:
@@ -276,8 +289,8 @@ def parse_yaml(text: str, source: str):
             elif isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
                 depth -= 1
         return yaml.load(text, Loader=_LOADER)
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{source}: not valid YAML ({_short(str(e).splitlines()[0])})") from None
+    except (yaml.YAMLError, ValueError, OverflowError) as e:  # ValueError: an integer of over 4300 digits
+        raise NotYAML(f"{source}: not valid YAML ({_short(str(e).splitlines()[0])})") from None
 
 
 def check_bounded(data, source: str, limit: int = MAX_VALUES) -> None:
@@ -312,10 +325,8 @@ def parse_override(text: str) -> dict:
         raise ConfigError(f"override '{_short(text)}' nests more than {MAX_DEPTH} keys")
     try:
         value = parse_yaml(raw, f"override '{_short(text)}'") if raw != "" else ""
-    except ConfigError as e:
-        if "not valid YAML" not in str(e):
-            raise
-        value = raw  # not YAML: taken as the string it is (the key's type check names it if wrong)
+    except NotYAML:
+        value = raw  # taken as the string it is (the key's type check names it if wrong)
     for part in reversed(key.split(".")):
         value = {part: value}
     return value

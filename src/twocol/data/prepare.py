@@ -25,7 +25,7 @@ from .build import BadImage, Item, build, printable
 def to_rgb(im: Image.Image) -> Image.Image:
     """Any Pillow mode -> 8-bit RGB. 16-bit greyscale (some PNGs) is scaled down (rounded)
     rather than clipped; CMYK (Adobe's inverted kind included) and palette images go through
-    Pillow. Integer arithmetic in place: 4 bytes a pixel, not the 8 of float64 copies."""
+    Pillow. Integer arithmetic in place (4 bytes a pixel for 16-bit images, not float64 copies)."""
     if im.mode == "RGB":
         return im
     if im.mode.startswith("I"):
