@@ -249,3 +249,24 @@ def test_a_second_signal_during_a_save_lets_it_finish(data, tmp_path):
     assert ", 1 compute thread(s), " in out  # the training log line says the thread count
     ckpt = load_checkpoint(run / "checkpoint.pt")
     assert (ckpt["epoch"], ckpt["batch"], ckpt["step"]) == (1, 1, 6)
+
+
+def test_signals_map_to_128_plus_their_number_and_a_save_is_shielded(monkeypatch, capsys):
+    from twocol.commands import describe
+    from twocol.interrupt import Stopped, StopFlag, exit_code, shielded
+
+    with StopFlag() as stop:
+        os.kill(os.getpid(), signal.SIGTERM)  # the first: a flag the loop reads between steps
+        assert stop.signal == signal.SIGTERM and exit_code(stop.signal) == 143
+        with shielded():
+            os.kill(os.getpid(), signal.SIGINT)  # a second one inside a save does not break it
+        with pytest.raises(Stopped) as stopped:
+            os.kill(os.getpid(), signal.SIGINT)  # outside a save it stops at once
+    assert exit_code(stopped.value.signum) == 130
+
+    def stopped_by_sigterm(args):
+        raise Stopped(signal.SIGTERM)
+
+    monkeypatch.setattr(describe, "run", stopped_by_sigterm)
+    assert main(["describe"]) == 143
+    assert capsys.readouterr().err == "twocol: stopped by SIGTERM\n"
