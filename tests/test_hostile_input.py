@@ -45,6 +45,26 @@ BOUNDED = textwrap.dedent("""
 """)
 
 
+def deflated_checkpoint(small, out, size=16 * 2 ** 20):
+    """A checkpoint whose one tensor record is `size` bytes of zeros, deflated (to about 1/1000):
+    torch.load reads compressed members too, allocating what they expand to (200 MB from 200 KB
+    measured here)."""
+    torch.save({"format": 1, "model": {"w": torch.zeros(4)}, "config": {}}, small)
+    with zipfile.ZipFile(small) as src, zipfile.ZipFile(out, "w") as dst:
+        for info in src.infolist():
+            name = "x/" + info.filename.split("/", 1)[1]
+            if name != "x/data/0":
+                dst.writestr(name, src.read(info))
+                continue
+            record = zipfile.ZipInfo(name)
+            record.compress_type = zipfile.ZIP_DEFLATED
+            with dst.open(record, "w", force_zip64=True) as f:
+                block = bytes(2 ** 22)
+                for _ in range(size // len(block)):
+                    f.write(block)
+    assert out.stat().st_size < 2 ** 20
+
+
 def test_expanding_and_absurd_inputs_are_refused_in_bounded_memory_and_time(tmp_path):
     bomb = laughs()
     assert len(f"name: {bomb}\n") == 412  # the issue's file
@@ -54,12 +74,14 @@ def test_expanding_and_absurd_inputs_are_refused_in_bounded_memory_and_time(tmp_
         nested = [nested] * 9
     torch.save({"format": 1, "model": {}, "config": {"name": nested}}, tmp_path / "bomb.pt")
     assert (tmp_path / "bomb.pt").stat().st_size < 4096
+    deflated_checkpoint(tmp_path / "small.pt", tmp_path / "zipped.pt")
     (tmp_path / "deep.yaml").write_text("name: " + "[" * 5000 + "]" * 5000 + "\n")
     (tmp_path / "big.yaml").write_text("description: '" + "x" * 100_000 + "'\n")
     tiny = ["-c", "configs/tiny_twocol.yaml", "--gpus", "cpu"]
     cases = [["describe", "-c", str(tmp_path / "bomb.yaml")],
              ["describe", *tiny, f"name={bomb}"],
              ["eval", "--ckpt", str(tmp_path / "bomb.pt"), "--gpus", "cpu", "--threads", "1"],
+             ["eval", "--ckpt", str(tmp_path / "zipped.pt"), "--gpus", "cpu", "--threads", "1"],
              ["describe", "-c", str(tmp_path / "deep.yaml")],
              ["describe", "-c", str(tmp_path / "big.yaml")],
              ["describe", *tiny, "model.conv_widths=[100000000,16,24,24,16]"],
@@ -72,6 +94,7 @@ def test_expanding_and_absurd_inputs_are_refused_in_bounded_memory_and_time(tmp_
     errors = r.stderr.splitlines()
     assert len(results) == len(cases) and len(errors) == len(cases), r.stderr[-3000:]
     needles = ["bomb.yaml: YAML aliases (*a0) are not allowed", "override 'name=[&a0", "bomb.pt: more than 10,000 values",
+               "zipped.pt is not a twocol checkpoint: its member 'x/data/0' is compressed",
                "deep.yaml: not valid YAML", "big.yaml: larger than a config's limit of 65,536 bytes",
                "parameters, over the limit of 1,000,000,000", "parameters, over the limit of 1,000,000,000",
                "GiB for a training step of data.batch_size=100000000"]

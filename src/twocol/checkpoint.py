@@ -161,10 +161,27 @@ def check_optimizer_state(saved, optimizer, net, path: Path) -> None:
                                                     f"{tuple(p.shape)}, got {got}")
 
 
+def check_zip(path: Path) -> None:
+    """torch.save writes a zip of stored (uncompressed) members, and torch.load reads a
+    compressed one too, allocating its uncompressed size: 200 MB from a 200 KB file. Refuse a
+    file that is not such a zip before torch reads any of it."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            members = z.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError) as e:
+        raise CheckpointError(f"{path} is truncated or not a twocol checkpoint (not the zip file torch.save "
+                              f"writes: {show(str(e) or type(e).__name__, 100)})") from None
+    for m in members:
+        if m.compress_type != zipfile.ZIP_STORED or m.file_size != m.compress_size:
+            raise CheckpointError(f"{path} is not a twocol checkpoint: its member {show(m.filename, 60)} is "
+                                  f"compressed ({m.compress_size:,} bytes that expand to {m.file_size:,}); torch.save compresses none")
+
+
 def load_checkpoint(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
+    check_zip(path)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, ValueError) as e:
