@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import math
 import os
 import shutil
@@ -37,6 +36,7 @@ from twocol.data.synth import GENERATOR, dataset_root, synthesize
 from twocol.devices import Placement
 from twocol.errors import TwocolError
 from twocol.evaluate import evaluate
+from twocol.monitor import read_metrics
 from twocol.train import train
 
 PAPER = {"twocol": {"top1": 37.47, "top5": 17.00}, "onecol": {"top1": 39.17, "top5": 18.23},
@@ -90,8 +90,7 @@ def train_and_test(cfg_path: str, overrides: list[str], seed: int, data: Path, p
     seconds = time.perf_counter() - start
     net, _, _ = load_net(run_dir / "checkpoint.pt", placement, cfg)
     ten = evaluate([net], make_loader(cfg, data, "val", placement, train=False, ten_crop=True).epoch(0))
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    epochs = [r for r in rows if r["kind"] == "epoch"]
+    epochs = [r for r in read_metrics(run_dir / "metrics.jsonl") if r["kind"] == "epoch"]
     result = {"tag": tag, "seed": seed, "seconds": seconds, "params": sum(p.numel() for p in net.parameters()),
               "top1": 100 * ten["top1_error"], "top5": 100 * ten["top5_error"], "val_images": ten["images"],
               "centre_top1": 100 * epochs[-1]["val_top1_error"], "centre_top5": 100 * epochs[-1]["val_top5_error"],

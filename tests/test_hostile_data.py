@@ -1,229 +1,142 @@
-"""Bad images after prepare (a stored JPEG emptied, replaced by garbage, truncated, or replaced
-by a valid JPEG of another size): both loaders skip it, say why, keep every other image where
-the plan puts it; a run records it and goes on, and stops with exit 2 and a checkpoint when
-there are too many."""
-import json
-import shutil
+"""Hostile source trees for `twocol prepare` (issue 13, items 3, 4, 5 and 7): class names that
+would shift labels, symbolic links that loop or leave the tree, empty class folders, images too
+large to decode, two writers of one destination."""
+import io
+import os
+import struct
 import subprocess
 import sys
+import zlib
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
-from twocol.checkpoint import load_checkpoint
-from twocol.data import loader as loader_module
-from twocol.data.layout import CHECKSUMS, open_dataset
-from twocol.data.loader import make_loader
-from twocol.data.synth import synthesize
-from twocol.devices import Placement
+from twocol.cli import main
+from twocol.data.build import BadImage
+from twocol.data.layout import open_dataset
+from twocol.data.prepare import MAX_PIXELS, load_source
 
-from conftest import config
-
-SIZE, CROP, BATCH = 20, 16, 8
-BACKENDS = ["torch", pytest.param("dali", marks=pytest.mark.skipif(
-    loader_module.dali_problem("cpu") is not None, reason="DALI does not run here"))]
-KINDS = ["empty", "garbage", "truncated", "wrong_size"]
+SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
 
 
-@pytest.fixture(scope="module")
-def clean(tmp_path_factory):
-    return synthesize(tmp_path_factory.mktemp("data") / "s", classes=3, per_class=12, image_size=SIZE,
-                      val_per_class=5, workers=1)
+def jpeg(seed: int) -> bytes:
+    rng = np.random.default_rng(seed)
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)).save(buf, "JPEG")
+    return buf.getvalue()
 
 
-@pytest.fixture
-def root(clean, tmp_path):
-    """A copy of the clean set that a test may break."""
-    return shutil.copytree(clean, tmp_path / "s")
+def tree(root, classes, per_class=2):
+    """root/train/<class>/ and root/val/<class>/ with per_class small JPEGs each; class names
+    may be bytes (a name that is not UTF-8)."""
+    for split in ("train", "val"):
+        for c, name in enumerate(classes):
+            folder = os.path.join(os.fsencode(root / split), os.fsencode(name))
+            os.makedirs(folder)
+            for i in range(per_class):
+                with open(os.path.join(folder, b"img%d.jpg" % i), "wb") as f:
+                    f.write(jpeg(100 * c + i))
+    return root
 
 
-def corrupt(path, kind):
-    if kind == "empty":
-        path.write_bytes(b"")
-    elif kind == "garbage":
-        path.write_bytes(np.random.default_rng(1).integers(0, 256, 600, dtype=np.uint8).tobytes())
-    elif kind == "truncated":
-        data = path.read_bytes()
-        path.write_bytes(data[:len(data) // 2])
-    elif kind == "wrong_size":
-        Image.new("RGB", (SIZE + 4, SIZE + 4), (200, 30, 40)).save(path, "JPEG")
-    elif kind == "same_size":  # a block of zeros where there were bytes: the file keeps its size
-        data = bytearray(path.read_bytes())
-        data[len(data) // 2:len(data) // 2 + 40] = bytes(40)
-        path.write_bytes(bytes(data))
-    elif kind == "gif":  # a good image in a format only Pillow reads
-        Image.open(path).convert("RGB").save(path, "GIF")
+def huge_png(path, side=13000):
+    """A valid greyscale PNG of side x side black pixels, written a row block at a time (about
+    170 KB on disk; decoding it would take side**2 bytes and more)."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    z, rows = zlib.compressobj(1), b"\0" * (side + 1) * 500
+    idat = b"".join(z.compress(rows) for _ in range(side // 500)) + z.compress(b"\0" * (side + 1) * (side % 500))
+    idat += z.flush()
+    with open(path, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0))
+                + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
 
 
-def loader(root, split="train", *overrides, backend="torch", **kw):
-    c = config("small_twocol", f"data.image_size={SIZE}", f"model.input_size={CROP}", f"data.batch_size={BATCH}",
-               "data.workers=0", "data.lighting_std=0", *overrides)
-    return make_loader(c, root, split, Placement.cpu(), train=split == "train", backend=backend, **kw)
+def twocol(capsys, *args):
+    code = main([os.fsdecode(a) if isinstance(a, bytes) else str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
 
 
-def epoch(ld, e=1, start=0):
-    out = [(x.a, y) for x, y in ld.epoch(e, start)]
-    return out, ld.take_bad()
+def one_line_error(code, err, *needles):
+    assert code == 2, err
+    assert err.count("\n") == 1 and err.startswith("twocol: error: ") and "Traceback" not in err, err
+    for n in needles:
+        assert n in err, err
 
 
-def victim(ld, e=1):
-    """The manifest index and path of the third image of epoch e's second batch."""
-    i = int(ld.plan(e).index[BATCH + 2])
-    return i, ld.files[i]
+@pytest.mark.parametrize("bad,shown", [("b\nc", "b\\nc"), (b"c\xff", "c\\xff"), ("d\u2028e", "d\\u2028e")])
+def test_a_class_name_that_would_shift_labels_is_refused_before_any_work(tmp_path, capsys, bad, shown):
+    src = tree(tmp_path / "src", ["a", bad, "z"])
+    code, _, err = twocol(capsys, "prepare", src, tmp_path / "dst", "--size", "8", "--workers", "1")
+    one_line_error(code, err, f"class folder {src}/train/{shown} holds a line break, a control character or a byte "
+                              "that is not UTF-8; rename it")
+    assert not (tmp_path / "dst" / "train").exists()  # refused before any image was made
 
 
-def assert_skipped_only(clean_batches, batches, position):
-    """The batches equal the clean run's, less the image at (batch, row)."""
-    b, r = position
-    assert [len(y) for _, y in batches] == [len(y) - (k == b) for k, (_, y) in enumerate(clean_batches)]
-    for k, ((x, y), (cx, cy)) in enumerate(zip(batches, clean_batches)):
-        keep = [i for i in range(len(cy)) if (k, i) != (b, r)]
-        assert torch.equal(x, cx[keep]) and torch.equal(y, cy[keep])
+def test_links_empty_folders_and_huge_images_are_reported_and_labels_stay_put(tmp_path, capsys):
+    src = tree(tmp_path / "src", ["a", "b", "empty", "z"])
+    for split in ("train", "val"):
+        for f in (src / split / "empty").iterdir():
+            f.unlink()
+    a = src / "train" / "a"
+    (a / "loop.jpg").symlink_to("loop.jpg")                    # a link to itself
+    (a / "passwd.jpg").symlink_to("/etc/passwd")               # a link leaving the tree
+    (src / "train" / "outside").symlink_to("/etc")             # a class folder leaving it
+    (a / "again.jpg").symlink_to(src / "val" / "b" / "img0.jpg")  # inside the tree: followed
+    (a / "dangling.jpg").symlink_to(tmp_path / "gone.jpg")
+    huge_png(a / "huge.png")
+    (a / os.fsdecode(b"bad\xffname.jpg")).write_bytes(b"not an image")
+    dst = tmp_path / "dst"
+    code, out, err = twocol(capsys, "prepare", src, dst, "--size", "8", "--workers", "1")
+    assert code == 0, err
+    report = (dst / "report.txt").read_text(encoding="utf-8")
+    reasons = dict(line.split("\t")[1:] for line in report.splitlines()[1:])
+    assert reasons == {
+        str(a / "loop.jpg"): "broken symbolic link (a loop or a missing target)",
+        str(a / "dangling.jpg"): "broken symbolic link (a loop or a missing target)",
+        str(a / "passwd.jpg"): "symbolic link leading outside the source tree: not followed",
+        str(src / "train" / "outside"): "symbolic link leading outside the source tree: not followed",
+        str(src / "train" / "empty"): "empty class folder: no image in it",
+        str(src / "val" / "empty"): "empty class folder: no image in it",
+        str(a / "huge.png"): f"too large: 13000x13000 pixels, over prepare's limit of {MAX_PIXELS:,} decoded pixels",
+        str(a / "bad\\xffname.jpg"): "not an image (no known image format)",
+    }, report
+    assert "/etc" not in report.replace(str(tmp_path), "")  # nothing beyond the links' own names
+    ds = open_dataset(dst)
+    assert ds.classes == ["a", "b", "empty", "z"]
+    assert sorted(ds.train) == sorted([("train/a/again.jpg", 0), ("train/a/img0.jpg", 0), ("train/a/img1.jpg", 0),
+                                       ("train/b/img0.jpg", 1), ("train/b/img1.jpg", 1),
+                                       ("train/z/img0.jpg", 3), ("train/z/img1.jpg", 3)])
+    assert "see" in err and "report.txt" in err
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("kind", KINDS)
-def test_a_bad_image_is_skipped_and_reported_with_checksums(clean, root, backend, kind):
-    clean_batches, _ = epoch(loader(clean, backend=backend))
-    i, rel = victim(loader(clean))
-    corrupt(root / rel, kind)
-    ld = loader(root, backend=backend)
-    assert list(ld.excluded) == [i]  # found by the start-up check, before any decoding
-    batches, bad = epoch(ld)
-    assert [(b.index, b.path) for b in bad] == [(i, rel)]
-    assert f"{CHECKSUMS} says" in bad[0].reason and "changed since it was stored" in bad[0].reason
-    assert_skipped_only(clean_batches, batches, (1, 2))
+def test_an_image_over_the_pixel_limit_is_not_decoded_but_one_below_is(tmp_path):
+    # Decoding the 13000 x 13000 one took 11 s and 1.3 GB here; it is refused from its header.
+    huge_png(tmp_path / "huge.png")
+    with pytest.raises(BadImage, match="too large: 13000x13000"):
+        load_source(str(tmp_path / "huge.png"), 256)
+    huge_png(tmp_path / "large.png", side=3000)
+    assert load_source(str(tmp_path / "large.png"), 16).shape == (16, 16, 3)
 
 
-@pytest.mark.parametrize("kind", KINDS)
-def test_without_checksums_both_loaders_find_the_same_bad_image_when_reading(clean, root, kind):
-    clean_batches, _ = epoch(loader(clean))
-    i, rel = victim(loader(clean))
-    corrupt(root / rel, kind)
-    (root / CHECKSUMS).unlink()  # a set made before checksums.txt existed
-    reasons = {}
-    for backend in [b if isinstance(b, str) else b.values[0] for b in BACKENDS]:
-        if backend == "dali" and loader_module.dali_problem("cpu") is not None:
-            continue
-        ld = loader(root, backend=backend)
-        assert ld.excluded == {}
-        batches, bad = epoch(ld)
-        assert [(b.index, b.path) for b in bad] == [(i, rel)], backend
-        reasons[backend] = bad[0].reason
-        assert_skipped_only(clean_batches, batches, (1, 2))
-        # And again in a later epoch, where the image sits elsewhere.
-        later = next(e for e in range(2, 9) if i in ld.plan(e).index)
-        assert [b.path for b in epoch(ld, later)[1]] == [rel]
-    want = {"wrong_size": f"is {SIZE + 4}x{SIZE + 4}, not the dataset's {SIZE}x{SIZE}", "truncated": "truncated: ",
-            "empty": "cannot decode: ", "garbage": "cannot decode: "}[kind]
-    assert all(r.startswith(want) for r in reasons.values()) and len(set(reasons.values())) == 1, reasons
+HOLDER = "import sys, time; from twocol.lock import DirLock; DirLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(60)"
 
 
-@pytest.mark.parametrize("kind", ["gif", "truncated"])
-def test_a_file_dali_fails_on_while_reading_is_judged_by_pillow(clean, root, kind):
-    """What the start-up header check does not catch (a well-formed JPEG whose data DALI cannot
-    decode): DALI fails on the batch, its files are judged, the pipeline is built again."""
-    if loader_module.dali_problem("cpu") is not None:
-        pytest.skip("DALI does not run here")
-    i, rel = victim(loader(clean))
-    corrupt(root / rel, kind)
-    (root / CHECKSUMS).unlink()
-    a, bad_a = epoch(loader(root, backend="torch"))
-    ld = loader(root, backend="dali")
-    ld.by_pillow.clear(), ld.found.clear()  # as if the start-up header check had let it through to DALI
-    b, bad_b = epoch(ld)
-    assert bad_a == bad_b and [x.path for x in bad_b] == ([] if kind == "gif" else [rel])
-    assert (ld.by_pillow, ld.found) == (({i}, {}) if kind == "gif" else (set(), {i: bad_a[0].reason}))
-    assert all(torch.equal(x[0], y[0]) and torch.equal(x[1], y[1]) for x, y in zip(a, b))
-
-
-def test_crc_check_finds_a_change_that_keeps_the_size(clean, root):
-    i, rel = victim(loader(clean))
-    corrupt(root / rel, "same_size")
-    assert loader(root).excluded == {}  # the default check only compares sizes
-    assert loader(root, "train", "data.verify_files=crc").excluded == {i: f"CRC-32 differs from {CHECKSUMS} "
-                                                                         "(changed since it was stored)"}
-
-
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_a_resumed_epoch_with_a_bad_image_sees_the_same_batches(clean, root, backend):
-    _, rel = victim(loader(clean))
-    corrupt(root / rel, "garbage")
-    (root / CHECKSUMS).unlink()
-    whole, _ = epoch(loader(root, backend=backend))
-    for start in (1, 2):
-        tail, bad = epoch(loader(root, backend=backend), start=start)
-        assert len(tail) == len(whole) - start and [b.path for b in bad] == ([rel] if start <= 1 else [])
-        assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(whole[start:], tail))
-
-
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_a_batch_of_bad_images_is_delivered_empty_and_eval_skips_it(clean, root, backend):
-    ld = loader(clean, "val", backend=backend)
-    last = ld.plan(0).batch(1)
-    for i in ld.plan(0).index[last]:
-        corrupt(root / ld.files[i], "garbage")
-    batches, bad = epoch(loader(root, "val", backend=backend), 0)
-    assert [len(y) for _, y in batches] == [8, 0] and batches[1][0].shape == (0, 3, CROP, CROP)
-    assert len(bad) == 7
-
-
-def test_an_image_only_pillow_decodes_is_decoded_not_skipped(clean, root):
-    if loader_module.dali_problem("cpu") is not None:
-        pytest.skip("DALI does not run here")
-    _, rel = victim(loader(clean))
-    corrupt(root / rel, "gif")
-    (root / CHECKSUMS).unlink()
-    a, bad_a = epoch(loader(root, backend="torch"))
-    ld = loader(root, backend="dali")
-    b, bad_b = epoch(ld)
-    assert bad_a == bad_b == [] and ld.by_pillow == {victim(ld)[0]}  # found at start, never given to DALI
-    assert all(torch.equal(x[0], y[0]) and torch.equal(x[1], y[1]) for x, y in zip(a, b))
-
-
-# Through the command line, as a user meets it.
-
-TINY = ["-c", "configs/tiny_twocol.yaml", "model.num_classes=4", "train.log_every=5", "data.workers=0"]
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return synthesize(tmp_path_factory.mktemp("tiny") / "s", classes=4, per_class=64, image_size=44,
-                      val_per_class=8, workers=1)
-
-
-def train(data, run, *extra):
-    return subprocess.run([sys.executable, "-m", "twocol", "train", "--gpus", "cpu", "--data", str(data),
-                           "--run-dir", str(run), *TINY, *extra], capture_output=True, text=True)
-
-
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_training_goes_on_past_a_bad_image_and_records_it(tiny, tmp_path, backend):
-    data = shutil.copytree(tiny, tmp_path / "data")
-    rel = open_dataset(data).train[17][0]
-    corrupt(data / rel, "truncated")
-    r = train(data, tmp_path / "run", "train.epochs=2", f"data.loader={backend}")
-    assert r.returncode == 0, r.stderr[-2000:]
-    lines = (tmp_path / "run" / "bad_images.tsv").read_text().splitlines()
-    assert lines[0].startswith("# epoch") and [l.split("\t")[:3] for l in lines[1:]] == [
-        ["1", "train", rel], ["2", "train", rel]]
-    rows = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert [(r["epoch"], r["path"]) for r in rows if r["kind"] == "bad_image"] == [(1, rel), (2, rel)]
-    assert all("feed_bytes" in r for r in rows if r["kind"] == "step")
-
-
-def test_too_many_bad_images_stop_the_run_with_exit_2_and_a_checkpoint(tiny, tmp_path):
-    data = shutil.copytree(tiny, tmp_path / "data")
-    (data / CHECKSUMS).unlink()  # found while reading, mid-epoch
-    items = open_dataset(data).train
-    for k in range(0, len(items), 12):  # 22 of 256 (9%)
-        corrupt(data / items[k][0], "garbage")
-    r = train(data, tmp_path / "run", "train.epochs=2")
-    assert r.returncode == 2 and "Traceback" not in r.stderr
-    (line,) = r.stderr.strip().splitlines()
-    assert "images of epoch 1 are bad (more than data.max_bad_fraction=0.01)" in line
-    assert "bad_images.tsv" in line and "--resume" in line
-    ckpt = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
-    assert ckpt["epoch"] == 0 and ckpt["step"] == ckpt["batch"] < 3
+def test_two_prepares_into_one_destination(tmp_path, capsys):
+    src = tree(tmp_path / "src", ["a", "b"])
+    dst = tmp_path / "dst"
+    first = subprocess.Popen([sys.executable, "-c", HOLDER, str(dst)], stdout=subprocess.PIPE, text=True,
+                             env={**os.environ, "PYTHONPATH": SRC})
+    try:
+        assert first.stdout.readline().strip() == "held"
+        code, _, err = twocol(capsys, "prepare", src, dst, "--size", "8", "--workers", "1")
+        one_line_error(code, err, f"dataset {dst} is in use by pid {first.pid}")
+    finally:
+        first.kill()
+        first.wait()
+    code, _, err = twocol(capsys, "prepare", src, dst, "--size", "8", "--workers", "1")
+    assert code == 0, err
+    assert open_dataset(dst).meta["train"] == 4 and not (dst / ".lock").exists()

@@ -5,9 +5,13 @@ A checkpoint is a dict of tensors and plain values only (no pickled objects):
   format, model, optimizer, schedule, epoch, batch (position in the epoch), step, rng (rank 0's
   generators), rng_per_rank, world_size (processes under torchrun), config (the resolved
   config), metrics (the last epoch's row of metrics.jsonl).
+
+Every field is checked before it is used (`restore`, `load_model_state`): a file that is not
+what this code wrote, or was edited, is a CheckpointError naming the field, never a traceback.
 """
 from __future__ import annotations
 
+import math
 import pickle
 import zipfile
 from dataclasses import dataclass
@@ -16,11 +20,12 @@ from pathlib import Path
 import torch
 
 from .atomic import atomic_write
-from .config import Config, config_from_dict
+from .config import Config, check_bounded, config_from_dict, show
 from .distributed import World, barrier, gather_objects
 from .errors import CheckpointError, ConfigError
+from .interrupt import shielded
 from .model import build_model
-from .rng import rng_states, seed_everything, set_rng_states
+from .rng import rng_problem, rng_states, seed_everything, set_rng_states
 
 FORMAT = 1
 
@@ -34,10 +39,17 @@ class RunState:
 
 
 def save_checkpoint(path: str | Path, state: dict) -> None:
-    """Written atomically: a crash at any moment leaves the old checkpoint or the new one."""
+    """Written atomically: a crash at any moment leaves the old checkpoint or the new one. A
+    failed write (disk full, read-only folder) is a CheckpointError with the OS's reason; the
+    previous checkpoint is then untouched."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda f: torch.save({"format": FORMAT, **state}, f))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with shielded():  # a second Ctrl-C waits for the save to end
+            atomic_write(path, lambda f: torch.save({"format": FORMAT, **state}, f))
+    except OSError as e:
+        kept = "the previous checkpoint is unchanged" if path.exists() else "no checkpoint was written"
+        raise CheckpointError(f"cannot write {path}: {e.strerror or e}; {kept}") from None
 
 
 def checkpoint_state(net, optimizer, schedule, state: RunState, cfg: Config, metrics: dict,
@@ -57,27 +69,119 @@ def save(path: Path, state: dict, world: World) -> None:
     barrier(world)
 
 
-def restore(ckpt: dict, path: Path, net, optimizer, schedule, cfg: Config, world: World) -> RunState:
-    """Load a checkpoint into a freshly built run; returns where the run stands."""
+def _whole(value, lo: int = 0) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= lo
+
+
+def restore(ckpt: dict, path: Path, net, optimizer, schedule, cfg: Config, world: World,
+            batches: int | None = None) -> RunState:
+    """Load a checkpoint into a freshly built run; returns where the run stands. `batches`:
+    the batches per epoch of this run (a mid-epoch position must lie within it)."""
     check_same_architecture(ckpt, cfg, path)
+
+    def bad(field: str, what: str):
+        raise CheckpointError(f"{path}: {field} {what}")
+
+    for field in ("optimizer", "schedule", "epoch", "batch", "step"):
+        if field not in ckpt:
+            bad(field, "is missing (not a checkpoint that `twocol train` can resume)")
+    epoch, batch, step = ckpt["epoch"], ckpt["batch"], ckpt["step"]
+    if not _whole(epoch):
+        bad("epoch", f"must be a whole number >= 0, got {show(epoch)}")
+    if not _whole(batch) or (batches is not None and batch > batches):
+        bad("batch", f"must be a whole number in 0..{batches if batches is not None else 'batches per epoch'}"
+                     f" (the position in the epoch), got {show(batch)}")
+    if not _whole(step, batch):
+        bad("step", f"must be a whole number >= batch ({batch}), got {show(step)}")
     saved_world = ckpt.get("world_size", 1)
-    if saved_world != world.size and ckpt["batch"] != 0:
+    if not _whole(saved_world, 1):
+        bad("world_size", f"must be a whole number >= 1, got {show(saved_world)}")
+    if saved_world != world.size and batch != 0:
         raise CheckpointError(f"{path} was written mid-epoch by {saved_world} process(es); it can only "
                               f"resume on {saved_world}, not {world.size} (epoch-end checkpoints resume on any number)")
-    load_model_state(net, ckpt, path)
-    optimizer.load_state_dict(ckpt["optimizer"])
-    schedule.load_state_dict(ckpt["schedule"])
+    if not isinstance(ckpt.get("metrics", {}), dict):
+        bad("metrics", f"must be a mapping, got {show(ckpt['metrics'])}")
+    rng = None
     if saved_world == world.size:
-        set_rng_states(ckpt["rng_per_rank"][world.rank])
+        per_rank = ckpt.get("rng_per_rank")
+        if not isinstance(per_rank, list) or len(per_rank) != saved_world:
+            bad("rng_per_rank", f"must list {saved_world} RNG state(s), got {show(per_rank)}")
+        rng = per_rank[world.rank]
+        problem = rng_problem(rng)
+        if problem:
+            raise CheckpointError(f"{path}: rng_per_rank[{world.rank}]{problem}")
+    load_model_state(net, ckpt, path)
+    check_optimizer_state(ckpt["optimizer"], optimizer, net, path)
+    try:
+        optimizer.load_state_dict(ckpt["optimizer"])
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
+        bad("optimizer", f"does not fit this net's optimiser ({show(str(e), 120)})")
+    sched = ckpt["schedule"]
+    if not (isinstance(sched, dict) and all(_whole(sched.get(k)) for k in ("drops", "stale"))
+            and all(isinstance(sched.get(k), (int, float)) and not isinstance(sched.get(k), bool)
+                    for k in ("best", "base_lr")) and sched["base_lr"] > 0):
+        bad("schedule", f"must hold drops, stale (whole numbers), best and base_lr (numbers), got {show(sched)}")
+    schedule.load_state_dict(sched)
+    if rng is not None:
+        set_rng_states(rng)
     else:  # other shards now: give each rank a fresh stream derived from the run's position
-        seed_everything(cfg.train.seed + 1000 * ckpt["step"] + world.rank)
-    return RunState(epoch=ckpt["epoch"], batch=ckpt["batch"], step=ckpt["step"])
+        seed_everything(cfg.train.seed + 1000 * step + world.rank)
+    return RunState(epoch=epoch, batch=batch, step=step)
+
+
+def check_optimizer_state(saved, optimizer, net, path: Path) -> None:
+    """The optimiser's saved state must have this optimiser's groups and, for every parameter,
+    a velocity of that parameter's shape (torch would load a wrong one and fail at a later step)."""
+    def bad(field: str, what: str):
+        raise CheckpointError(f"{path}: {field} {what}")
+
+    if not isinstance(saved, dict) or not isinstance(saved.get("state"), dict) \
+            or not isinstance(saved.get("param_groups"), list):
+        bad("optimizer", "must hold 'state' and 'param_groups'")
+    groups = saved["param_groups"]
+    if len(groups) != len(optimizer.param_groups):
+        bad("optimizer.param_groups", f"has {len(groups)} group(s), this optimiser {len(optimizer.param_groups)}")
+    names = {id(p): n for n, p in net.named_parameters()}
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    for i, (g, mine) in enumerate(zip(groups, optimizer.param_groups)):
+        if not isinstance(g, dict) or not isinstance(g.get("params"), list) or len(g["params"]) != len(mine["params"]):
+            bad(f"optimizer.param_groups[{i}]", f"must list {len(mine['params'])} parameters")
+        for k in ("lr", "momentum", "weight_decay", "lr_mult"):
+            v = g.get(k)
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
+                bad(f"optimizer.param_groups[{i}].{k}", f"must be a finite number, got {show(v)}")
+    for key, entry in saved["state"].items():
+        if not _whole(key) or key >= len(params):
+            bad("optimizer.state", f"names parameter {show(key)}, this net has {len(params)}")
+        p = params[key]
+        v = entry.get("velocity") if isinstance(entry, dict) else None
+        if not isinstance(v, torch.Tensor) or v.shape != p.shape or not v.is_floating_point():
+            got = f"shape {tuple(v.shape)}" if isinstance(v, torch.Tensor) else show(v)
+            bad(f"optimizer.state[{key}].velocity", f"(of {names[id(p)]}) must be a float tensor of shape "
+                                                    f"{tuple(p.shape)}, got {got}")
+
+
+def check_zip(path: Path) -> None:
+    """torch.save writes a zip of stored (uncompressed) members, and torch.load reads a
+    compressed one too, allocating its uncompressed size: 200 MB from a 200 KB file. Refuse a
+    file that is not such a zip before torch reads any of it."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            members = z.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError) as e:
+        raise CheckpointError(f"{path} is truncated or not a twocol checkpoint (not the zip file torch.save "
+                              f"writes: {show(str(e) or type(e).__name__, 100)})") from None
+    for m in members:
+        if m.compress_type != zipfile.ZIP_STORED or m.file_size != m.compress_size:
+            raise CheckpointError(f"{path} is not a twocol checkpoint: its member {show(m.filename, 60)} is "
+                                  f"compressed ({m.compress_size:,} bytes that expand to {m.file_size:,}); torch.save compresses none")
 
 
 def load_checkpoint(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
+    check_zip(path)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, ValueError) as e:
@@ -85,6 +189,16 @@ def load_checkpoint(path: str | Path) -> dict:
         raise CheckpointError(f"{path} is truncated or not a twocol checkpoint ({first[:160]})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT or "model" not in ckpt or "config" not in ckpt:
         raise CheckpointError(f"{path} is not a twocol checkpoint (format {FORMAT})")
+    # Shared references let a small file stand for a huge tree of values: the fields that are
+    # walked whole (compared, printed, written back as JSON) are bounded first; the others are
+    # only ever read at known places.
+    try:
+        check_bounded(ckpt["config"], f"config stored in {path}")
+        check_bounded(ckpt.get("metrics", {}), f"metrics stored in {path}")
+    except ConfigError as e:
+        raise CheckpointError(str(e)) from None
+    if not isinstance(ckpt["config"], dict) or not isinstance(ckpt["config"].get("model", {}), dict):
+        raise CheckpointError(f"{path}: config must be a mapping with a 'model' mapping")
     return ckpt
 
 
@@ -97,7 +211,7 @@ def checkpoint_config(ckpt: dict, path: str | Path) -> Config:
 
 def check_same_architecture(ckpt: dict, cfg: Config, path: str | Path) -> None:
     """Refuse a checkpoint whose net differs from the config's (by any model setting)."""
-    stored = ckpt["config"]["model"]
+    stored = ckpt["config"].get("model", {})
     wanted = cfg.to_dict()["model"]
 
     def diff(a, b, prefix=""):
@@ -106,7 +220,7 @@ def check_same_architecture(ckpt: dict, cfg: Config, path: str | Path) -> None:
             if isinstance(va, dict) and isinstance(vb, dict):
                 yield from diff(va, vb, f"{prefix}{k}.")
             elif va != vb:
-                yield f"{prefix}{k}: checkpoint {va!r}, config {vb!r}"
+                yield f"{prefix}{k}: checkpoint {show(va)}, config {show(vb)}"
 
     diffs = list(diff(stored, wanted))
     # Dropout changes no weight: a net trained with one rate may be evaluated with another.
@@ -117,10 +231,28 @@ def check_same_architecture(ckpt: dict, cfg: Config, path: str | Path) -> None:
 
 
 def load_model_state(net: torch.nn.Module, ckpt: dict, path: str | Path) -> None:
-    try:
-        net.load_state_dict(ckpt["model"])
-    except RuntimeError as e:
-        raise CheckpointError(f"{path} does not fit this net: {str(e).splitlines()[0]}") from None
+    """Load the weights, refusing (with the key named) a missing, extra, misshapen or
+    non-finite one."""
+    own, saved = net.state_dict(), ckpt["model"]
+    if not isinstance(saved, dict):
+        raise CheckpointError(f"{path}: model must be a mapping of weights, got {show(saved)}")
+    missing = [k for k in own if k not in saved]
+    if missing:
+        raise CheckpointError(f"{path} does not fit this net: model.{missing[0]} is missing"
+                              + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+    extra = [k for k in saved if k not in own]
+    if extra:
+        raise CheckpointError(f"{path} does not fit this net: model.{show(extra[0])} is not a weight of it")
+    for k, mine in own.items():
+        v = saved[k]
+        if not isinstance(v, torch.Tensor) or not v.is_floating_point():
+            raise CheckpointError(f"{path}: model.{k} must be a float tensor, got {show(v)}")
+        if v.shape != mine.shape:
+            raise CheckpointError(f"{path} does not fit this net: model.{k} has shape {tuple(v.shape)}, "
+                                  f"this net's is {tuple(mine.shape)}")
+        if not torch.isfinite(v).all():
+            raise CheckpointError(f"{path}: model.{k} holds non-finite values")
+    net.load_state_dict(saved)
 
 
 def load_net(path: str | Path, placement, cfg: Config | None = None):

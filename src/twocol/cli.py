@@ -1,12 +1,21 @@
 """The `twocol` command line: one subcommand per module of twocol.commands, in the order a user
-needs them. Errors a user can cause (TwocolError) are one line on stderr and an exit code."""
+needs them. Errors a user can cause (TwocolError) and failures of the machine (OSError: disk
+full, read-only folder) are one line on stderr and an exit code: 2 for bad input or an unusable
+state, 3 for a diverged run, 128 + the signal's number when stopped by one (130 SIGINT, 143 SIGTERM)."""
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 
-from .commands import describe, evaluate, features, prepare, profile, synth, train, viz
-from .errors import TwocolError
+# Before torch loads (the commands import it), since OpenMP reads this once: waiting threads
+# sleep instead of spinning, so that runs sharing the cores do not burn each other's time
+# (twocol.threads; the README measures it). A value the user set is kept.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from .commands import describe, evaluate, features, prepare, profile, synth, train, viz  # noqa: E402
+from .errors import TwocolError, one_line  # noqa: E402
 
 COMMANDS = {"describe": describe, "prepare": prepare, "synth": synth, "train": train, "eval": evaluate,
             "features": features, "viz": viz, "profile": profile}
@@ -37,8 +46,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args._run(args) or 0
     except TwocolError as e:
-        print(f"twocol: error: {e}", file=sys.stderr)
+        print(f"twocol: error: {one_line(str(e))}", file=sys.stderr)
         return e.exit_code
-    except KeyboardInterrupt:
-        print("twocol: interrupted", file=sys.stderr)
-        return 130
+    except OSError as e:  # what the library did not name itself: the file and the OS's reason
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"twocol: error: {one_line(where + (e.strerror or str(e) or type(e).__name__))}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as e:
+        signum = getattr(e, "signum", signal.SIGINT)
+        print(f"twocol: stopped by {signal.Signals(signum).name}", file=sys.stderr)
+        return 128 + signum

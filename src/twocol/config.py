@@ -2,10 +2,18 @@
 
 Every key a YAML file or an override names must exist in the dataclasses below, with a value
 of the declared type; anything else is a ConfigError that names the key and the file.
+
+What is parsed is bounded, so that a small hostile file cannot exhaust memory or time: a config
+file or override is at most MAX_TEXT bytes of YAML without aliases (`*name`, the "billion
+laughs"), a config from any source (a checkpoint's stored one included) at most MAX_VALUES
+values nested at most MAX_DEPTH deep, and an error message shows at most a short excerpt of a
+value.
 """
 from __future__ import annotations
 
 import dataclasses
+import math
+import reprlib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +22,28 @@ from typing import Literal, Optional, get_args, get_origin
 import yaml
 
 from .errors import ConfigError
+
+# A config file is about 1-2 KB with about 100 values; these bounds are far above any real one.
+MAX_TEXT = 64 * 1024
+MAX_VALUES = 10_000
+MAX_DEPTH = 16
+MAX_STRING = 10_000
+# Side of a stored image (data.image_size, prepare --size, synth --size): the paper stores
+# 256; a larger side than this only multiplies every buffer (a mean image of S x S x 3 int64
+# sums per worker) for no use.
+MAX_IMAGE_SIDE = 2048
+# libyaml's parser when PyYAML has it (the wheels do): it is iterative and limits nesting,
+# where the pure-Python one recurses (and takes about a minute for 60 KB of brackets here).
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxdict, _REPR.maxstring, _REPR.maxother = 2, 4, 4, 40, 40
+
+
+def show(value, limit: int = 80) -> str:
+    """A short excerpt of any value for a message (never the whole of an unbounded one)."""
+    text = _REPR.repr(value) if not isinstance(value, str) else repr(value[:limit + 1])
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 @dataclass
@@ -173,6 +203,11 @@ class Config:
         return dataclasses.asdict(self)
 
 
+def _key(k) -> str:
+    text = str(k) if isinstance(k, (str, int, float)) else show(k)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _type_name(tp) -> str:
     if get_origin(tp) is Literal:
         return " | ".join(repr(a) for a in get_args(tp))
@@ -182,10 +217,10 @@ def _type_name(tp) -> str:
 def _coerce(value, tp, key: str, source: str):
     """Check `value` against the annotation `tp`; return it converted (int -> float only)."""
     origin = get_origin(tp)
-    bad = ConfigError(f"{source}: {key} must be {_type_name(tp)}, got {value!r}")
+    bad = ConfigError(f"{source}: {key} must be {_type_name(tp)}, got {show(value)}")
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
-            raise ConfigError(f"{source}: {key} must be a mapping, got {value!r}")
+            raise ConfigError(f"{source}: {key} must be a mapping, got {show(value)}")
         return _build(tp, value, key + ".", source)
     if origin is Literal:
         if value not in get_args(tp):
@@ -203,7 +238,7 @@ def _coerce(value, tp, key: str, source: str):
         if not isinstance(value, dict):
             raise bad
         _, vt = get_args(tp)
-        return {str(k): _coerce(v, vt, f"{key}.{k}", source) for k, v in value.items()}
+        return {str(k): _coerce(v, vt, f"{key}.{_key(k)}", source) for k, v in value.items()}
     if tp is bool:
         if not isinstance(value, bool):
             raise bad
@@ -211,17 +246,25 @@ def _coerce(value, tp, key: str, source: str):
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise bad
+        if not -2 ** 63 <= value < 2 ** 63:
+            raise ConfigError(f"{source}: {key} must be int, got one of {len(str(abs(value)))} digits")
         return value
     if tp is float:
         if isinstance(value, str):
             # YAML 1.1 reads 1e-4 (no dot) as a string; accept what Python reads as a number.
             try:
-                return float(value)
+                value = float(value)
             except ValueError:
                 raise bad from None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise bad
-        return float(value)
+        try:
+            value = float(value)
+        except OverflowError:
+            raise bad from None
+        if not math.isfinite(value):  # no setting means anything at infinity or NaN
+            raise ConfigError(f"{source}: {key} must be a finite number, got {value}")
+        return value
     if tp is str:
         if not isinstance(value, str):
             raise bad
@@ -237,7 +280,7 @@ def _build(cls, data: dict, prefix: str, source: str):
     hints = _hints(cls)
     unknown = [k for k in data if k not in hints]
     if unknown:
-        raise ConfigError(f"{source}: unknown key '{prefix}{unknown[0]}'")
+        raise ConfigError(f"{source}: unknown key '{prefix}{_key(unknown[0])}'")
     obj = cls()
     for k, v in data.items():
         setattr(obj, k, _coerce(v, hints[k], prefix + k, source))
@@ -251,17 +294,69 @@ def _merge(base: dict, extra: dict) -> dict:
     return out
 
 
+def _short(text: str) -> str:
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+class NotYAML(ConfigError):
+    """Text that does not parse as YAML."""
+
+
+def parse_yaml(text: str, source: str):
+    """YAML text -> plain values, refusing what could expand or nest without bound."""
+    if len(text) > MAX_TEXT:
+        raise ConfigError(f"{source}: {len(text):,} characters of YAML, more than a config's limit of {MAX_TEXT:,}")
+    try:
+        # The events alone cost time linear in the text; aliases are refused before any value exists.
+        depth = 0
+        for event in yaml.parse(text, Loader=_LOADER):
+            if isinstance(event, yaml.AliasEvent):
+                raise ConfigError(f"{source}: YAML aliases (*{_short(str(event.anchor))}) are not allowed in a config")
+            if isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    raise ConfigError(f"{source}: values nested more than {MAX_DEPTH} deep")
+            elif isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
+                depth -= 1
+        return yaml.load(text, Loader=_LOADER)
+    except (yaml.YAMLError, ValueError, OverflowError) as e:  # ValueError: an integer of over 4300 digits
+        raise NotYAML(f"{source}: not valid YAML ({_short(str(e).splitlines()[0])})") from None
+
+
+def check_bounded(data, source: str, limit: int = MAX_VALUES) -> None:
+    """Refuse a config (from YAML or a checkpoint, where shared references make a small file
+    stand for a huge tree) of more than `limit` values, nested deeper than MAX_DEPTH or
+    holding a string longer than MAX_STRING: counted as walked, so the walk itself is bounded."""
+    stack, seen = [(data, 0)], 0
+    while stack:
+        value, depth = stack.pop()
+        seen += 1
+        if seen > limit:
+            raise ConfigError(f"{source}: more than {limit:,} values (shared references to one list or "
+                              "mapping count each time; a config has about 100)")
+        if depth > MAX_DEPTH:
+            raise ConfigError(f"{source}: values nested more than {MAX_DEPTH} deep")
+        if isinstance(value, dict):
+            stack += [(x, depth + 1) for kv in value.items() for x in kv]
+        elif isinstance(value, (list, tuple)):
+            stack += [(x, depth + 1) for x in value]
+        elif isinstance(value, str) and len(value) > MAX_STRING:
+            raise ConfigError(f"{source}: a string of {len(value):,} characters (at most {MAX_STRING:,})")
+
+
 def parse_override(text: str) -> dict:
     """'model.lrn.enabled=false' -> {'model': {'lrn': {'enabled': False}}} (value parsed as YAML)."""
     if "=" not in text:
-        raise ConfigError(f"override '{text}' is not key=value")
+        raise ConfigError(f"override '{_short(text)}' is not key=value")
     key, raw = text.split("=", 1)
     if not key or any(not part for part in key.split(".")):
-        raise ConfigError(f"override '{text}' has an empty key")
+        raise ConfigError(f"override '{_short(text)}' has an empty key")
+    if len(key.split(".")) > MAX_DEPTH:
+        raise ConfigError(f"override '{_short(text)}' nests more than {MAX_DEPTH} keys")
     try:
-        value = yaml.safe_load(raw) if raw != "" else ""
-    except yaml.YAMLError:
-        value = raw
+        value = parse_yaml(raw, f"override '{_short(text)}'") if raw != "" else ""
+    except NotYAML:
+        value = raw  # taken as the string it is (the key's type check names it if wrong)
     for part in reversed(key.split(".")):
         value = {part: value}
     return value
@@ -277,9 +372,16 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
         try:
-            loaded = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+            with open(path, "rb") as f:
+                raw = f.read(MAX_TEXT + 1)
+            if len(raw) > MAX_TEXT:
+                raise ConfigError(f"{path}: larger than a config's limit of {MAX_TEXT:,} bytes")
+            text = raw.decode("utf-8")
+        except OSError as e:
+            raise ConfigError(f"cannot read {path}: {e.strerror or e}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{path}: not a text file (not UTF-8); a config is YAML text") from None
+        loaded = parse_yaml(text, source)
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
@@ -289,9 +391,12 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
 
 
 def config_from_dict(data: dict, source: str = "checkpoint", overrides: list[str] = ()) -> Config:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: a config must be a mapping, got {show(data)}")
+    check_bounded(data, source)
     cfg = _build(Config, data, "", source)
     for ov in overrides:
-        cfg = _build(Config, _merge(cfg.to_dict(), parse_override(ov)), "", f"override '{ov}'")
+        cfg = _build(Config, _merge(cfg.to_dict(), parse_override(ov)), "", f"override '{_short(ov)}'")
     validate(cfg, source)
     return cfg
 
@@ -304,6 +409,9 @@ def validate(cfg: Config, source: str) -> None:
         if not ok:
             raise ConfigError(f"{source}: {key} {what}")
 
+    need(0 < len(cfg.name) <= 100 and cfg.name.isprintable() and "/" not in cfg.name
+         and cfg.name not in (".", ".."), "name", "must be 1 to 100 printable characters without '/' "
+         "(it names the run directory)")
     need(len(m.conv_widths) == 5, "model.conv_widths", "must list 5 widths (conv1..conv5)")
     need(len(m.fc_widths) == 2, "model.fc_widths", "must list 2 widths (fc6, fc7)")
     need(all(w > 0 for w in m.conv_widths + m.fc_widths), "model widths", "must be positive")
@@ -311,9 +419,13 @@ def validate(cfg: Config, source: str) -> None:
     need(m.spatial_norm.size % 2 == 1, "model.spatial_norm.size", "must be odd")
     need(0.0 <= m.dropout < 1.0, "model.dropout", "must be in [0, 1)")
     need(m.num_classes > 1, "model.num_classes", "must be at least 2")
+    need(m.input_size > 0, "model.input_size", "must be positive")
     need(m.conv1.kernel <= m.input_size, "model.conv1.kernel", "must not exceed model.input_size")
     need(m.conv1.stride > 0 and m.pool.stride > 0 and m.pool.kernel > 0, "model strides", "must be positive")
     need(cfg.data.image_size >= m.input_size, "data.image_size", "must be at least model.input_size")
+    need(cfg.data.image_size <= MAX_IMAGE_SIDE, "data.image_size", f"must be at most {MAX_IMAGE_SIDE}")
+    need(cfg.data.workers >= 0, "data.workers", "must be >= 0 (0: load in the training process)")
+    need(1 <= cfg.data.synth_per_class <= 100_000, "data.synth_per_class", "must be in 1..100000")
     need(cfg.data.batch_size > 0, "data.batch_size", "must be positive")
     need(cfg.data.crop_chunk > 0, "data.crop_chunk", "must be positive")
     need(cfg.data.flip_chunk > 0, "data.flip_chunk", "must be positive")
@@ -330,4 +442,4 @@ def validate(cfg: Config, source: str) -> None:
     need(0 < cfg.schedule.factor < 1, "schedule.factor", "must be in (0, 1)")
     layers = {"conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8"}
     for name in list(cfg.init.layer_std) + cfg.init.bias_one:
-        need(name in layers, f"init ({name})", f"names no layer; layers are {sorted(layers)}")
+        need(name in layers, f"init ({_key(name)})", f"names no layer; layers are {sorted(layers)}")

@@ -49,7 +49,7 @@ class Placement:
         n = torch.cuda.device_count() if torch.cuda.is_available() else 0
         exist = ", ".join(f"cuda:{i}" for i in range(n)) or "no CUDA devices, only the CPU"
         parts = [p.strip() for p in spec.split(",")]
-        if not all(p.isdigit() for p in parts):
+        if not all(p.isascii() and p.isdigit() for p in parts):  # str.isdigit alone accepts '²'
             raise PlacementError(f"--gpus '{spec}' is not 'cpu' or a list of GPU ids like 0,1 (this machine has: {exist})")
         ids = [int(p) for p in parts]
         if len(ids) > 2:

@@ -19,6 +19,7 @@ from .checkpoint import load_net
 from .data.loader import make_loader
 from .devices import Placement
 from .errors import DataError
+from .model import check_size
 
 FORMAT = 1
 
@@ -81,6 +82,7 @@ def save_features(ckpt: str | Path, data_root: str | Path, split: str, out: str 
     net, cfg, saved = load_net(ckpt, placement)
     if batch_size is not None:
         cfg.data.batch_size = batch_size
+        check_size(cfg, placement)
     loader = make_loader(cfg, Path(data_root), split, placement, train=False)
     manifest = loader.dataset.split(split)
     npy, meta_path = feature_paths(out)

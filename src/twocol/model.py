@@ -11,6 +11,7 @@ data pipeline; a plain tensor only where every column runs on its device.
 from __future__ import annotations
 
 import math
+import os
 
 import torch
 import torch.nn as nn
@@ -48,6 +49,52 @@ def feature_sides(m: ModelConfig) -> dict[str, int]:
         raise ConfigError(f"model.input_size={m.input_size} is too small: pool5 would be empty")
     return {"conv1": c1, "pool1": p1, "conv2": p1, "pool2": p2, "conv3": p2, "conv4": p2,
             "conv5": p2, "pool5": p5}
+
+
+# The paper's net has 61 million; a config over this is a typo, not a net to allocate.
+MAX_PARAMETERS = 1_000_000_000
+
+
+def size_estimate(m: ModelConfig) -> tuple[int, int]:
+    """(parameters, activation values per image) of the config's net, from its shapes alone,
+    so that an absurd config is refused before anything is allocated."""
+    sides = feature_sides(m)
+    w1, w2, w3, w4, w5 = m.conv_widths
+    f6, f7 = m.fc_widths
+    cols = 2 if m.arch == "twocol" else 1  # a two-column layer sees both columns' inputs
+    k = m.conv1.kernel
+    column = (3 * k * k * w1 + w1 + w1 * w2 * 25 + w2 + cols * w2 * w3 * 9 + w3 + w3 * w4 * 9 + w4
+              + w4 * w5 * 9 + w5 + cols * w5 * sides["pool5"] ** 2 * f6 + f6 + cols * f6 * f7 + f7)
+    params = cols * column + cols * f7 * m.num_classes + m.num_classes
+    acts = cols * (w1 * (sides["conv1"] ** 2 + sides["pool1"] ** 2) + w2 * (sides["conv2"] ** 2 + sides["pool2"] ** 2)
+                   + (w3 + w4 + w5) * sides["conv3"] ** 2 + w5 * sides["pool5"] ** 2 + f6 + f7) + m.num_classes
+    return params, acts
+
+
+def device_memory(placement: Placement) -> int:
+    """Bytes of memory the placement's devices have together (the host's RAM for the CPU)."""
+    devices = {placement.a, placement.b}
+    if placement.a.type == "cuda":
+        return sum(torch.cuda.get_device_properties(d).total_memory for d in devices)
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def check_size(cfg: Config, placement: Placement) -> None:
+    """Refuse a net too large to exist, or whose training step at data.batch_size would not fit
+    the devices' memory (weights, gradients, velocities, and activations kept for backward,
+    counted twice for their gradients: an estimate, low rather than high)."""
+    params, acts = size_estimate(cfg.model)
+    what = "model.conv_widths, model.fc_widths, model.input_size, model.num_classes"
+    if params > MAX_PARAMETERS:
+        raise ConfigError(f"the config's net would have {params:,} parameters, over the limit of "
+                          f"{MAX_PARAMETERS:,} (the paper's has 60,965,224); check {what}")
+    side = cfg.model.input_size
+    need = 4 * (3 * params + 2 * cfg.data.batch_size * (acts + 3 * side * side))
+    have = device_memory(placement)
+    if need > have:
+        raise ConfigError(f"the config's net needs about {need / 2 ** 30:,.1f} GiB for a training step of "
+                          f"data.batch_size={cfg.data.batch_size} ({params:,} parameters), more than the "
+                          f"{have / 2 ** 30:,.1f} GiB of {placement}; check data.batch_size and {what}")
 
 
 class ActNorm(nn.Module):
@@ -276,6 +323,7 @@ def init_weights(net: nn.Module, cfg: Config) -> None:
 def build_model(cfg: Config, placement: Placement, seed: int | None = None) -> nn.Module:
     """Build the config's net on the CPU, initialise it (deterministically from `seed`, so
     every placement starts from the same weights) and move each column to its device."""
+    check_size(cfg, placement)
     cls = TwoColumnNet if cfg.model.arch == "twocol" else OneColumnNet
     net = cls(cfg.model, placement)
     gen_state = torch.random.get_rng_state()

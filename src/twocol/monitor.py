@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+from .atomic import atomic_write
 from .errors import DataError
 
 BAR = 20
@@ -70,6 +71,42 @@ class MetricsLog:
 
     def __init__(self, path: str | Path, enabled: bool = True):
         self.path, self.enabled = Path(path), enabled
+
+    def start(self) -> None:
+        """A new run: rows left by an earlier one that never wrote a checkpoint are dropped."""
+        if self.enabled:
+            self.path.unlink(missing_ok=True)
+
+    def keep_until(self, step: int, epoch: int, last_epoch: dict | None = None) -> None:
+        """A run resumed from the checkpoint at (step, epoch): drop the rows logged after it
+        (work the checkpoint lacks, which the run repeats), torn or corrupt lines, and add the
+        checkpoint's own epoch row (`last_epoch`) if a crash kept it out of the log."""
+        if not self.enabled:
+            return
+        try:
+            lines = self.path.read_text(errors="replace").splitlines()
+        except FileNotFoundError:
+            lines = []
+        rows = []
+        for line in lines:
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(row, dict) and self._within(row, step, epoch):
+                rows.append(row)
+        if last_epoch and last_epoch.get("kind") == "epoch" and last_epoch.get("epoch") == epoch and not any(
+                r.get("kind") == "epoch" and r.get("epoch") == epoch for r in rows):
+            rows.append(last_epoch)
+        atomic_write(self.path, "".join(json.dumps(r) + "\n" for r in rows))
+
+    @staticmethod
+    def _within(row: dict, step: int, epoch: int) -> bool:
+        if row.get("kind") == "epoch":
+            return isinstance(row.get("epoch"), int) and row["epoch"] <= epoch
+        if row.get("kind") == "step":
+            return isinstance(row.get("step"), int) and row["step"] <= step
+        return True
 
     def record(self, **row) -> None:
         if self.enabled:

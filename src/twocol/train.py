@@ -18,15 +18,17 @@ import torch
 import torch.nn.functional as F
 
 from . import sim
+from .atomic import remove_stale_temps
 from .checkpoint import RunState, checkpoint_state, load_checkpoint, restore, save
 from .config import Config
 from .data.bad import BadImageLog, TooManyBadImages
 from .data.loader import make_loader
 from .devices import Placement
 from .distributed import World, all_sum, wrap
-from .errors import TrainingDiverged
+from .errors import CheckpointError, DataError, TrainingDiverged
 from .evaluate import evaluate_sharded
 from .interrupt import Interrupted, StopFlag
+from .lock import DirLock
 from .metrics import COLOUR_KEY, column_scores, topk_errors
 from .model import build_model
 from .monitor import MetricsLog, Progress
@@ -130,16 +132,40 @@ def train_one_epoch(net, optimizer, loader, cfg: Config, state: RunState, log: M
             loader.reset_feed_bytes()
         # Under torchrun every rank must stop at the same step, or the others hang in DDP.
         if all_sum([float(stop.signal is not None)], device, world)[0] > 0:
-            raise Interrupted
+            raise Interrupted(stop.signal)
     if epoch.batches == 0:
         return {}
     return {f"train_{k}": v for k, v in epoch.means(world).items() if k != "images_per_s"}
 
 
+@contextlib.contextmanager
+def claim_run_dir(run_dir: Path, resume: Path | None, world: World):
+    """Hold `run_dir` for this run (rank 0 does, under torchrun): another process asking for it
+    gets a LockError naming our pid. Temporary files of a save that was killed are removed; a
+    new run (no `resume`) refuses a directory that holds a checkpoint."""
+    if not world.is_main:
+        yield
+        return
+    with DirLock(run_dir, "run directory"):
+        remove_stale_temps(run_dir)
+        ckpt = run_dir / "checkpoint.pt"
+        if resume is None and ckpt.exists():
+            raise CheckpointError(f"{run_dir} holds the checkpoint of an earlier run: continue it with "
+                                  f"--resume {ckpt}, or give another --run-dir")
+        yield
+
+
 def train(cfg: Config, placement: Placement, data_root: Path, run_dir: Path, resume: Path | None = None,
           check_isolation: bool = False, stream=sys.stdout, world: World = World()) -> dict:
     """Train `cfg` on `placement` with the dataset at `data_root`, writing to `run_dir`
-    (metrics.jsonl, config.json, checkpoint.pt); returns the last epoch's metrics."""
+    (metrics.jsonl, config.json, checkpoint.pt), which this process holds meanwhile; returns
+    the last epoch's metrics."""
+    with claim_run_dir(run_dir, resume, world):
+        return _train(cfg, placement, data_root, run_dir, resume, check_isolation, stream, world)
+
+
+def _train(cfg: Config, placement: Placement, data_root: Path, run_dir: Path, resume: Path | None,
+           check_isolation: bool, stream, world: World) -> dict:
     if world.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
     log = MetricsLog(run_dir / "metrics.jsonl", enabled=world.is_main)
@@ -152,15 +178,21 @@ def train(cfg: Config, placement: Placement, data_root: Path, run_dir: Path, res
     shard = dict(shard_id=world.rank, num_shards=world.size)
     train_loader = make_loader(cfg, data_root, "train", placement, train=True, seed=cfg.train.seed, **shard)
     val_loader = make_loader(cfg, data_root, "val", placement, train=False, **shard)
+    if len(train_loader) == 0:
+        n = len(train_loader.files) // world.size
+        raise DataError(f"data.batch_size={cfg.data.batch_size} is larger than the {n} training image(s) of "
+                        f"{data_root}" + (" each process gets" if world.active else "") + ": an epoch would have no batch")
     # Plain lines off a terminal: one per logged step (a bar redrawn in place on one).
     progress = Progress("train", len(train_loader), stream, every=0, enabled=world.is_main)
     state, metrics = RunState(), {}
     if resume is not None:
         ckpt = load_checkpoint(resume)
-        state = restore(ckpt, resume, net, optimizer, schedule, cfg, world)
+        state = restore(ckpt, resume, net, optimizer, schedule, cfg, world, batches=len(train_loader))
         metrics = ckpt.get("metrics", {})
+        log.keep_until(state.step, state.epoch, metrics)  # rows past the checkpoint are work it lacks
         progress.line(f"resumed from {resume}: epoch {state.epoch} done, batch {state.batch}, step {state.step}")
     else:
+        log.start()
         log.record(kind="init", epoch=0, **{COLOUR_KEY: column_scores(net)})
     model = wrap(net, world)
     if world.is_main:
@@ -168,7 +200,8 @@ def train(cfg: Config, placement: Placement, data_root: Path, run_dir: Path, res
     ckpt_path = run_dir / "checkpoint.pt"
     progress.line(f"training {cfg.name} on {placement}" + (f" x {world.size} processes" if world.active else "")
                   + f": {len(train_loader)} batches of {cfg.data.batch_size} per epoch"
-                  + (" per process" if world.active else "") + f", {cfg.train.epochs} epochs, run dir {run_dir}")
+                  + (" per process" if world.active else "") + f", {cfg.train.epochs} epochs, "
+                  f"{torch.get_num_threads()} compute thread(s), run dir {run_dir}")
     with StopFlag() as stop, sim.isolation(check_isolation):
         while state.epoch < cfg.train.epochs:
             start = time.perf_counter()
@@ -197,8 +230,9 @@ def train(cfg: Config, placement: Placement, data_root: Path, run_dir: Path, res
             metrics = {"kind": "epoch", "epoch": state.epoch, "step": state.step, "lr": lr, **epoch_metrics,
                        "val_top1_error": val["top1_error"], "val_top5_error": val["top5_error"],
                        "seconds": time.perf_counter() - start, COLOUR_KEY: column_scores(net)}
-            log.record(**metrics)
+            # Checkpoint first: the log never claims an epoch that the checkpoint lacks.
             save(ckpt_path, checkpoint_state(net, optimizer, schedule, state, cfg, metrics, world), world)
+            log.record(**metrics)
             progress.line(f"epoch {state.epoch}/{cfg.train.epochs}: train loss {metrics.get('train_loss', float('nan')):.3f} "
                           f"val top1 {100 * val['top1_error']:.2f}% top5 {100 * val['top5_error']:.2f}% "
                           f"({metrics['seconds']:.0f} s)" + (f"; lr now {schedule.lr:.2g}" if dropped else ""))

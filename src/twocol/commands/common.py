@@ -25,5 +25,11 @@ def add_gpus_argument(p: argparse.ArgumentParser) -> None:
                         "(simulated two devices); default: 0,1 / 0 / cpu by what this machine has")
 
 
+def add_threads_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="compute threads of this process (default: OMP_NUM_THREADS if set, else the CPUs "
+                        "this process may use: its affinity and cgroup quota)")
+
+
 def config_of(args) -> Config:
     return load_config(args.config, args.overrides)

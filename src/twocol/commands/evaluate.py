@@ -6,7 +6,8 @@ import json
 from ..config import load_config
 from ..devices import Placement
 from ..evaluate import evaluate_checkpoints
-from .common import add_config_arguments
+from ..threads import set_threads
+from .common import add_config_arguments, add_threads_argument
 
 HELP = "top-1/top-5 error of checkpoints, centre crop or 10-patch, alone or as an ensemble"
 
@@ -21,9 +22,11 @@ def add_arguments(p) -> None:
     p.add_argument("--ten-crop", action="store_true",
                    help="the paper's 10-patch test: 4 corners and centre, and their mirrors")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_threads_argument(p)
 
 
 def run(args) -> int:
+    set_threads(args.threads)
     cfg = load_config(args.config, args.overrides) if args.config else None
     result = evaluate_checkpoints(args.ckpt, args.data, Placement.parse(args.gpus), cfg, args.split,
                                   args.ten_crop, args.check_isolation)

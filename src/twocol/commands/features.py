@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from ..devices import Placement
 from ..features import save_features
-from .common import add_gpus_argument
+from ..threads import set_threads
+from .common import add_gpus_argument, add_threads_argument
 
 HELP = "save the last hidden layer (fc7) of every image of a split, for viz neighbours"
 
@@ -15,9 +16,11 @@ def add_arguments(p) -> None:
     p.add_argument("-o", "--out", required=True, metavar="FEATS", help="writes FEATS.npy and FEATS.json")
     add_gpus_argument(p)
     p.add_argument("--batch-size", type=int, default=None, help="default: the checkpoint config's")
+    add_threads_argument(p)
 
 
 def run(args) -> int:
+    set_threads(args.threads)
     npy, meta, shape = save_features(args.ckpt, args.data, args.split, args.out, Placement.parse(args.gpus),
                                      args.batch_size)
     print(f"wrote {npy} ({shape[0]} x {shape[1]} float32) and {meta}")

@@ -8,10 +8,12 @@ from ..checkpoint import load_checkpoint
 from ..config import config_from_dict, load_config
 from ..data.synth import dataset_root
 from ..distributed import barrier, gather_objects, init, placement_for, shutdown, world_from_env
-from ..interrupt import Interrupted
+from ..errors import TwocolError
+from ..interrupt import Interrupted, exit_code
+from ..threads import set_threads
 from ..train import train
 from ..viz.training import plot_run
-from .common import add_config_arguments
+from .common import add_config_arguments, add_threads_argument
 
 HELP = "train a net (default: the small two-column net on the built-in synthetic data)"
 DEFAULT_CONFIG = "configs/small_twocol.yaml"
@@ -26,9 +28,11 @@ def add_arguments(p) -> None:
                                      "<train.out_dir>/<config name>-<date-time>)")
     p.add_argument("--resume", metavar="CHECKPOINT", help="continue a run from its checkpoint.pt "
                                                           "(in that checkpoint's directory unless --run-dir)")
+    add_threads_argument(p)
 
 
 def run(args) -> int:
+    set_threads(args.threads)
     resume = Path(args.resume) if args.resume else None
     if resume is not None and args.config is None:
         # Continue with the run's own config (overrides still apply, e.g. train.epochs=...).
@@ -53,13 +57,18 @@ def run(args) -> int:
         try:
             final = train(cfg, placement, data_root, run_dir, resume=resume,
                           check_isolation=args.check_isolation, world=world)
-        except Interrupted:
-            return 130
+        except Interrupted as e:
+            return exit_code(e.signum)
     finally:
         shutdown(world)
     if not world.is_main:
         return 0
-    png = plot_run(run_dir / "metrics.jsonl", run_dir / "curves.png")
-    print(f"done: val top-1 error {100 * final['val_top1_error']:.2f}%, top-5 {100 * final['val_top5_error']:.2f}%; "
-          f"checkpoint {run_dir / 'checkpoint.pt'}, curves {png}")
+    try:  # the run is done and checkpointed: a figure that cannot be drawn does not undo that
+        png = plot_run(run_dir / "metrics.jsonl", run_dir / "curves.png")
+    except (TwocolError, OSError) as e:
+        png = f"not drawn ({e})"
+    errors = ", ".join(f"{name} {100 * final[key]:.2f}%" for name, key in
+                       (("val top-1 error", "val_top1_error"), ("top-5", "val_top5_error"))
+                       if isinstance(final.get(key), float))
+    print(f"done: {errors or 'no epoch finished in this run'}; checkpoint {run_dir / 'checkpoint.pt'}, curves {png}")
     return 0

@@ -11,6 +11,7 @@ file go to checksums.txt, which the loaders check the files against before readi
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -28,9 +29,20 @@ from PIL import Image
 
 from ..atomic import atomic_write, remove_stale_temps
 from ..errors import DataError
+from ..lock import LOCK, DirLock
 from ..monitor import Progress
 from .layout import CHECKSUMS, CLASSES, FORMAT, META, PARTIAL, REPORT, SPLITS, STATS, write_checksums, write_manifest
 from .lighting import pca
+
+
+def printable(name: str) -> str:
+    """`name` fit for one line of UTF-8 text: bytes that are not UTF-8 (a file name keeps them
+    as surrogates) become \\xNN, other unprintable characters (newlines, tabs) escapes."""
+    try:
+        text = name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate that no file name holds
+        text = name.encode("utf-8", "backslashreplace").decode("utf-8")
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 class BadImage(Exception):
@@ -168,11 +180,22 @@ def check_destination(root: Path, params: dict) -> dict | None:
                     f"now {', '.join(f'{k}={params.get(k)!r}' for k in diff)}); use another directory or delete it")
     if meta_path.is_file():
         return json.loads(meta_path.read_text())
-    if root.is_dir() and not params_path.is_file() and any(os.scandir(root)):
+    if root.is_dir() and not params_path.is_file() and any(e.name != LOCK for e in os.scandir(root)):
         raise DataError(f"{root} is not empty and is not a twocol dataset; give an empty or new directory")
     return None
 
 
+def _one_writer(build_fn):
+    """Run `build_fn(root, ...)` holding the lock of `root`: a second writer of the same
+    dataset gets a LockError naming the first one's pid."""
+    @functools.wraps(build_fn)
+    def locked(root: Path, **kw):
+        with DirLock(root, "dataset"):
+            return build_fn(Path(root), **kw)
+    return locked
+
+
+@_one_writer
 def build(root: Path, *, params: dict, classes: list[str], work: dict[str, list[Item]],
           produce: Callable[[Hashable], np.ndarray], size: int, quality: int, workers: int,
           label: str = "images", skipped: list[tuple[str, str, str]] = ()) -> dict:
@@ -270,7 +293,7 @@ def _finish(root: Path, params: dict, classes: list[str], chunks: list[Chunk], r
         write_manifest(root / f"{split}.txt", sorted(items, key=lambda x: (x[1], x[0])))
     write_checksums(root / CHECKSUMS, checksums)
     atomic_write(root / REPORT, f"# {len(bad)} skipped file(s): split<TAB>file<TAB>reason\n"
-                 + "".join(f"{s}\t{k}\t{why}\n" for s, k, why in sorted(bad)))
+                 + "".join(f"{s}\t{printable(k)}\t{printable(why)}\n" for s, k, why in sorted(bad)))
     meta = {"format": FORMAT, "image_size": size, "classes": len(classes), "train": n,
             "val": len(manifests["val"]), "skipped": len(bad), "work": work_hash, "params": params}
     atomic_write(root / META, json.dumps(meta, indent=2) + "\n")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +37,16 @@ def write_manifest(path: Path, items: list[tuple[str, int]]) -> None:
     atomic_write(path, "".join(f"{rel} {label}\n" for rel, label in items))
 
 
+def read_text(path: Path) -> str:
+    """A text file of the layout; a binary or unreadable one is a DataError naming it."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise DataError(f"{path} is not a text file (not UTF-8); prepare the dataset again") from None
+    except OSError as e:
+        raise DataError(f"cannot read {path}: {e.strerror or e}") from None
+
+
 def write_checksums(path: Path, entries: list[tuple[str, int, int]]) -> None:
     """entries: (relative path, size in bytes, CRC-32) per stored image."""
     atomic_write(path, "".join(f"{rel} {size} {crc:08x}\n" for rel, size, crc in sorted(entries)))
@@ -46,11 +57,7 @@ def read_checksums(path: Path) -> dict[str, tuple[int, int]] | None:
     if not path.is_file():
         return None
     out = {}
-    try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataError(f"cannot read {path}: {e}") from None
-    for n, line in enumerate(text.splitlines(), 1):
+    for n, line in enumerate(read_text(path).splitlines(), 1):
         rest, _, crc = line.rpartition(" ")
         rel, _, size = rest.rpartition(" ")
         try:
@@ -62,10 +69,10 @@ def read_checksums(path: Path) -> dict[str, tuple[int, int]] | None:
 
 def read_manifest(path: Path, num_classes: int) -> list[tuple[str, int]]:
     items = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    for n, line in enumerate(read_text(path).splitlines(), 1):
         rel, _, label = line.rpartition(" ")
-        if not rel or not label.isdigit() or int(label) >= num_classes:
-            raise DataError(f"{path}: line {n} is not '<path> <label below {num_classes}>': {line!r}")
+        if not rel or not (label.isascii() and label.isdigit()) or int(label) >= num_classes or "\0" in rel:
+            raise DataError(f"{path}: line {n} is not '<path> <label below {num_classes}>': {line[:80]!r}")
         items.append((rel, int(label)))
     return items
 
@@ -130,7 +137,7 @@ def open_dataset(root: Path) -> Dataset:
     for name in (CLASSES, STATS) + tuple(f"{s}.txt" for s in SPLITS):
         if not (root / name).is_file():
             raise DataError(f"dataset {root} is missing {name}")
-    classes = (root / CLASSES).read_text().splitlines()
+    classes = read_text(root / CLASSES).splitlines()
     if len(classes) < 2 or len(set(classes)) != len(classes):
         raise DataError(f"{root / CLASSES} must list at least 2 distinct class names, one per line")
     manifests = {s: read_manifest(root / f"{s}.txt", len(classes)) for s in SPLITS}
@@ -143,14 +150,23 @@ def open_dataset(root: Path) -> Dataset:
         if missing:
             raise DataError(f"dataset {root}: {len(missing)} {s} image(s) listed in {s}.txt are missing, "
                             f"e.g. {missing[0]}")
+    shapes = {"mean": (size, size, 3), "eigvals": (3,), "eigvecs": (3, 3)}
     try:
         with np.load(root / STATS) as z:
+            # Shapes are read from each array's header first: a compressed member of a few
+            # bytes can claim gigabytes.
+            found = {}
+            for name in shapes:
+                with z.zip.open(f"{name}.npy") as f:
+                    major, _ = np.lib.format.read_magic(f)
+                    read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+                    found[name] = read_header(f)[0]
+            if found != shapes:
+                raise DataError(f"{root / STATS}: " + ", ".join(f"{k} {v}" for k, v in found.items())
+                                + "; expected " + ", ".join(map(str, shapes.values())) + f" for {size}px images")
             mean, eigvals, eigvecs = z["mean"].astype(np.float32), z["eigvals"], z["eigvecs"]
-    except (OSError, ValueError, KeyError):
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
         raise DataError(f"{root / STATS} is corrupt (needs mean, eigvals and eigvecs)") from None
-    if mean.shape != (size, size, 3) or eigvals.shape != (3,) or eigvecs.shape != (3, 3):
-        raise DataError(f"{root / STATS}: mean {mean.shape}, eigvals {eigvals.shape}, eigvecs {eigvecs.shape}; "
-                        f"expected ({size}, {size}, 3), (3,), (3, 3) for {size}px images")
     if not (np.isfinite(mean).all() and np.isfinite(eigvals).all() and np.isfinite(eigvecs).all()):
         raise DataError(f"{root / STATS} holds non-finite values")
     return Dataset(root=root, classes=classes, train=manifests["train"], val=manifests["val"], mean=mean,

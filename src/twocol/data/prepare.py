@@ -17,21 +17,32 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from ..config import MAX_IMAGE_SIDE
 from ..errors import DataError
-from .build import BadImage, Item, build
+from .build import BadImage, Item, build, printable
 
 
 def to_rgb(im: Image.Image) -> Image.Image:
-    """Any Pillow mode -> 8-bit RGB. 16-bit greyscale (some PNGs) is scaled down rather than
-    clipped; CMYK (Adobe's inverted kind included) and palette images go through Pillow."""
+    """Any Pillow mode -> 8-bit RGB. 16-bit greyscale (some PNGs) is scaled down (rounded)
+    rather than clipped; CMYK (Adobe's inverted kind included) and palette images go through
+    Pillow. Integer arithmetic in place (4 bytes a pixel for 16-bit images, not float64 copies)."""
     if im.mode == "RGB":
         return im
     if im.mode.startswith("I"):
-        arr = np.asarray(im).astype(np.float64)
+        arr = np.asarray(im).astype(np.int64 if im.mode == "I" else np.int32)
         if arr.max() > 255:
-            arr = arr / 257.0
-        return Image.fromarray(np.clip(arr + 0.5, 0, 255).astype(np.uint8), "L").convert("RGB")
+            arr += 128
+            arr //= 257  # round(x / 257) for whole x
+        np.clip(arr, 0, 255, out=arr)
+        return Image.fromarray(arr.astype(np.uint8), "L").convert("RGB")
     return im.convert("RGB")
+
+
+# Pixels prepare decodes of one image at most (a JPEG counts at the reduced scale it is decoded
+# at, never below --size: a 13000x13000 JPEG decodes at 1/8, 1625x1625). Measured here, one
+# 7000x7000 PNG peaks at 410 MB (RGB) or 640 MB (16-bit grey) per worker; larger images (a
+# 13000x13000 PNG of 0.5 MB took 1.3 GB) are skipped and listed in report.txt.
+MAX_PIXELS = 50_000_000
 
 
 def load_source(path: str, size: int) -> np.ndarray:
@@ -46,8 +57,12 @@ def load_source(path: str, size: int) -> np.ndarray:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Pillow warns on odd EXIF and palettes; the image is fine
             with Image.open(path) as im:
+                full = im.size
                 # A large JPEG decodes straight at 1/2, 1/4 or 1/8 scale, never below `size`.
                 im.draft("RGB", (size, size))
+                if im.size[0] * im.size[1] > MAX_PIXELS:
+                    raise BadImage(f"too large: {full[0]}x{full[1]} pixels, over prepare's limit of "
+                                   f"{MAX_PIXELS:,} decoded pixels")
                 im.load()
                 im = to_rgb(ImageOps.exif_transpose(im))
         w, h = im.size
@@ -71,12 +86,46 @@ def _safe(name: str) -> str:
     return _UNSAFE.sub("_", name) or "_"
 
 
-def _files(folder: Path) -> list[Path]:
-    return sorted(Path(e.path) for e in os.scandir(folder) if e.is_file() and not e.name.startswith("."))
+def _entries(folder: Path, roots: tuple[Path, ...], problems: list[tuple[Path, str]]) -> tuple[list[Path], list[str]]:
+    """The files and the sub-folder names of `folder`, sorted, hidden ones left out. A symbolic
+    link is followed only when it resolves inside one of `roots` (the source tree); a link that
+    leads outside it, a broken one (a loop, a missing target) and an unreadable entry are
+    added to `problems` as (path, reason), with the link's own path: its target is never read
+    nor written anywhere."""
+    files, dirs = [], []
+    try:
+        entries = sorted(os.scandir(folder), key=lambda e: e.name)
+    except OSError as e:
+        raise DataError(f"cannot list {printable(str(folder))}: {e.strerror or e}") from None
+    for e in entries:
+        if e.name.startswith("."):
+            continue
+        path = Path(e.path)
+        try:
+            if e.is_symlink():
+                try:
+                    target = path.resolve(strict=True)
+                except (OSError, RuntimeError):
+                    problems.append((path, "broken symbolic link (a loop or a missing target)"))
+                    continue
+                if not any(target.is_relative_to(r) for r in roots):
+                    problems.append((path, "symbolic link leading outside the source tree: not followed"))
+                    continue
+            if e.is_dir():
+                dirs.append(e.name)
+            elif e.is_file():
+                files.append(path)
+        except OSError as err:
+            problems.append((path, f"unreadable: {err.strerror or err}"))
+    return files, dirs
 
 
-def _subdirs(folder: Path) -> list[str]:
-    return sorted(e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith("."))
+def _class_name_problem(name: str) -> str | None:
+    # classes.txt holds one name a line: a line break (any of those str.splitlines knows) would
+    # shift every later label, a byte that is not UTF-8 cannot be written in it at all.
+    if not name.isprintable():
+        return "holds a line break, a control character or a byte that is not UTF-8"
+    return None
 
 
 def read_val_labels(path: Path, classes: list[str], files: list[Path]) -> dict[Path, int]:
@@ -116,37 +165,50 @@ def read_val_labels(path: Path, classes: list[str], files: list[Path]) -> dict[P
 
 
 def scan(src: Path, val_labels: Path | None) -> tuple[list[str], dict[str, list[Item]], list[tuple[str, str, str]]]:
-    """Classes, the work per split, and files that have no label (flat val folder)."""
+    """Classes, the work per split, and what is skipped before any work (split, path, reason):
+    files without a label (flat val folder), links not followed, empty class folders."""
     train_dir, val_dir = src / "train", src / "val"
     if not train_dir.is_dir():
         raise DataError(f"{src} has no train/ folder (expected {src}/train/<class>/<image>)")
-    classes = _subdirs(train_dir)
-    if len(classes) < 2:
-        raise DataError(f"{train_dir} must hold at least 2 class folders, found {len(classes)}")
     if not val_dir.is_dir():
         raise DataError(f"{src} has no val/ folder (expected {src}/val/<class>/<image>, or a flat "
                         "val/ folder with --val-labels)")
+    roots = tuple({src.resolve(), train_dir.resolve(), val_dir.resolve()})
+    problems: dict[str, list[tuple[Path, str]]] = {"train": [], "val": []}
+    _, classes = _entries(train_dir, roots, problems["train"])
+    for c in classes:
+        why = _class_name_problem(c)
+        if why:
+            raise DataError(f"class folder {printable(str(train_dir / c))} {why}; rename it (class names are "
+                            "lines of classes.txt)")
+    if len(classes) < 2:
+        raise DataError(f"{train_dir} must hold at least 2 class folders, found {len(classes)}")
     folders, used = {}, set()
     for i, c in enumerate(classes):
         f = _safe(c)
         folders[c] = f if f not in used else f"{f}-{i}"
         used.add(folders[c])
+
+    def images(split: str, folder: Path) -> list[Path]:
+        found, _ = _entries(folder, roots, problems[split])
+        if not found:
+            problems[split].append((folder, "empty class folder: no image in it"))
+        return found
+
     labelled: dict[str, list[tuple[Path, int]]] = {
-        "train": [(f, i) for i, c in enumerate(classes) for f in _files(train_dir / c)]}
-    unlabelled = []
-    val_sub = _subdirs(val_dir)
+        "train": [(f, i) for i, c in enumerate(classes) for f in images("train", train_dir / c)]}
+    flat, val_sub = _entries(val_dir, roots, problems["val"])
     if val_labels is not None:
-        flat = _files(val_dir)
         labels = read_val_labels(val_labels, classes, flat)
         labelled["val"] = [(f, labels[f]) for f in flat if f in labels]
-        unlabelled = [("val", str(f), f"no label in {val_labels}") for f in flat if f not in labels]
+        problems["val"] += [(f, f"no label in {val_labels}") for f in flat if f not in labels]
     elif val_sub:
         unknown = [d for d in val_sub if d not in folders]
         if unknown:
-            raise DataError(f"{val_dir}/{unknown[0]} is not a class of {train_dir}")
+            raise DataError(f"{printable(str(val_dir / unknown[0]))} is not a class of {train_dir}")
         index = {c: i for i, c in enumerate(classes)}
-        labelled["val"] = [(f, index[c]) for c in val_sub for f in _files(val_dir / c)]
-    elif _files(val_dir):
+        labelled["val"] = [(f, index[c]) for c in val_sub for f in images("val", val_dir / c)]
+    elif flat:
         raise DataError(f"{val_dir} holds images but no class folders: give their labels with --val-labels FILE")
     else:
         raise DataError(f"{val_dir} is empty")
@@ -161,7 +223,8 @@ def scan(src: Path, val_labels: Path | None) -> tuple[list[str], dict[str, list[
             taken.add(rel)
             items.append(Item(str(path.resolve()), rel, label))
         work[split] = items
-    return classes, work, unlabelled
+    skipped = [(split, os.path.abspath(p), why) for split, found in problems.items() for p, why in found]
+    return classes, work, skipped
 
 
 def prepare(src: Path, dst: Path, size: int = 256, quality: int = 90, workers: int | None = None,
@@ -174,8 +237,10 @@ def prepare(src: Path, dst: Path, size: int = 256, quality: int = 90, workers: i
         raise DataError(f"--size must be positive, got {size}")
     if not 1 <= quality <= 100:
         raise DataError(f"--quality must be in 1..100, got {quality}")
-    classes, work, unlabelled = scan(src, val_labels)
+    if size > MAX_IMAGE_SIDE:
+        raise DataError(f"--size must be at most {MAX_IMAGE_SIDE}, got {size}")
+    classes, work, skipped = scan(src, val_labels)
     params = {"kind": "prepared", "source": str(src.resolve()), "image_size": size, "quality": quality}
     return build(dst, params=params, classes=classes, work=work, produce=functools.partial(load_source, size=size),
                  size=size, quality=quality, workers=workers or os.cpu_count() or 1, label="prepare",
-                 skipped=unlabelled)
+                 skipped=skipped)

@@ -21,8 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import Config
+from ..config import MAX_IMAGE_SIDE, Config
 from ..errors import DataError
+from ..lock import DirLock
 from .build import Item, build
 from .layout import META, open_dataset
 
@@ -191,8 +192,9 @@ def synthesize(dst: Path, classes: int, per_class: int, seed: int = 0, image_siz
                val_per_class: int | None = None, workers: int | None = None) -> Path:
     """Write the synthetic set (train: per_class images per class; val: val_per_class, by
     default a fifth of per_class) in prepare's layout; resumes an interrupted run. Returns dst."""
-    if per_class < 1 or image_size < 8:
-        raise DataError(f"the synthetic set needs per_class >= 1 and image_size >= 8 (got {per_class}, {image_size})")
+    if per_class < 1 or not 8 <= image_size <= MAX_IMAGE_SIDE:
+        raise DataError(f"the synthetic set needs per_class >= 1 and image_size in 8..{MAX_IMAGE_SIDE} "
+                        f"(got {per_class}, {image_size})")
     val_per_class = max(1, per_class // 5) if val_per_class is None else val_per_class
     if val_per_class < 1:
         raise DataError(f"val_per_class must be at least 1, got {val_per_class}")
@@ -239,4 +241,6 @@ def ensure_synthetic(dst: Path, cfg: Config) -> Path:
         return dst
     print(f"making the synthetic dataset {dst}: {d.synth_classes} classes x {d.synth_per_class} "
           f"training images of {d.image_size}x{d.image_size}", file=sys.stderr)
-    return synthesize(dst, d.synth_classes, d.synth_per_class, seed=0, image_size=d.image_size)
+    # Two runs started together on a fresh clone: the second waits for the first to make it.
+    with DirLock(dst, "dataset", wait=True, on_wait=lambda msg: print(msg, file=sys.stderr)):
+        return synthesize(dst, d.synth_classes, d.synth_per_class, seed=0, image_size=d.image_size)
