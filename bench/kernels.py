@@ -13,7 +13,9 @@ buffers; and a device-to-device copy of COPY_BYTES. All variants of a shape take
 every repeat, so that a noisy machine slows them alike; reports medians. Each kernel's
 bandwidth counts every byte it must read and write once (forward: x in, y out; backward:
 grad and x in, grad_input out) and is given as a fraction of the copy's, measured in the same
-repeats. Writes JSON to bench/results/<date>-kernels-<cpu|gpu>.json unless --out says where.
+repeats. Also times writing a fresh tensor like x against an existing one: what each fused
+pass pays for the tensor it returns on top of its kernel (on the CPU, page faults). Writes JSON
+to bench/results/<date>-kernels-<cpu|gpu>.json unless --out says where.
 """
 from __future__ import annotations
 
@@ -84,6 +86,15 @@ def raw_kernels(x: torch.Tensor, g: torch.Tensor) -> dict:
     }
 
 
+def fill_variants(x: torch.Tensor) -> dict:
+    """Writing a tensor like x: an existing one, and a fresh one (what every op returning a new
+    tensor pays: on the CPU the OS faults in and zeroes its pages on first write)."""
+    existing = torch.empty_like(x)
+    nbytes = x.numel() * x.element_size()
+    return {"fill_existing": (lambda: existing.fill_(1), nbytes),
+            "fill_fresh": (lambda: torch.empty_like(existing).fill_(1), nbytes)}
+
+
 def copy_variant(device: torch.device) -> tuple:
     """A device-to-device copy of COPY_BYTES, counting bytes read and written."""
     src = torch.empty(COPY_BYTES // 4, device=device)
@@ -98,7 +109,7 @@ def bench_shape(layer: str, batch: int, dtype: torch.dtype, device: torch.device
     x = (torch.randn(shape, device=device) * 30).to(dtype).requires_grad_()  # conv1-like
     g = torch.randn(shape, device=device).to(dtype)
     autograd = autograd_variants(x, g)
-    kernels = {**raw_kernels(x, g), "copy": copy_variant(device)}
+    kernels = {**raw_kernels(x, g), **fill_variants(x), "copy": copy_variant(device)}
     with torch.no_grad():
         ref, got = autograd["torch_forward"]().float(), autograd["fused_forward"]().float()
         max_rel_diff = ((got - ref).abs() / ref.abs().clamp_min(1e-30)).max().item()
@@ -119,7 +130,8 @@ def bench_shape(layer: str, batch: int, dtype: torch.dtype, device: torch.device
            "load_average_1min_before_after": [load_before, os.getloadavg()[0]],
            "median_ms": {name: 1e3 * t for name, t in med.items()},
            "speedup": {p: med[f"torch_{p}"] / med[f"fused_{p}"] for p in PASSES},
-           "copy_GBps": copy_bps / 1e9}
+           "copy_GBps": copy_bps / 1e9,
+           "fresh_tensor_extra_ms": 1e3 * (med["fill_fresh"] - med["fill_existing"])}
     for name in ("kernel_forward", "kernel_backward"):
         bps = kernels[name][1] / med[name]
         row[f"{name}_GBps"] = bps / 1e9
@@ -130,7 +142,8 @@ def bench_shape(layer: str, batch: int, dtype: torch.dtype, device: torch.device
 def table(rows: list[dict]) -> str:
     head = (f"{'layer':12} {'shape':>18} {'dtype':8} | {'fwd torch':>9} {'fused':>7} {'x':>5} | "
             f"{'bwd torch':>9} {'fused':>7} {'x':>5} | {'f+b torch':>9} {'fused':>7} {'x':>5} | "
-            f"{'kern fwd':>8} {'copy%':>5} | {'kern bwd':>8} {'copy%':>5} | {'copy GB/s':>9}")
+            f"{'kern fwd':>8} {'copy%':>5} | {'kern bwd':>8} {'copy%':>5} | {'copy GB/s':>9} "
+            f"{'fresh':>6}")
     lines = [head, "-" * len(head)]
     for r in rows:
         m, s = r["median_ms"], r["speedup"]
@@ -138,9 +151,10 @@ def table(rows: list[dict]) -> str:
         cells += [f"{m[f'torch_{p}']:9.2f} {m[f'fused_{p}']:7.2f} {s[p]:5.1f}" for p in PASSES]
         cells += [f"{m[k]:8.3f} {100 * r[f'{k}_fraction_of_copy']:5.0f}"
                   for k in ("kernel_forward", "kernel_backward")]
-        cells += [f"{r['copy_GBps']:9.1f}"]
+        cells += [f"{r['copy_GBps']:9.1f} {r['fresh_tensor_extra_ms']:6.2f}"]
         lines.append(" | ".join(cells))
-    return "\n".join(lines) + "\n(times in ms, medians; x: torch time / fused time)"
+    return "\n".join(lines) + ("\n(times in ms, medians; x: torch time / fused time; fresh: what "
+                                "writing a new tensor like x costs over writing an existing one)")
 
 
 def targets(rows: list[dict], device: torch.device) -> dict:

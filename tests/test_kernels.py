@@ -223,7 +223,7 @@ BAD_ARGUMENTS = [
                          ids=[f"{i}-{m}" for i, (m, _) in enumerate(BAD_ARGUMENTS)])
 def test_raw_kernels_reject_bad_arguments_clearly(device, message, call):
     """Raised before any kernel runs, on every device with kernels; the buffer stays untouched.
-    (This test crashed torch 2.11 on a GPU machine: see kernels/relu_lrn_bindings.cpp.)"""
+    (It crashed the process on a GPU machine with torch 2.11: kernels/relu_lrn_bindings.cpp.)"""
     x = inputs((2, 6, 5, 5), device)
     buffer = torch.full_like(x, 7.0)
     with pytest.raises(RuntimeError, match=re.escape(message)):
