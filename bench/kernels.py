@@ -129,6 +129,8 @@ def bench_shape(layer: str, batch: int, dtype: torch.dtype, device: torch.device
            "max_rel_diff_vs_torch": max_rel_diff,
            "load_average_1min_before_after": [load_before, os.getloadavg()[0]],
            "median_ms": {name: 1e3 * t for name, t in med.items()},
+           # The spread, as the machine may be shared: fastest and slowest repeat.
+           "min_max_ms": {name: [1e3 * min(ts), 1e3 * max(ts)] for name, ts in times.items()},
            "speedup": {p: med[f"torch_{p}"] / med[f"fused_{p}"] for p in PASSES},
            "copy_GBps": copy_bps / 1e9,
            "fresh_tensor_extra_ms": 1e3 * (med["fill_fresh"] - med["fill_existing"])}
