@@ -12,11 +12,12 @@ namespace twocol {
 
 enum class CudaDtype { kFloat, kDouble, kHalf, kBFloat16 };
 
-cudaError_t relu_lrn_forward_cuda(CudaDtype dtype, const void* x, void* y, void* inv,
-                                  ColumnShape shape, const LrnArgs& args, cudaStream_t stream);
+cudaError_t relu_lrn_forward_cuda(CudaDtype dtype, const void* x, void* y, ColumnShape shape,
+                                  const LrnArgs& args, cudaStream_t stream);
 
+// args.size must fit the backward kernel's shared memory (cuda_backward_threads > 0).
 cudaError_t relu_lrn_backward_cuda(CudaDtype dtype, const void* grad, const void* x,
-                                   const void* inv, void* grad_input, ColumnShape shape,
-                                   const LrnArgs& args, cudaStream_t stream);
+                                   void* grad_input, ColumnShape shape, const LrnArgs& args,
+                                   cudaStream_t stream);
 
 }  // namespace twocol

@@ -7,6 +7,7 @@
 #include <torch/library.h>
 
 #include "relu_lrn_cuda.h"
+#include "relu_lrn_launch.h"
 #include "relu_lrn_op.h"
 
 namespace twocol {
@@ -24,24 +25,35 @@ CudaDtype cuda_dtype(at::ScalarType t) {
   }
 }
 
-void forward_into_cuda(const at::Tensor& x, int64_t size, double k, double alpha, double beta,
-                       bool relu_first, at::Tensor& out, at::Tensor& inv) {
-  const LrnArgs args = checked_args(size, k, alpha, beta, relu_first);
-  const ColumnShape s = check_forward(x, out, inv);
-  const c10::cuda::CUDAGuard guard(x.device());
-  C10_CUDA_CHECK(relu_lrn_forward_cuda(cuda_dtype(x.scalar_type()), x.const_data_ptr(),
-                                       out.mutable_data_ptr(), inv.mutable_data_ptr(), s, args,
-                                       c10::cuda::getCurrentCUDAStream()));
+// Every argument checked before a kernel sees a pointer: the window too, in the forward pass
+// as well, so that a window the backward kernel cannot take fails before training runs.
+CudaDtype checked_cuda(const at::Tensor& x, const LrnArgs& args) {
+  const CudaDtype dtype = cuda_dtype(x.scalar_type());
+  const int64_t accumulator_bytes = x.scalar_type() == at::kDouble ? 8 : 4;
+  TORCH_CHECK(cuda_backward_threads(args.size / 2, accumulator_bytes) > 0,
+              "twocol relu_lrn on CUDA: size ", args.size, " is wider than the backward "
+              "kernel's shared memory allows for ", x.scalar_type(), " (at most ",
+              cuda_max_size(accumulator_bytes), ")");
+  return dtype;
 }
 
-void backward_into_cuda(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& inv,
-                        int64_t size, double k, double alpha, double beta, bool relu_first,
-                        at::Tensor& grad_input) {
+void forward_into_cuda(const at::Tensor& x, int64_t size, double k, double alpha, double beta,
+                       bool relu_first, at::Tensor& out) {
   const LrnArgs args = checked_args(size, k, alpha, beta, relu_first);
-  const ColumnShape s = check_backward(grad, x, inv, grad_input);
+  const ColumnShape s = check_forward(x, out);
+  const CudaDtype dtype = checked_cuda(x, args);
   const c10::cuda::CUDAGuard guard(x.device());
-  C10_CUDA_CHECK(relu_lrn_backward_cuda(cuda_dtype(x.scalar_type()), grad.const_data_ptr(),
-                                        x.const_data_ptr(), inv.const_data_ptr(),
+  C10_CUDA_CHECK(relu_lrn_forward_cuda(dtype, x.const_data_ptr(), out.mutable_data_ptr(), s,
+                                       args, c10::cuda::getCurrentCUDAStream()));
+}
+
+void backward_into_cuda(const at::Tensor& grad, const at::Tensor& x, int64_t size, double k,
+                        double alpha, double beta, bool relu_first, at::Tensor& grad_input) {
+  const LrnArgs args = checked_args(size, k, alpha, beta, relu_first);
+  const ColumnShape s = check_backward(grad, x, grad_input);
+  const CudaDtype dtype = checked_cuda(x, args);
+  const c10::cuda::CUDAGuard guard(x.device());
+  C10_CUDA_CHECK(relu_lrn_backward_cuda(dtype, grad.const_data_ptr(), x.const_data_ptr(),
                                         grad_input.mutable_data_ptr(), s, args,
                                         c10::cuda::getCurrentCUDAStream()));
 }

@@ -12,8 +12,8 @@ LrnArgs checked_args(int64_t size, double k, double alpha, double beta, bool rel
 
 // The raw ops write into caller-provided buffers: all contiguous NCHW, same shape, dtype and
 // device. The autograd op makes its inputs contiguous before calling them.
-ColumnShape check_forward(const at::Tensor& x, const at::Tensor& out, const at::Tensor& inv);
-ColumnShape check_backward(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& inv,
+ColumnShape check_forward(const at::Tensor& x, const at::Tensor& out);
+ColumnShape check_backward(const at::Tensor& grad, const at::Tensor& x,
                            const at::Tensor& grad_input);
 
 }  // namespace twocol

@@ -10,7 +10,8 @@ The *_reference functions are the pure-PyTorch reference: any dtype (float64 in 
 device. `relu_lrn` runs the fused kernels of kernels/ (torch.ops.twocol.relu_lrn, built into
 twocol._C by setup.py) when they are built and support the input, and the reference
 otherwise. TWOCOL_KERNELS=reference|fused (or backend=) forces one; "fused" raises where the
-kernels cannot run.
+kernels cannot run. Importing this module also registers the ops' fake kernels, so that
+torch.compile and FakeTensor tracing see through torch.ops.twocol.*.
 """
 from __future__ import annotations
 
@@ -33,6 +34,13 @@ FUSED_DTYPES = {
 }
 
 
+def cuda_max_size(dtype: torch.dtype) -> int:
+    """The widest window the CUDA backward kernel's shared memory holds (cuda_max_size in
+    kernels/relu_lrn_launch.h; a test checks they agree): float64 accumulates in double, the
+    other dtypes in float."""
+    return 127 if dtype == torch.float64 else 255
+
+
 def _load_kernels() -> str | None:
     """Import twocol._C, which registers torch.ops.twocol.*; None, or why it is unavailable."""
     try:
@@ -51,7 +59,37 @@ def _load_kernels() -> str | None:
     return None
 
 
+def _register_fake_kernels() -> None:
+    """Shapes and dtypes of the twocol ops' results, without computing them: what FakeTensor
+    (torch.compile, torch.library.opcheck) runs in place of the C++ kernels."""
+
+    @torch.library.register_fake("twocol::relu_lrn")
+    def _relu_lrn(x, size, k, alpha, beta, relu_first):
+        return torch.empty_like(x, memory_format=torch.contiguous_format)
+
+    @torch.library.register_fake("twocol::relu_lrn_backward")
+    def _relu_lrn_backward(grad, x, size, k, alpha, beta, relu_first):
+        return torch.empty_like(x, memory_format=torch.contiguous_format)
+
+    # The raw kernels return nothing; they write into buffers the caller allocated.
+    @torch.library.register_fake("twocol::relu_lrn_forward_into")
+    def _forward_into(x, size, k, alpha, beta, relu_first, out):
+        return None
+
+    @torch.library.register_fake("twocol::relu_lrn_backward_into")
+    def _backward_into(grad, x, size, k, alpha, beta, relu_first, grad_input):
+        return None
+
+
 KERNELS_UNAVAILABLE = _load_kernels()
+if KERNELS_UNAVAILABLE is None:
+    _register_fake_kernels()
+# Device types this build has kernels for, looked up once: a plain set keeps relu_lrn
+# traceable by torch.compile (dynamo cannot trace the dispatcher query itself).
+KERNEL_DEVICES = frozenset(
+    device for device in FUSED_DTYPES if KERNELS_UNAVAILABLE is None
+    and torch._C._dispatch_has_kernel_for_dispatch_key("twocol::relu_lrn_forward_into",
+                                                       device.upper()))
 
 
 def effective_alpha(alpha: float, size: int, alpha_convention: str) -> float:
@@ -104,11 +142,12 @@ def fused_unsupported(x: torch.Tensor, size: int, k: float, alpha_eff: float) ->
     if not (k > 0 and alpha_eff >= 0):
         return f"they need k > 0 and alpha >= 0, got k={k}, alpha={alpha_eff}"
     device = x.device.type
-    if device not in FUSED_DTYPES or not torch._C._dispatch_has_kernel_for_dispatch_key(
-            "twocol::relu_lrn_forward_into", device.upper()):
+    if device not in KERNEL_DEVICES:
         return f"this build has no {device} kernels"
     if x.dtype not in FUSED_DTYPES[device]:
         return f"{device} kernels take {FUSED_DTYPES[device]}, got {x.dtype}"
+    if device == "cuda" and size > cuda_max_size(x.dtype):
+        return f"cuda kernels take windows up to {cuda_max_size(x.dtype)} for {x.dtype}, got {size}"
     return None
 
 
