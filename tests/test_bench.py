@@ -63,9 +63,10 @@ def handmade_others():
                               {"variant": "grouped", "amp": "off", "median_step_s": 0.2, "images_per_s": 640.0, "steps": 10}],
                   "summary": {"off": {"twocol_over_grouped": 1.2, "target_twocol_over_grouped": 1.10}}}
     kernels = {"environment": ENV, "device": "cpu", "repeats": 5,
-               "results": [{"layer": "conv1", "shape": [128, 96, 55, 55], "speedup": {"forward": 4.0, "forward_backward": 8.1},
-                            "kernel_forward_fraction_of_copy": 0.52}],
-               "targets_met": {"forward_backward_speedup_at_least_5x": True}}
+               "results": [{"layer": "conv1", "dtype": "float32", "shape": [128, 96, 55, 55],
+                            "speedup": {"forward": 4.0, "backward": 12.5, "forward_backward": 8.1},
+                            "kernel_forward_fraction_of_copy": 0.52, "kernel_backward_fraction_of_copy": 0.61}],
+               "targets_met": {"forward_backward_speedup_at_least_10x": False}}
     data = {"bench": "data", "env": ENV, "device": "cpu", "batch": 128, "workers": 2, "repeats": 3, "what": "one epoch",
             "results": [{"stored": 72, "crop": 64, "median": {"dali": 6000.0, "torch": 3000.0}, "dali_over_torch": 2.0},
                         {"stored": 256, "crop": 224, "median": {"dali": 600.0, "torch": 480.0}, "dali_over_torch": 1.25}]}
@@ -117,8 +118,9 @@ def test_report_tables_from_handmade_results(tmp_path):
     assert "- off: two-column / torchvision AlexNet images/s: not measured in this run (target >= 1.00)" in md
     assert "conv3 2.00 MiB" in md
     (conv1,) = rows_of(md, "conv1")
-    assert conv1 == ["conv1", "128x96x55x55", "4.0", "8.1", "52"]
-    assert "forward_backward_speedup_at_least_5x **met**" in md
+    assert conv1 == ["conv1", "float32", "128x96x55x55", "4.0", "12.5", "8.1", "52", "61"]
+    assert "forward_backward_speedup_at_least_10x **NOT met**" in md
+    assert "forward+backward at least 10x torch at conv1, N = 128" in md
     assert rows_of(md, "72 -> 64") == [["72 -> 64", "6000", "3000", "2.00", "met"]]
     assert rows_of(md, "256 -> 224") == [["256 -> 224", "600", "480", "1.25", "NOT met"]]
     assert (tmp_path / "latest.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
