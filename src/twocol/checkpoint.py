@@ -11,6 +11,7 @@ what this code wrote, or was edited, is a CheckpointError naming the field, neve
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import pickle
 import zipfile
@@ -19,11 +20,12 @@ from pathlib import Path
 
 import torch
 
-from .atomic import atomic_write
+from .atomic import atomic_write, remove_stale_temps
 from .config import Config, check_bounded, config_from_dict, show
 from .distributed import World, barrier, gather_objects
 from .errors import CheckpointError, ConfigError
 from .interrupt import shielded
+from .lock import DirLock
 from .model import build_model
 from .rng import rng_problem, rng_states, seed_everything, set_rng_states
 
@@ -36,6 +38,23 @@ class RunState:
     epoch: int = 0  # completed epochs
     batch: int = 0  # batches done in the current epoch
     step: int = 0   # optimizer steps over the whole run
+
+
+@contextlib.contextmanager
+def claim_run_dir(run_dir: Path, resume: Path | None, world: World):
+    """Hold `run_dir` for this run (rank 0 does, under torchrun): another process asking for it
+    gets a LockError naming our pid. Temporary files of a save that was killed are removed; a
+    new run (no `resume`) refuses a directory that holds a checkpoint."""
+    if not world.is_main:
+        yield
+        return
+    with DirLock(run_dir, "run directory"):
+        remove_stale_temps(run_dir)
+        ckpt = run_dir / "checkpoint.pt"
+        if resume is None and ckpt.exists():
+            raise CheckpointError(f"{run_dir} holds the checkpoint of an earlier run: continue it with "
+                                  f"--resume {ckpt}, or give another --run-dir")
+        yield
 
 
 def save_checkpoint(path: str | Path, state: dict) -> None:

@@ -18,17 +18,15 @@ import torch
 import torch.nn.functional as F
 
 from . import sim
-from .atomic import remove_stale_temps
-from .checkpoint import RunState, checkpoint_state, load_checkpoint, restore, save
+from .checkpoint import RunState, checkpoint_state, claim_run_dir, load_checkpoint, restore, save
 from .config import Config
-from .data.bad import BadImageLog, TooManyBadImages
+from .data.bad import BadImageLog, TooManyBadImages, bad_image_stop
 from .data.loader import make_loader
 from .devices import Placement
 from .distributed import World, all_sum, wrap
-from .errors import CheckpointError, DataError, TrainingDiverged
+from .errors import DataError, TrainingDiverged
 from .evaluate import evaluate_sharded
 from .interrupt import Interrupted, StopFlag
-from .lock import DirLock
 from .metrics import COLOUR_KEY, column_scores, topk_errors
 from .model import build_model
 from .monitor import MetricsLog, Progress
@@ -61,27 +59,6 @@ class Window:
         batches = self.batches * world.size
         return {"loss": loss / batches, "top1_error": w1 / images, "top5_error": w5 / images,
                 "images_per_s": images / (time.perf_counter() - self.start)}
-
-
-def bad_image_stop(loader, bad_log: BadImageLog, epoch: int, excluded: int, runtime_bad: int, labels,
-                   world: World) -> tuple[int, str | None]:
-    """Record the bad images of the batch just read; returns the epoch's count of bad images
-    found while reading (`excluded` were found at start) and, when the run must stop, why.
-    Every rank decides together (under torchrun) before the step, so that none is left
-    waiting in it."""
-    bad = loader.take_bad()
-    bad_log.record(epoch + 1, "train", bad)
-    runtime_bad += sum(1 for b in bad if b.index not in loader.excluded)
-    total, n, limit = excluded + runtime_bad, loader.num_images, loader.cfg.data.max_bad_fraction
-    why = None
-    if total > limit * n:
-        why = (f"{total} of the {n} images of epoch {epoch + 1} are bad (more than data.max_bad_fraction="
-               f"{limit:g})")
-    elif labels.shape[0] == 0:
-        why = f"every image of a batch of epoch {epoch + 1} is bad"
-    if world.active and all_sum([float(why is not None)], labels.device, world)[0] > 0 and why is None:
-        why = "another process met too many bad images"
-    return runtime_bad, why
 
 
 def train_one_epoch(net, optimizer, loader, cfg: Config, state: RunState, log: MetricsLog, progress: Progress,
@@ -136,23 +113,6 @@ def train_one_epoch(net, optimizer, loader, cfg: Config, state: RunState, log: M
     if epoch.batches == 0:
         return {}
     return {f"train_{k}": v for k, v in epoch.means(world).items() if k != "images_per_s"}
-
-
-@contextlib.contextmanager
-def claim_run_dir(run_dir: Path, resume: Path | None, world: World):
-    """Hold `run_dir` for this run (rank 0 does, under torchrun): another process asking for it
-    gets a LockError naming our pid. Temporary files of a save that was killed are removed; a
-    new run (no `resume`) refuses a directory that holds a checkpoint."""
-    if not world.is_main:
-        yield
-        return
-    with DirLock(run_dir, "run directory"):
-        remove_stale_temps(run_dir)
-        ckpt = run_dir / "checkpoint.pt"
-        if resume is None and ckpt.exists():
-            raise CheckpointError(f"{run_dir} holds the checkpoint of an earlier run: continue it with "
-                                  f"--resume {ckpt}, or give another --run-dir")
-        yield
 
 
 def train(cfg: Config, placement: Placement, data_root: Path, run_dir: Path, resume: Path | None = None,

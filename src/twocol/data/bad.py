@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..distributed import World, all_sum
 from ..errors import DataError
 from .layout import CHECKSUMS, Dataset, read_checksums
 
@@ -198,3 +199,24 @@ class BadImageLog:
                 if self.rank is not None:
                     row["rank"] = self.rank
                 metrics.write(json.dumps(row) + "\n")
+
+
+def bad_image_stop(loader, bad_log: BadImageLog, epoch: int, excluded: int, runtime_bad: int, labels,
+                   world: World) -> tuple[int, str | None]:
+    """Record the bad images of the batch just read; returns the epoch's count of bad images
+    found while reading (`excluded` were found at start) and, when the run must stop, why.
+    Every rank decides together (under torchrun) before the step, so that none is left
+    waiting in it."""
+    bad = loader.take_bad()
+    bad_log.record(epoch + 1, "train", bad)
+    runtime_bad += sum(1 for b in bad if b.index not in loader.excluded)
+    total, n, limit = excluded + runtime_bad, loader.num_images, loader.cfg.data.max_bad_fraction
+    why = None
+    if total > limit * n:
+        why = (f"{total} of the {n} images of epoch {epoch + 1} are bad (more than data.max_bad_fraction="
+               f"{limit:g})")
+    elif labels.shape[0] == 0:
+        why = f"every image of a batch of epoch {epoch + 1} is bad"
+    if world.active and all_sum([float(why is not None)], labels.device, world)[0] > 0 and why is None:
+        why = "another process met too many bad images"
+    return runtime_bad, why
