@@ -3,10 +3,9 @@ from __future__ import annotations
 
 import json
 
-from ..config import load_config
 from ..devices import Placement
 from ..evaluate import evaluate_checkpoints
-from .common import add_config_arguments
+from .common import add_config_arguments, config_of
 
 HELP = "top-1/top-5 error of checkpoints, centre crop or 10-patch, alone or as an ensemble"
 
@@ -24,7 +23,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    cfg = load_config(args.config, args.overrides) if args.config else None
+    cfg = config_of(args) if args.config or args.ablation else None  # no config: each checkpoint's own
     result = evaluate_checkpoints(args.ckpt, args.data, Placement.parse(args.gpus), cfg, args.split,
                                   args.ten_crop, args.check_isolation)
     if args.json:
