@@ -2,7 +2,10 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import config
 from twocol.config import OptimConfig, ScheduleConfig
+from twocol.devices import Placement
+from twocol.model import build_model
 from twocol.optim import LRSchedule, PaperSGD, make_optimizer
 
 
@@ -66,10 +69,6 @@ def rates(opt):
 
 
 def test_2012_recipe_biases_stay_at_epsb_and_conv1_is_cut_then_frozen():
-    from conftest import config
-    from twocol.devices import Placement
-    from twocol.model import build_model
-
     cfg = config("alexnet_2012code", "model.input_size=67", "model.conv1.stride=2", "model.conv_widths=[4,8,8,8,6]",
                  "model.fc_widths=[16,16]", "model.num_classes=7", "data.image_size=72")
     net = build_model(cfg, Placement.cpu(), seed=0)
@@ -130,8 +129,6 @@ def noisy(true_errors, seed, images=1000):
 
 
 def test_small_configs_plateau_rule_does_not_cut_on_noise_but_cuts_a_real_plateau():
-    from conftest import config
-
     robust = config("small_twocol").schedule
     literal = ScheduleConfig(kind="plateau", patience=3, max_drops=3)  # the rule the small configs had
     t = np.arange(1, 61)

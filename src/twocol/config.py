@@ -90,7 +90,8 @@ class InitConfig:
     # "kaiming": Kaiming-normal weights and zero biases (the small configs: see docs/design.md).
     scheme: Literal["paper", "kaiming"] = "paper"
     weight_std: float = 0.01
-    # Per-layer std overrides, e.g. {conv3: 0.03} for the 2012 code.
+    # Per-layer std overrides, e.g. {conv3: 0.03} for the 2012 code; with "kaiming", the named
+    # layers get N(0, std) weights instead of Kaiming's (and zero biases).
     layer_std: dict[str, float] = field(default_factory=dict)
     bias_one: list[str] = field(default_factory=lambda: ["conv2", "conv4", "conv5", "fc6", "fc7"])
 

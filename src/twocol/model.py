@@ -286,6 +286,9 @@ def init_weights(net: nn.Module, cfg: Config) -> None:
         if ini.scheme == "paper":
             nn.init.normal_(mod.weight, 0.0, ini.layer_std.get(layer, ini.weight_std))
             nn.init.constant_(mod.bias, 1.0 if layer in ini.bias_one else 0.0)
+        elif layer in ini.layer_std:
+            nn.init.normal_(mod.weight, 0.0, ini.layer_std[layer])
+            nn.init.zeros_(mod.bias)
         else:
             nonlin = "relu" if cfg.model.activation == "relu" else "tanh"
             nn.init.kaiming_normal_(mod.weight, nonlinearity=nonlin)
