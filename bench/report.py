@@ -74,6 +74,16 @@ def target(pair, limit: float | None) -> str:
     return f"{h:.2f} {'<=' if h <= limit else '>'} {limit:.1f}: {'met' if h <= limit else 'NOT met'}"
 
 
+def seeds_above(p: dict, tag: str, base: str = "twocol", key: str = "top1") -> str:
+    """'9 / 10': on how many seeds `tag`'s error is above the baseline's (ties count as not)."""
+    runs = p["runs"]
+    if tag not in runs or base not in runs:
+        return "-"
+    by_seed = {r["seed"]: r[key] for r in runs[base]}
+    pairs = [(r[key], by_seed[r["seed"]]) for r in runs[tag] if r["seed"] in by_seed]
+    return f"{sum(a > b for a, b in pairs)} / {len(pairs)}"
+
+
 def table(head: list[str], rows: list[list[str]]) -> list[str]:
     return ["| " + " | ".join(head) + " |", "|" + "|".join(" --- " for _ in head) + "|",
             *("| " + " | ".join(r) + " |" for r in rows)]
@@ -168,9 +178,10 @@ def paper_section(p: dict) -> list[str]:
                      f"{c[k]['paper_onecol_minus_twocol']:+.2f}",
                      reading(c[k]["onecol_minus_twocol"], c[k]["paper_onecol_minus_twocol"],
                              "the one-column net errs more", "the one-column net errs less"),
-                     target(c[k]["onecol_minus_twocol"], limit if k == "top1" else None)])
+                     target(c[k]["onecol_minus_twocol"], limit if k == "top1" else None),
+                     seeds_above(p, "onecol", key=k)])
     lines += table(["error", "two-column", "one-column", "one minus two", "2012 log two-col", "2012 log one-col",
-                    "paper diff", "reading", "half-width vs target"], rows)
+                    "paper diff", "reading", "half-width vs target", "seeds one-column errs more"], rows)
     two, one = p["runs"]["twocol"], p["runs"]["onecol"]
     lines += ["", "Per seed (10-patch top-1 / top-5, and the centre crop's top-1 from the last epoch):", ""]
     lines += table(["seed", "two-column", "one-column"],
@@ -197,9 +208,9 @@ def ablation_section(p: dict) -> list[str]:
                      signed_ci(a["top5_minus_baseline"]), a["claim"],
                      reading(a["top1_minus_baseline"], effect.get("top1"),
                              "error rises without it", "error falls without it"),
-                     target(a["top1_minus_baseline"], limit)])
+                     target(a["top1_minus_baseline"], limit), seeds_above(p, name)])
     lines += table(["ablation", "top-1 change", "top-5 change", "paper's claim", "reading (top-1)",
-                    "half-width vs target"], rows)
+                    "half-width vs target", "seeds with more top-1 error"], rows)
     lines += [""] + [f"- `--ablation {name}`: `{' '.join(a['overrides'])}`" for name, a in p["ablations"].items()]
     speed = p["ablations"].get("tanh", {}).get("epochs_to_threshold")
     if speed:

@@ -98,18 +98,18 @@ def test_report_tables_from_handmade_results(tmp_path):
     # Paired differences 3, 3: mean 3, sd 0, so a zero-width interval that excludes 0.
     (top1,) = rows_of(md, "top-1")
     assert top1[:7] == ["top-1", "41.00 ± 12.71", "44.00 ± 12.71", "+3.00 ± 0.00", "37.47", "39.17", "+1.70"]
-    assert top1[7:] == ["resolved: the one-column net errs more (the paper's direction)", "0.00 <= 2.0: met"]
+    assert top1[7:] == ["resolved: the one-column net errs more (the paper's direction)", "0.00 <= 2.0: met", "2 / 2"]
     (top5,) = rows_of(md, "top-5")
     assert top5[1:4] == ["11.00 ± 12.71", "12.00 ± 12.71", "+1.00 ± 0.00"] and top5[8] == "-"
     assert "99.00" not in md
     # LRN off: differences 1 and 3, mean 2, sd sqrt(2), half-width 12.71: the interval spans 0.
     (lrn,) = rows_of(md, "LRN off")
     assert lrn[1] == "+2.00 ± 12.71" and lrn[2] == "+0.00 ± 0.00"
-    assert lrn[4:] == ["not resolved (the interval spans 0)", "12.71 > 3.0: NOT met"]
+    assert lrn[4:] == ["not resolved (the interval spans 0)", "12.71 > 3.0: NOT met", "2 / 2"]
     # Lighting off: -2 on both seeds, against the paper's +1.
     (light,) = rows_of(md, "PCA lighting off")
     assert light[1] == "-2.00 ± 0.00"
-    assert light[4:] == ["resolved: error falls without it (opposite to the paper)", "0.00 <= 3.0: met"]
+    assert light[4:] == ["resolved: error falls without it (opposite to the paper)", "0.00 <= 3.0: met", "0 / 2"]
     assert "each ablation <= 3.0: **not all met**" in md
     assert "- `--ablation lrn_off`: `model.lrn.enabled=false`" in md
     # ReLU reaches 50% in epoch 3 on both seeds; tanh in epoch 4 on both: 4/3.
@@ -141,7 +141,7 @@ def test_report_with_one_seed_and_nothing_else(tmp_path):
     (tmp_path / "2030-01-02-paper.json").write_text(json.dumps(p))
     md = report(tmp_path)
     assert rows_of(md, "top-1")[0][3:4] == ["+3.00"]
-    assert rows_of(md, "top-1")[0][7:] == ["one seed: no interval", "no interval"]
+    assert rows_of(md, "top-1")[0][7:] == ["one seed: no interval", "no interval", "1 / 1"]
     assert "## Throughput" not in md
 
 
