@@ -17,6 +17,11 @@ from pathlib import Path
 NAME = re.compile(r"^(\d{4}-\d{2}-\d{2})-(paper|throughput|kernels|data)(-[\w.]+)?\.json$")
 ABLATION_LABELS = {"lrn_off": "LRN off", "pool_2x2": "pooling 2x2 (non-overlapping)", "tanh": "tanh instead of ReLU",
                    "lighting_off": "PCA lighting off"}
+# What a positive / negative top-1 change (ablated minus baseline) means, in words.
+ABLATION_DIRECTIONS = {"lrn_off": ("error rises without LRN", "error falls without LRN"),
+                       "pool_2x2": ("2x2 pooling errs more", "2x2 pooling errs less"),
+                       "tanh": ("tanh errs more", "tanh errs less"),
+                       "lighting_off": ("error rises without lighting", "error falls without lighting")}
 KERNEL_TARGET = 5.0  # CPU and GPU forward+backward speedup over torch, conv1 at N = 128 (issue 3)
 DATA_TARGET = 1.5    # DALI over the torch + Pillow loader on the CPU (issue 4)
 
@@ -187,9 +192,10 @@ def paper_section(p: dict) -> list[str]:
     lines += table(["seed", "two-column", "one-column"],
                    [[str(t["seed"]), f"{t['top1']:.2f} / {t['top5']:.2f} (centre {t['centre_top1']:.2f})",
                      f"{o['top1']:.2f} / {o['top5']:.2f} (centre {o['centre_top1']:.2f})"] for t, o in zip(two, one)])
+    fewer = 100 * (1 - one[0]["params"] / two[0]["params"])
     lines += ["", f"Parameters: two-column {two[0]['params']:,}, one-column {one[0]['params']:,} "
-                  f"(the one-column net has {100 * (one[0]['params'] / two[0]['params'] - 1):+.1f}%; "
-                  "the paper's: 59.80M vs 60.97M, -1.9%).", ""]
+                  f"({abs(fewer):.1f}% {'fewer' if fewer >= 0 else 'more'}; the paper's: 59.80M vs 60.97M, "
+                  "1.9% fewer).", ""]
     return lines
 
 
@@ -207,7 +213,7 @@ def ablation_section(p: dict) -> list[str]:
         rows.append([ABLATION_LABELS.get(name, name), signed_ci(a["top1_minus_baseline"]),
                      signed_ci(a["top5_minus_baseline"]), a["claim"],
                      reading(a["top1_minus_baseline"], effect.get("top1"),
-                             "error rises without it", "error falls without it"),
+                             *ABLATION_DIRECTIONS.get(name, ("error rises without it", "error falls without it"))),
                      target(a["top1_minus_baseline"], limit), seeds_above(p, name)])
     lines += table(["ablation", "top-1 change", "top-5 change", "paper's claim", "reading (top-1)",
                     "half-width vs target", "seeds with more top-1 error"], rows)

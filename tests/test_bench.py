@@ -109,7 +109,7 @@ def test_report_tables_from_handmade_results(tmp_path):
     # Lighting off: -2 on both seeds, against the paper's +1.
     (light,) = rows_of(md, "PCA lighting off")
     assert light[1] == "-2.00 ± 0.00"
-    assert light[4:] == ["resolved: error falls without it (opposite to the paper)", "0.00 <= 3.0: met", "0 / 2"]
+    assert light[4:] == ["resolved: error falls without lighting (opposite to the paper)", "0.00 <= 3.0: met", "0 / 2"]
     assert "each ablation <= 3.0: **not all met**" in md
     assert "- `--ablation lrn_off`: `model.lrn.enabled=false`" in md
     # ReLU reaches 50% in epoch 3 on both seeds; tanh in epoch 4 on both: 4/3.
@@ -118,7 +118,7 @@ def test_report_tables_from_handmade_results(tmp_path):
     assert "10 classes, 3000 training and 1000 validation images of 44x44 px" in md
     assert "3 epochs, the rate divided by 10 after epoch 2; seeds [0, 1]" in md
     assert "2 at a time; the runs took 3.0 CPU-minutes in all" in md
-    assert "Parameters: two-column 900, one-column 1,000 (the one-column net has +11.1%" in md
+    assert "Parameters: two-column 900, one-column 1,000 (11.1% more; the paper's: 59.80M vs 60.97M" in md
 
     (twocol,) = rows_of(md, "twocol")
     assert twocol == ["twocol", "off", "240.0", "533"]
