@@ -14,7 +14,6 @@ bench/results/<date>-data-<cpu|gpu>.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import statistics

@@ -26,6 +26,11 @@ ABLATION_LABELS = {"lrn_off": "LRN off", "pool_2x2": "pooling 2x2 (non-overlappi
 # Fused ReLU+LRN (issue 15): on the CPU, forward+backward over torch at conv1, N = 128; on a GPU,
 # forward and backward each over torch and as a share of the copy bandwidth, every shape.
 KERNEL_CPU_TARGET, KERNEL_GPU_TARGET, KERNEL_GPU_COPY_FRACTION = 10.0, 5.0, 0.8
+# What a positive / negative top-1 change (ablated minus baseline) means, in words.
+ABLATION_DIRECTIONS = {"lrn_off": ("error rises without LRN", "error falls without LRN"),
+                       "pool_2x2": ("2x2 pooling errs more", "2x2 pooling errs less"),
+                       "tanh": ("tanh errs more", "tanh errs less"),
+                       "lighting_off": ("error rises without lighting", "error falls without lighting")}
 DATA_TARGET = 1.5    # DALI over the torch + Pillow loader on the CPU (issue 4)
 TARGET_LABELS = {"twocol_over_grouped": ("two-column / grouped step time", "<="),
                  "twocol_over_torchvision_images_per_s": ("two-column / torchvision AlexNet images/s", ">="),
@@ -70,16 +75,38 @@ def signed_ci(pair) -> str:
     return f"{m:+.2f}" if h is None else f"{m:+.2f} ± {h:.2f}"
 
 
-def reading(pair, paper: float | None) -> str:
-    """What an interval says about the paper's effect (a positive difference)."""
+def reading(pair, paper: float | None, positive: str, negative: str) -> str:
+    """Whether a paired interval resolves the difference and in which direction; `positive` and
+    `negative` say what a difference above or below 0 means. `paper`: the paper's effect (> 0:
+    its direction is `positive`), or None where it gives no size."""
     m, h = pair
     if h is None:
         return "one seed: no interval"
-    if m - h > 0:
-        return "same sign as the paper" if paper is None or paper > 0 else "opposite sign to the paper"
-    if m + h < 0:
-        return "opposite sign to the paper"
-    return "no difference resolved (interval spans 0)"
+    if m - h <= 0 <= m + h:
+        return "not resolved (the interval spans 0)"
+    up = m - h > 0
+    agree = "" if paper is None else (" (the paper's direction)" if up == (paper > 0) else " (opposite to the paper)")
+    return f"resolved: {positive if up else negative}" + agree
+
+
+def target(pair, limit: float | None) -> str:
+    """'1.23 <= 2.0: met' for a half-width against its target."""
+    h = pair[1]
+    if limit is None:
+        return "-"
+    if h is None:
+        return "no interval"
+    return f"{h:.2f} {'<=' if h <= limit else '>'} {limit:.1f}: {'met' if h <= limit else 'NOT met'}"
+
+
+def seeds_above(p: dict, tag: str, base: str = "twocol", key: str = "top1") -> str:
+    """'9 / 10': on how many seeds `tag`'s error is above the baseline's (ties count as not)."""
+    runs = p["runs"]
+    if tag not in runs or base not in runs:
+        return "-"
+    by_seed = {r["seed"]: r[key] for r in runs[base]}
+    pairs = [(r[key], by_seed[r["seed"]]) for r in runs[tag] if r["seed"] in by_seed]
+    return f"{sum(a > b for a, b in pairs)} / {len(pairs)}"
 
 
 def table(head: list[str], rows: list[list[str]]) -> list[str]:
@@ -93,11 +120,30 @@ def env_line(env: dict) -> str:
             f"{env.get('date')}")
 
 
+def schedule_text(p: dict) -> str:
+    sch = p.get("schedule")
+    if not sch:
+        return f"{p['epochs']} epochs"
+    if sch["kind"] == "fixed":
+        cuts = [e for e in sch["milestones"] if e < p["epochs"]][:sch["max_drops"]]
+        how = (f"the rate divided by {1 / sch['factor']:.0f} after epoch{'s' if len(cuts) > 1 else ''} "
+               f"{', '.join(map(str, cuts))}" if cuts else "a constant rate")
+    else:
+        how = (f"the rate divided by {1 / sch['factor']:.0f} when the validation error stops improving "
+               f"(patience {sch['patience']}, at most {sch['max_drops']} times)")
+    return f"{p['epochs']} epochs, {how}"
+
+
 def scale_section(p: dict) -> list[str]:
     d = p["data"]
     synthetic = d.get("params", {}).get("kind") == "synthetic"
     top5_note = (f" With {p['num_classes']} classes, top-5 (half or more of the classes) says little; "
                  "top-1 is the measure to read." if p["num_classes"] <= 10 else "")
+    jobs = p.get("jobs", 1)
+    timing = f"{p['wall_s'] / 60:.1f} min for all runs"
+    if "run_cpu_s" in p:
+        timing += (f" ({jobs} at a time; the runs took {p['run_cpu_s'] / 60:.1f} CPU-minutes in all, "
+                   f"{p['run_s'] / 60:.1f} min of wall time summed over runs)")
     lines = [
         "## Scale: what these numbers are",
         "",
@@ -106,34 +152,47 @@ def scale_section(p: dict) -> list[str]:
         f"{d['image_size']}x{d['image_size']} px; crops of {p['input_size']} px.",
         f"- **Nets**: `{p['configs']['twocol']}` and `{p['configs']['onecol']}` ({p['preset']} preset), "
         f"overrides: two-column `{' '.join(p['overrides']['twocol']) or 'none'}`; one-column "
-        f"`{' '.join(p['overrides']['onecol']) or 'none'}`.",
-        f"- **Protocol**: {p['epochs']} epochs, seeds {p['seeds']} (every net and ablation trained on each), "
-        f"10-patch test on the validation split; {p['placement']}, torch threads: {p['threads']}; "
-        f"{p['wall_s'] / 60:.1f} min for all runs.",
+        f"`{' '.join(p['overrides']['onecol']) or 'none'}`"
+        + (f"; dropout {p['dropout']:g}" if "dropout" in p else "") + ".",
+        f"- **Protocol**: {schedule_text(p)}; seeds {p['seeds']} (every net and ablation trained on each), "
+        f"10-patch test on the validation split; {p['placement']}, torch threads per run: {p['threads']}; "
+        f"{timing}.",
         f"- **Machine**: {env_line(p['environment'])}."
         + (f" Load average {p['load_average'][0]:.1f} at the start and {p['load_average'][1]:.1f} at the end; "
-           "on a shared machine the timings below are noisy (the errors are not: a rerun gives the same ones)."
+           "on a shared machine the timings are noisy (the errors are not: a rerun gives the same ones)."
            if "load_average" in p else ""),
         "",
     ]
     if synthetic or p["num_classes"] < 1000:
         lines += [
             "This run does **not** reproduce the paper's ImageNet numbers and cannot: the nets are a tiny "
-            "fraction of AlexNet's size, the data is not ImageNet, and training stops long before convergence. "
-            "What it shows: the protocol runs end to end (the paper's update rule, augmentation and "
-            "10-patch test, with the deviations the configs state and the overrides above; paired seeds, "
-            "95% t intervals) and whether each effect has the paper's sign on a toy problem, within "
-            "intervals that are wide at this scale. It does not show that the "
-            "effects are absent (an interval that spans 0 is no evidence either way) nor their size at "
-            f"ImageNet scale.{top5_note} The same harness runs at full scale with "
+            "fraction of AlexNet's size and the data is not ImageNet. What it shows: the protocol runs end to "
+            "end (the paper's update rule, augmentation and 10-patch test, with the deviations the configs "
+            "state and the overrides above; paired seeds, 95% t intervals) and, where an interval excludes 0, "
+            "the direction of each effect on this toy problem. An interval that spans 0 is no evidence "
+            "either way, and none of these sizes is a prediction for ImageNet."
+            f"{top5_note} The same harness runs at full scale with "
             "`make bench DATA=<prepared ImageNet> CONFIG=configs/alexnet_paper.yaml GPUS=0,1`.",
             "",
         ]
     return lines
 
 
+def targets_line(p: dict) -> list[str]:
+    t = p.get("targets")
+    if not t:
+        return []
+    c = p["comparison"]["top1"]["onecol_minus_twocol"]
+    abl = [a["top1_minus_baseline"][1] for a in p["ablations"].values()]
+    met = target(c, t["twocol_vs_onecol"]).endswith(": met") and all(
+        h is not None and h <= t["ablation"] for h in abl)
+    return [f"Targets for the 95% half-widths (top-1 points): two-vs-one <= {t['twocol_vs_onecol']:.1f}, each "
+            f"ablation <= {t['ablation']:.1f}: **{'all met' if met else 'not all met'}** (per row below).", ""]
+
+
 def paper_section(p: dict) -> list[str]:
     c, paper = p["comparison"], p["paper"]
+    limit = p.get("targets", {}).get("twocol_vs_onecol")
     lines = ["## The two-column net vs the one-GPU comparison net (the paper's 1.7% / 1.2%)", "",
              f"Error in %, 10-patch test, mean ± 95% t half-width over {len(p['seeds'])} seed(s); the "
              "difference is paired by seed. Paper: " + paper["source"] + ".", ""]
@@ -142,30 +201,43 @@ def paper_section(p: dict) -> list[str]:
         rows.append([label, ci(c[k]["twocol"]), ci(c[k]["onecol"]), signed_ci(c[k]["onecol_minus_twocol"]),
                      f"{paper['twocol'][k]:.2f}", f"{paper['onecol'][k]:.2f}",
                      f"{c[k]['paper_onecol_minus_twocol']:+.2f}",
-                     reading(c[k]["onecol_minus_twocol"], c[k]["paper_onecol_minus_twocol"])])
-    lines += table(["error", "two-column", "one-column", "one minus two", "paper two-col", "paper one-col",
-                    "paper diff", "reading"], rows)
+                     reading(c[k]["onecol_minus_twocol"], c[k]["paper_onecol_minus_twocol"],
+                             "the one-column net errs more", "the one-column net errs less"),
+                     target(c[k]["onecol_minus_twocol"], limit if k == "top1" else None),
+                     seeds_above(p, "onecol", key=k)])
+    lines += table(["error", "two-column", "one-column", "one minus two", "2012 log two-col", "2012 log one-col",
+                    "paper diff", "reading", "half-width vs target", "seeds one-column errs more"], rows)
     two, one = p["runs"]["twocol"], p["runs"]["onecol"]
     lines += ["", "Per seed (10-patch top-1 / top-5, and the centre crop's top-1 from the last epoch):", ""]
     lines += table(["seed", "two-column", "one-column"],
                    [[str(t["seed"]), f"{t['top1']:.2f} / {t['top5']:.2f} (centre {t['centre_top1']:.2f})",
                      f"{o['top1']:.2f} / {o['top5']:.2f} (centre {o['centre_top1']:.2f})"] for t, o in zip(two, one)])
-    lines += ["", f"Parameters: two-column {two[0]['params']:,}, one-column {one[0]['params']:,}.", ""]
+    fewer = 100 * (1 - one[0]["params"] / two[0]["params"])
+    lines += ["", f"Parameters: two-column {two[0]['params']:,}, one-column {one[0]['params']:,} "
+                  f"({abs(fewer):.1f}% {'fewer' if fewer >= 0 else 'more'}; the paper's: 59.80M vs 60.97M, "
+                  "1.9% fewer).", ""]
     return lines
 
 
 def ablation_section(p: dict) -> list[str]:
     if not p["ablations"]:
         return ["## Ablations", "", "Not run (--no-ablations).", ""]
+    limit = p.get("targets", {}).get("ablation")
     lines = ["## Ablations (each against the two-column baseline of the same seed)", "",
-             "Change in 10-patch error (ablated minus baseline, points; positive: the feature helps).", ""]
+             "Change in 10-patch error (ablated minus baseline, points; positive: the feature helps). "
+             "Each ablation is `twocol train --ablation NAME` (twocol/ablations.py); the overrides it "
+             "applied to this config are listed under the table.", ""]
     rows = []
     for name, a in p["ablations"].items():
         effect = a.get("paper_minus_baseline", {})
         rows.append([ABLATION_LABELS.get(name, name), signed_ci(a["top1_minus_baseline"]),
                      signed_ci(a["top5_minus_baseline"]), a["claim"],
-                     reading(a["top1_minus_baseline"], effect.get("top1")) if effect else "see below"])
-    lines += table(["ablation", "top-1 change", "top-5 change", "paper's claim", "reading (top-1)"], rows)
+                     reading(a["top1_minus_baseline"], effect.get("top1"),
+                             *ABLATION_DIRECTIONS.get(name, ("error rises without it", "error falls without it"))),
+                     target(a["top1_minus_baseline"], limit), seeds_above(p, name)])
+    lines += table(["ablation", "top-1 change", "top-5 change", "paper's claim", "reading (top-1)",
+                    "half-width vs target", "seeds with more top-1 error"], rows)
+    lines += [""] + [f"- `--ablation {name}`: `{' '.join(a['overrides'])}`" for name, a in p["ablations"].items()]
     speed = p["ablations"].get("tanh", {}).get("epochs_to_threshold")
     if speed:
         def fmt(v):
@@ -174,8 +246,9 @@ def ablation_section(p: dict) -> list[str]:
         lines += ["", f"ReLU vs tanh, epochs to {speed['threshold']:.1f}% training top-1 error (per seed): "
                       f"ReLU {fmt(speed['relu'])}; tanh {fmt(speed['tanh'])}; tanh / ReLU "
                       + (f"**{ratio:.2f}x**" if ratio is not None else "not measurable (a net never got there)")
-                      + f" (paper: {speed['paper_tanh_over_relu']:.0f}x to 25% on CIFAR-10; the threshold here is "
-                      "halfway between chance and the ReLU nets' final training error, as 25% is out of reach)."]
+                      + f" (paper: {speed['paper_tanh_over_relu']:.0f}x to 25% on CIFAR-10; the threshold here: "
+                      + speed.get("threshold_rule", "halfway between chance and the ReLU nets' final training error")
+                      + ")."]
     return lines + [""]
 
 
@@ -328,7 +401,7 @@ def markdown(found: dict) -> str:
              + " (`make bench` reruns everything).", ""]
     if "paper" in found:
         p = found["paper"]
-        lines += scale_section(p) + paper_section(p) + ablation_section(p)
+        lines += scale_section(p) + targets_line(p) + paper_section(p) + ablation_section(p)
     else:
         lines += ["## The paper's comparisons", "", "No results yet: run `make bench`.", ""]
     for kind, section in (("throughput", throughput_section), ("kernels", kernels_section), ("data", data_section),
@@ -348,16 +421,16 @@ def chart(found: dict, path: Path) -> None:
     ax = axes[0]
     if p:
         c = p["comparison"]
-        for i, (k, label) in enumerate((("top1", "top-1"), ("top5", "top-5"))):
-            for j, (net, colour) in enumerate((("twocol", "tab:blue"), ("onecol", "tab:orange"))):
-                m, h = c[k][net]
-                ax.bar(2 * i + j * 0.8, m, 0.7, yerr=h or 0, capsize=4, color=colour,
-                       label=f"{'two' if net == 'twocol' else 'one'}-column (this run)" if i == 0 else None)
-                ax.plot(2 * i + j * 0.8, p["paper"][net][k], "rD", markersize=7,
-                        label="paper (ImageNet)" if i == 0 and j == 0 else None)
-        ax.set_xticks([0.4, 2.4], ["top-1", "top-5"])
-        ax.set_ylabel("10-patch error, %")
-        ax.set_title(f"two vs one column, {len(p['seeds'])} seeds, 95% CI", fontsize=10)
+        keys = (("top1", "top-1"), ("top5", "top-5"))
+        diffs = [c[k]["onecol_minus_twocol"] for k, _ in keys]
+        ax.barh([0, 1], [m for m, _ in diffs], xerr=[h or 0 for _, h in diffs], capsize=4, color="tab:blue",
+                label="this run (95% CI)")
+        ax.plot([c[k]["paper_onecol_minus_twocol"] for k, _ in keys], [0, 1], "rD", markersize=7,
+                label="2012 code logs (ILSVRC-2010 test)")
+        ax.axvline(0, color="grey", lw=0.8)
+        ax.set_yticks([0, 1], [label for _, label in keys])
+        ax.set_xlabel("one-column minus two-column error, points")
+        ax.set_title(f"two vs one column, {len(p['seeds'])} paired seeds", fontsize=10)
         ax.legend(fontsize=8)
         ax = axes[1]
         names = list(p["ablations"])
@@ -416,7 +489,7 @@ def chart(found: dict, path: Path) -> None:
         d = p["data"]
         fig.suptitle(f"{d['classes']} classes, {d['train']} training images of {d['image_size']} px "
                      f"({'synthetic' if d.get('params', {}).get('kind') == 'synthetic' else d['path']}), "
-                     f"{p['epochs']} epochs, {p['preset']} preset: the paper's markers are ImageNet figures, "
+                     f"{p['epochs']} epochs, {p['preset']} preset: the red markers are ImageNet-scale figures, "
                      "not what this scale should reach", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from twocol.ablations import ABLATIONS, ablation_overrides
 from twocol.config import load_config
 from twocol.data.synth import synthesize
 from twocol.devices import Placement
@@ -32,17 +33,18 @@ def handmade_paper():
     runs = {"twocol": [run_of("twocol", 0, 40.0, 10.0), run_of("twocol", 1, 42.0, 12.0)],
             "onecol": [run_of("onecol", 0, 43.0, 11.0), run_of("onecol", 1, 45.0, 13.0)],
             "lrn_off": [run_of("lrn_off", 0, 41.0, 10.0), run_of("lrn_off", 1, 45.0, 12.0)],
+            "lighting_off": [run_of("lighting_off", 0, 38.0, 10.0), run_of("lighting_off", 1, 40.0, 12.0)],
             "tanh": [run_of("tanh", 0, 50.0, 20.0, (85.0, 80.0, 70.0, 45.0)),
                      run_of("tanh", 1, 52.0, 22.0, (85.0, 80.0, 75.0, 48.0))]}
     comparison = {k: {"twocol": paper.mean_ci([r[k] for r in runs["twocol"]]),
                       "onecol": paper.mean_ci([r[k] for r in runs["onecol"]]),
                       "onecol_minus_twocol": paper.paired(runs["twocol"], runs["onecol"], k),
                       "paper_onecol_minus_twocol": {"top1": 1.7, "top5": 1.23}[k]} for k in ("top1", "top5")}
-    ablations = {name: {"overrides": paper.ABLATIONS[name][0], "claim": paper.ABLATIONS[name][1],
-                        "paper_minus_baseline": paper.ABLATIONS[name][2],
+    ablations = {name: {"overrides": ablation_overrides(load_config("configs/tiny_twocol.yaml"), [name]),
+                        "claim": paper.CLAIMS[name][0], "paper_minus_baseline": paper.CLAIMS[name][1],
                         "top1_minus_baseline": paper.paired(runs["twocol"], runs[name], "top1"),
                         "top5_minus_baseline": paper.paired(runs["twocol"], runs[name], "top5")}
-                 for name in ("lrn_off", "tanh")}
+                 for name in ("lrn_off", "lighting_off", "tanh")}
     ablations["tanh"]["epochs_to_threshold"] = paper.tanh_speed(runs["twocol"], runs["tanh"], 50.0, 10)
     return {"benchmark": "paper", "preset": "cpu", "configs": {"twocol": "configs/small_twocol.yaml",
                                                                "onecol": "configs/small_onecol.yaml"},
@@ -50,7 +52,9 @@ def handmade_paper():
             "data": {"path": "data/x", "classes": 10, "train": 3000, "val": 1000, "image_size": 44,
                      "params": {"kind": "synthetic"}},
             "input_size": 40, "num_classes": 10, "epochs": 3, "seeds": [0, 1], "placement": "cpu (two simulated devices)",
-            "threads": 1, "wall_s": 120.0, "load_average": [3.0, 4.0], "environment": ENV, "paper": paper.PAPER,
+            "schedule": {"kind": "fixed", "factor": 0.1, "milestones": [2, 5], "max_drops": 3}, "dropout": 0.0,
+            "threads": 1, "jobs": 2, "wall_s": 120.0, "run_s": 230.0, "run_cpu_s": 180.0, "targets": paper.TARGETS,
+            "load_average": [3.0, 4.0], "environment": ENV, "paper": paper.PAPER,
             "runs": runs, "comparison": comparison, "ablations": ablations}
 
 
@@ -98,19 +102,27 @@ def test_report_tables_from_handmade_results(tmp_path):
     # Paired differences 3, 3: mean 3, sd 0, so a zero-width interval that excludes 0.
     (top1,) = rows_of(md, "top-1")
     assert top1[:7] == ["top-1", "41.00 ± 12.71", "44.00 ± 12.71", "+3.00 ± 0.00", "37.47", "39.17", "+1.70"]
-    assert top1[7] == "same sign as the paper"
+    assert top1[7:] == ["resolved: the one-column net errs more (the paper's direction)", "0.00 <= 2.0: met", "2 / 2"]
     (top5,) = rows_of(md, "top-5")
-    assert top5[1:4] == ["11.00 ± 12.71", "12.00 ± 12.71", "+1.00 ± 0.00"]
+    assert top5[1:4] == ["11.00 ± 12.71", "12.00 ± 12.71", "+1.00 ± 0.00"] and top5[8] == "-"
     assert "99.00" not in md
     # LRN off: differences 1 and 3, mean 2, sd sqrt(2), half-width 12.71: the interval spans 0.
     (lrn,) = rows_of(md, "LRN off")
     assert lrn[1] == "+2.00 ± 12.71" and lrn[2] == "+0.00 ± 0.00"
-    assert lrn[4] == "no difference resolved (interval spans 0)"
+    assert lrn[4:] == ["not resolved (the interval spans 0)", "12.71 > 3.0: NOT met", "2 / 2"]
+    # Lighting off: -2 on both seeds, against the paper's +1.
+    (light,) = rows_of(md, "PCA lighting off")
+    assert light[1] == "-2.00 ± 0.00"
+    assert light[4:] == ["resolved: error falls without lighting (opposite to the paper)", "0.00 <= 3.0: met", "0 / 2"]
+    assert "each ablation <= 3.0: **not all met**" in md
+    assert "- `--ablation lrn_off`: `model.lrn.enabled=false`" in md
     # ReLU reaches 50% in epoch 3 on both seeds; tanh in epoch 4 on both: 4/3.
     assert "ReLU 3, 3; tanh 4, 4; tanh / ReLU **1.33x** (paper: 6x" in md
     assert "does **not** reproduce the paper's ImageNet numbers" in md
     assert "10 classes, 3000 training and 1000 validation images of 44x44 px" in md
-    assert "3 epochs, seeds [0, 1]" in md
+    assert "3 epochs, the rate divided by 10 after epoch 2; seeds [0, 1]" in md
+    assert "2 at a time; the runs took 3.0 CPU-minutes in all" in md
+    assert "Parameters: two-column 900, one-column 1,000 (11.1% more; the paper's: 59.80M vs 60.97M" in md
 
     (twocol,) = rows_of(md, "twocol")
     assert twocol == ["twocol", "off", "240.0", "533", ""]
@@ -135,7 +147,7 @@ def test_report_with_one_seed_and_nothing_else(tmp_path):
     (tmp_path / "2030-01-02-paper.json").write_text(json.dumps(p))
     md = report(tmp_path)
     assert rows_of(md, "top-1")[0][3:4] == ["+3.00"]
-    assert rows_of(md, "top-1")[0][7] == "one seed: no interval"
+    assert rows_of(md, "top-1")[0][7:] == ["one seed: no interval", "no interval", "1 / 1"]
     assert "## Throughput" not in md
 
 
@@ -156,7 +168,15 @@ def test_paper_protocol_end_to_end_at_a_toy_scale(tmp_path):
     assert res["epochs"] == 1 and res["seeds"] == [0] and res["preset"] == "cpu"
     assert res["data"]["classes"] == 10 and res["data"]["train"] == 100 and res["data"]["val"] == 30
     assert "data.batch_size=16" in res["overrides"]["twocol"] and "data.batch_size=16" in res["overrides"]["onecol"]
-    assert set(res["runs"]) == {"twocol", "onecol", *paper.ABLATIONS}
+    assert set(res["runs"]) == {"twocol", "onecol", *ABLATIONS} and res["jobs"] == 2
+    cfg = load_config(res["configs"]["twocol"], res["overrides"]["twocol"])
+    for name, a in res["ablations"].items():  # what `twocol train --ablation NAME` applies
+        assert a["overrides"] == ablation_overrides(cfg, [name])
+    # Two runs at a time in worker processes: the same result as a run in this process.
+    again = paper.train_and_test(res["configs"]["twocol"], res["overrides"]["twocol"], 0, data, "cpu",
+                                 tmp_path / "again", "twocol")
+    assert (again["top1"], again["train_top1_by_epoch"]) == (res["runs"]["twocol"][0]["top1"],
+                                                             res["runs"]["twocol"][0]["train_top1_by_epoch"])
     two, one = res["runs"]["twocol"][0], res["runs"]["onecol"][0]
     for run, net in ((two, "twocol"), (one, "onecol")):
         cfg = load_config(res["configs"][net], res["overrides"][net])

@@ -64,3 +64,53 @@ def test_exponent_without_a_dot_is_a_float():
 
 def test_parse_override_builds_nested_mapping():
     assert parse_override("a.b.c=[1, 2]") == {"a": {"b": {"c": [1, 2]}}}
+
+
+def test_2012_code_recipe_and_its_one_column_counterpart():
+    cfg = config("alexnet_2012code")
+    assert not cfg.optim.bias_lr_scheduled and not cfg.optim.bias_weight_decay
+    assert cfg.schedule.kind == "fixed" and cfg.schedule.milestones == [25, 51, 79]
+    assert [(s.layer, s.epoch, s.weight_lr, s.bias_lr) for s in cfg.schedule.layer_steps] == [
+        ("conv1", 67, 1e-5, None), ("conv1", 72, 0.0, 0.0)]
+    v2010 = config("alexnet_2012code_2010")
+    assert v2010.schedule.milestones == [23, 51, 78] and [s.epoch for s in v2010.schedule.layer_steps] == [68, 72]
+    # The one-column counterparts change the architecture and nothing else.
+    for two, one in (("alexnet_2012code", "alexnet_2012code_onecol"),
+                     ("alexnet_2012code_2010", "alexnet_2012code_onecol_2010"),
+                     ("alexnet_paper", "alexnet_onecol"), ("tiny_twocol", "tiny_onecol"),
+                     ("small_twocol", "small_onecol")):
+        a, b = config(two).to_dict(), config(one).to_dict()
+        for d in (a, b):
+            del d["name"], d["description"]
+            for key in ("arch", "conv_widths", "fc_widths"):
+                del d["model"][key]
+        if two == "alexnet_paper":  # the paper config names the spatial norm off explicitly; same thing
+            assert a["model"].pop("spatial_norm") == b["model"].pop("spatial_norm")
+        assert a == b, (two, one)
+    assert config("alexnet_2012code_onecol").model.conv_widths == [48, 128, 192, 192, 256]
+
+
+def test_a_config_may_start_from_a_base(tmp_path):
+    (tmp_path / "base.yaml").write_text("name: base\nmodel: {dropout: 0.3, lrn: {k: 1.0}}\n")
+    (tmp_path / "child.yaml").write_text("base: base.yaml\nname: child\nmodel: {lrn: {alpha: 2.0e-4}}\n")
+    cfg = load_config(tmp_path / "child.yaml", ["model.lrn.beta=0.5"])
+    assert (cfg.name, cfg.model.dropout, cfg.model.lrn.k, cfg.model.lrn.alpha, cfg.model.lrn.beta) == (
+        "child", 0.3, 1.0, 2e-4, 0.5)
+    (tmp_path / "loop.yaml").write_text("base: loop.yaml\n")
+    with pytest.raises(ConfigError, match="base chain returns to itself"):
+        load_config(tmp_path / "loop.yaml")
+    (tmp_path / "orphan.yaml").write_text("base: gone.yaml\n")
+    with pytest.raises(ConfigError, match=r"config file not found: .*gone.yaml \(base of .*orphan.yaml\)"):
+        load_config(tmp_path / "orphan.yaml")
+
+
+@pytest.mark.parametrize("override,message", [
+    ("schedule.layer_steps=[{layer: conv9, epoch: 3, weight_lr: 0}]", r"schedule.layer_steps\[0\] names no layer"),
+    ("schedule.layer_steps=[{layer: conv1, epoch: 3}]", "sets neither weight_lr nor bias_lr"),
+    ("schedule.layer_steps=[{layer: conv1, epoch: 3, bias_lr: -1}]", "rates must be >= 0"),
+    ("schedule.smoothing=1", "schedule.smoothing must be in"),
+    ("model.padding.conv5=-1", "model.padding must be >= 0"),
+])
+def test_bad_schedule_and_padding_values(override, message):
+    with pytest.raises(ConfigError, match=message):
+        config("alexnet_paper", override)

@@ -24,6 +24,15 @@ def test_one_column_comparison_net_has_exactly_its_parameter_count():
     assert count_parameters(net) == 59_798_312
 
 
+def test_tiny_nets_keep_the_papers_balance_of_parameters():
+    """The one-column net has 1.9% fewer parameters than the two-column net at full size; the
+    CPU protocol's tiny nets must be as close (within 2%)."""
+    two = count_parameters(build_model(config("tiny_twocol"), Placement.cpu(), seed=0))
+    one = count_parameters(build_model(config("tiny_onecol"), Placement.cpu(), seed=0))
+    assert (two, one) == (1_132_522, 1_113_098)
+    assert 0 < 1 - one / two < 0.02 and 1 - 59_798_312 / 60_965_224 < 0.02
+
+
 def test_paper_net_gives_1000_logits_on_column_a_and_55x55_conv1():
     cfg = config("alexnet_paper")
     assert feature_sides(cfg.model)["conv1"] == 55 and feature_sides(cfg.model)["pool5"] == 6
@@ -51,6 +60,13 @@ def test_paper_init_follows_the_config():
     assert torch.all(net.fc8.bias == 0)
 
 
+def test_kaiming_init_with_a_per_layer_std():
+    net = build_model(config("tiny_twocol"), Placement.cpu(), seed=0)  # fc8: N(0, 0.01)
+    assert abs(net.fc8.weight.std().item() - 0.01) < 1e-3 and torch.all(net.fc8.bias == 0)
+    fc7 = torch.cat([net.col_a.fc7.weight, net.col_b.fc7.weight])
+    assert abs(fc7.std().item() - (2 / 1024) ** 0.5) < 2e-3  # Kaiming: sqrt(2 / fan_in)
+
+
 def test_same_seed_gives_same_weights_whatever_the_global_rng():
     cfg = config("small_twocol")
     a = build_model(cfg, Placement.cpu(), seed=3)
@@ -65,6 +81,9 @@ def test_same_seed_gives_same_weights_whatever_the_global_rng():
     ("alexnet_2012code", ("model.input_size=67", "model.conv1.stride=2", "model.conv_widths=[4,8,8,8,6]",
                           "model.fc_widths=[16,16]", "model.num_classes=7", "data.image_size=72")),
     ("small_twocol", ("model.activation=tanh", "model.pool.kernel=2")),
+    # net 147's geometry (the pool_2x2 ablation): pools that round up, conv2 and conv5 padded one less
+    ("small_twocol", ("model.pool.kernel=2", "model.pool.round_up=true", "model.padding.conv2=1",
+                      "model.padding.conv5=0")),
     ("small_twocol", ("model.lrn.enabled=false",)),
 ])
 def test_two_columns_equal_grouped_convolutions_in_float64(name, overrides):

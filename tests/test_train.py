@@ -1,6 +1,5 @@
 """Training end to end on a tiny synthetic set, through the CLI as a user runs it."""
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -41,11 +40,11 @@ def epochs_logged(run_dir):
 
 def test_a_short_run_learns_and_its_checkpoint_reproduces_the_logged_error(tiny_data, tmp_path):
     run = tmp_path / "run"
-    # Measured here: 46.5% after 15 epochs, 52% after 6 (chance: 75%).
-    twocol_ok(*train_cmd(tiny_data, run, "train.epochs=12", "optim.lr=0.03", "model.dropout=0", "--check-isolation"))
+    # Measured here (AMD EPYC): 43.5% after 12 epochs, 35.5% after 11 (chance: 75%).
+    twocol_ok(*train_cmd(tiny_data, run, "train.epochs=12", "--check-isolation"))
     epochs = epochs_logged(run)
     assert len(epochs) == 12
-    assert epochs[-1]["val_top1_error"] < 0.6, [e["val_top1_error"] for e in epochs]
+    assert epochs[-1]["val_top1_error"] < 0.55, [e["val_top1_error"] for e in epochs]
     assert (run / "curves.png").stat().st_size > 0
     steps = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines() if '"step"' in l[:20]]
     assert set(steps[0]["link_bytes"]) == {"conv3", "fc6", "fc7", "fc8"}
@@ -116,3 +115,15 @@ def test_resume_refuses_a_checkpoint_of_another_architecture(tiny_data, tmp_path
     r = subprocess.run(train_cmd(tiny_data, tmp_path / "other", "train.epochs=2", "model.fc_widths=[32,32]",
                                  "--resume", str(run / "checkpoint.pt")), capture_output=True, text=True)
     assert r.returncode == 2 and "another architecture: model.fc_widths" in r.stderr
+
+
+def test_a_layer_step_freezes_conv1_and_a_resumed_run_keeps_it_frozen(tiny_data, tmp_path):
+    run = tmp_path / "run"
+    freeze = "schedule.layer_steps=[{layer: conv1, epoch: 1, weight_lr: 0, bias_lr: 0}]"
+    twocol_ok(*train_cmd(tiny_data, run, "train.epochs=1", freeze))
+    before = final_weights(run)
+    twocol_ok(sys.executable, "-m", "twocol", "train", "--resume", str(run / "checkpoint.pt"), "--gpus", "cpu",
+              "--data", str(tiny_data), "train.epochs=2")
+    after = final_weights(run)
+    assert [k for k in after if not torch.equal(before[k], after[k])] == [
+        k for k in after if ".conv1." not in k]  # every layer but conv1 learnt in epoch 2

@@ -230,7 +230,9 @@ def checkpoint_config(ckpt: dict, path: str | Path) -> Config:
 
 def check_same_architecture(ckpt: dict, cfg: Config, path: str | Path) -> None:
     """Refuse a checkpoint whose net differs from the config's (by any model setting)."""
-    stored = ckpt["config"].get("model", {})
+    # Read through the config classes, so a key added since the checkpoint was written compares
+    # as its default.
+    stored = checkpoint_config(ckpt, path).to_dict()["model"]
     wanted = cfg.to_dict()["model"]
 
     def diff(a, b, prefix=""):

@@ -80,6 +80,21 @@ class SpatialNormConfig:
 class PoolConfig:
     kernel: int = 3
     stride: int = 2
+    # false: out = floor((n - kernel) / stride) + 1 (PyTorch's default). true: the 2012 code's
+    # rounding up, out = ceil((n - kernel) / stride) + 1, the last window clipped to the map
+    # (cuda-convnet layer.py:1163-1164); the two agree whenever every window fits.
+    round_up: bool = False
+
+
+@dataclass
+class PaddingConfig:
+    """Zero padding of conv2..conv5 on every side (conv1's is worked out by conv1_geometry).
+    The paper's net keeps the size through them: 2 for 5x5, 1 for 3x3. The 2012 code's net 147
+    (non-overlapping pooling) has conv2 1 and conv5 0 (layers-147.cfg:69,84 and :195,209)."""
+    conv2: int = 2
+    conv3: int = 1
+    conv4: int = 1
+    conv5: int = 1
 
 
 @dataclass
@@ -95,6 +110,7 @@ class ModelConfig:
     lrn: LRNConfig = field(default_factory=LRNConfig)
     spatial_norm: SpatialNormConfig = field(default_factory=SpatialNormConfig)
     pool: PoolConfig = field(default_factory=PoolConfig)
+    padding: PaddingConfig = field(default_factory=PaddingConfig)
     dropout: float = 0.5
 
 
@@ -104,7 +120,8 @@ class InitConfig:
     # "kaiming": Kaiming-normal weights and zero biases (the small configs: see docs/design.md).
     scheme: Literal["paper", "kaiming"] = "paper"
     weight_std: float = 0.01
-    # Per-layer std overrides, e.g. {conv3: 0.03} for the 2012 code.
+    # Per-layer std overrides, e.g. {conv3: 0.03} for the 2012 code; with "kaiming", the named
+    # layers get N(0, std) weights instead of Kaiming's (and zero biases).
     layer_std: dict[str, float] = field(default_factory=dict)
     bias_one: list[str] = field(default_factory=lambda: ["conv2", "conv4", "conv5", "fc6", "fc7"])
 
@@ -119,17 +136,42 @@ class OptimConfig:
     # The update as a few multi-tensor ops per device (torch._foreach_*) instead of four ops per
     # tensor: the same arithmetic, fewer kernel launches on a GPU.
     foreach: bool = False
+    # true: the schedule divides the biases' rate with the weights'; false: it stays at
+    # lr * bias_lr_mult for the whole run (the 2012 code's epsB).
+    bias_lr_scheduled: bool = True
+    # false: no weight decay on biases (the 2012 code's biases have wc = 0).
+    bias_weight_decay: bool = True
+
+
+@dataclass
+class LayerStep:
+    """From the end of epoch `epoch` on, one layer's weights and/or biases learn at an absolute
+    rate, whatever the schedule does to the others; 0 freezes them (no update at all)."""
+    layer: str = ""
+    epoch: int = 0
+    weight_lr: Optional[float] = None
+    bias_lr: Optional[float] = None
 
 
 @dataclass
 class ScheduleConfig:
-    # "plateau": divide by 1/factor when validation error has not improved for `patience`
-    # epochs, at most `max_drops` times. "fixed": divide at each epoch of `milestones`.
+    # "plateau": divide by 1/factor when the validation error has not improved for `patience`
+    # epochs, at most `max_drops` times. "fixed": divide at the end of each epoch of `milestones`.
     kind: Literal["plateau", "fixed"] = "plateau"
     factor: float = 0.1
     patience: int = 5
     max_drops: int = 3
     milestones: list[int] = field(default_factory=lambda: [25, 51, 79])
+    # What "has not improved" means for "plateau". With all three at 0 it is the paper's rule on
+    # the raw error: any epoch below the best so far is an improvement.
+    # smoothing: the rule watches an exponential moving average of the error,
+    #   v <- smoothing * v + (1 - smoothing) * error (0: the raw error);
+    # min_delta: an epoch improves only if v < best * (1 - min_delta) (relative);
+    # min_epochs: no cut before this many epochs.
+    smoothing: float = 0.0
+    min_delta: float = 0.0
+    min_epochs: int = 0
+    layer_steps: list[LayerStep] = field(default_factory=list)
 
 
 @dataclass
@@ -363,31 +405,41 @@ def parse_override(text: str) -> dict:
 
 
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
-    """Load a YAML config (or the defaults when path is None) and apply overrides in order."""
-    data: dict = {}
-    source = "defaults"
-    if path is not None:
-        path = Path(path)
-        source = str(path)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        try:
-            with open(path, "rb") as f:
-                raw = f.read(MAX_TEXT + 1)
-            if len(raw) > MAX_TEXT:
-                raise ConfigError(f"{path}: larger than a config's limit of {MAX_TEXT:,} bytes")
-            text = raw.decode("utf-8")
-        except OSError as e:
-            raise ConfigError(f"cannot read {path}: {e.strerror or e}") from None
-        except UnicodeDecodeError:
-            raise ConfigError(f"{path}: not a text file (not UTF-8); a config is YAML text") from None
-        loaded = parse_yaml(text, source)
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: top level must be a mapping")
-        data = loaded
-    return config_from_dict(data, source, overrides)
+    """Load a YAML config (or the defaults when path is None) and apply overrides in order.
+
+    A file may start from another: `base: other.yaml` (a path relative to the file) reads that
+    one first and merges this one's keys over it (mappings key by key, anything else replaced)."""
+    if path is None:
+        return config_from_dict({}, "defaults", overrides)
+    return config_from_dict(_read_yaml(Path(path), ()), str(path), overrides)
+
+
+def _read_yaml(path: Path, chain: tuple[Path, ...]) -> dict:
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}" + (f" (base of {chain[-1]})" if chain else ""))
+    if path.resolve() in chain:
+        raise ConfigError(f"{path}: its base chain returns to itself")
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(MAX_TEXT + 1)
+        if len(raw) > MAX_TEXT:
+            raise ConfigError(f"{path}: larger than a config's limit of {MAX_TEXT:,} bytes")
+        text = raw.decode("utf-8")
+    except OSError as e:
+        raise ConfigError(f"cannot read {path}: {e.strerror or e}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file (not UTF-8); a config is YAML text") from None
+    loaded = parse_yaml(text, str(path))
+    if loaded is None:
+        loaded = {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: top level must be a mapping")
+    base = loaded.pop("base", None)
+    if base is None:
+        return loaded
+    if not isinstance(base, str):
+        raise ConfigError(f"{path}: base must be a file name, got {_key(base)}")
+    return _merge(_read_yaml(path.parent / base, chain + (path.resolve(),)), loaded)
 
 
 def config_from_dict(data: dict, source: str = "checkpoint", overrides: list[str] = ()) -> Config:
@@ -422,6 +474,8 @@ def validate(cfg: Config, source: str) -> None:
     need(m.input_size > 0, "model.input_size", "must be positive")
     need(m.conv1.kernel <= m.input_size, "model.conv1.kernel", "must not exceed model.input_size")
     need(m.conv1.stride > 0 and m.pool.stride > 0 and m.pool.kernel > 0, "model strides", "must be positive")
+    pads = dataclasses.asdict(m.padding)
+    need(all(v >= 0 for v in pads.values()), "model.padding", f"must be >= 0, got {pads}")
     need(cfg.data.image_size >= m.input_size, "data.image_size", "must be at least model.input_size")
     need(cfg.data.image_size <= MAX_IMAGE_SIDE, "data.image_size", f"must be at most {MAX_IMAGE_SIDE}")
     need(cfg.data.workers >= 0, "data.workers", "must be >= 0 (0: load in the training process)")
@@ -439,7 +493,17 @@ def validate(cfg: Config, source: str) -> None:
     need(cfg.optim.lr > 0, "optim.lr", "must be positive")
     need(cfg.train.epochs > 0, "train.epochs", "must be positive")
     need(cfg.train.log_every > 0, "train.log_every", "must be positive")
-    need(0 < cfg.schedule.factor < 1, "schedule.factor", "must be in (0, 1)")
+    sch = cfg.schedule
+    need(0 < sch.factor < 1, "schedule.factor", "must be in (0, 1)")
+    need(0 <= sch.smoothing < 1, "schedule.smoothing", "must be in [0, 1)")
+    need(0 <= sch.min_delta < 1, "schedule.min_delta", "must be in [0, 1)")
+    need(sch.min_epochs >= 0 and sch.patience >= 1, "schedule.min_epochs and patience", "must be >= 0 and >= 1")
     layers = {"conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8"}
     for name in list(cfg.init.layer_std) + cfg.init.bias_one:
         need(name in layers, f"init ({_key(name)})", f"names no layer; layers are {sorted(layers)}")
+    for i, step in enumerate(sch.layer_steps):
+        key = f"schedule.layer_steps[{i}]"
+        need(step.layer in layers, key, f"names no layer ({_key(step.layer)}); layers are {sorted(layers)}")
+        need(step.epoch >= 0, key, "epoch must be >= 0")
+        need(step.weight_lr is not None or step.bias_lr is not None, key, "sets neither weight_lr nor bias_lr")
+        need(all(r is None or r >= 0 for r in (step.weight_lr, step.bias_lr)), key, "rates must be >= 0")

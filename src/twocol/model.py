@@ -36,19 +36,43 @@ def conv1_geometry(m: ModelConfig) -> tuple[int, int]:
     return out, (out - 1) * s + k - n
 
 
+def pool_side(n: int, kernel: int, stride: int, round_up: bool) -> int:
+    """Output side of a max pool with no padding, as nn.MaxPool2d(kernel, stride, ceil_mode=round_up)
+    computes it. Rounding up is the 2012 code's rule, 1 + ceil((n - kernel) / stride)
+    (cuda-convnet layer.py:1163-1164); PyTorch also drops a last window that would start
+    outside the map, which only happens when the stride exceeds the kernel."""
+    if not round_up:
+        return (n - kernel) // stride + 1
+    out = -(-(n - kernel) // stride) + 1
+    return out - 1 if (out - 1) * stride >= n else out
+
+
 def feature_sides(m: ModelConfig) -> dict[str, int]:
     """Spatial side of every layer's output (square maps)."""
-    def pool(n):
-        return (n - m.pool.kernel) // m.pool.stride + 1
+    def check(name, out):
+        if out < 1:
+            raise ConfigError(f"model.input_size={m.input_size} is too small: {name} would be empty")
+        return out
 
-    c1, _ = conv1_geometry(m)
-    p1 = pool(c1)
-    p2 = pool(p1)  # conv2 keeps the size (5x5, pad 2)
-    p5 = pool(p2)  # conv3-5 keep it (3x3, pad 1)
-    if p5 < 1:
-        raise ConfigError(f"model.input_size={m.input_size} is too small: pool5 would be empty")
-    return {"conv1": c1, "pool1": p1, "conv2": p1, "pool2": p2, "conv3": p2, "conv4": p2,
-            "conv5": p2, "pool5": p5}
+    def pool(name, n):
+        return check(name, pool_side(n, m.pool.kernel, m.pool.stride, m.pool.round_up))
+
+    def conv(name, n, k):
+        return check(name, n + 2 * getattr(m.padding, name) - k + 1)
+
+    sides = {"conv1": conv1_geometry(m)[0]}
+    sides["pool1"] = pool("pool1", sides["conv1"])
+    sides["conv2"] = conv("conv2", sides["pool1"], 5)
+    sides["pool2"] = pool("pool2", sides["conv2"])
+    sides["conv3"] = conv("conv3", sides["pool2"], 3)
+    sides["conv4"] = conv("conv4", sides["conv3"], 3)
+    sides["conv5"] = conv("conv5", sides["conv4"], 3)
+    sides["pool5"] = pool("pool5", sides["conv5"])
+    return sides
+
+
+def max_pool(m: ModelConfig) -> nn.MaxPool2d:
+    return nn.MaxPool2d(m.pool.kernel, m.pool.stride, ceil_mode=m.pool.round_up)
 
 
 # The paper's net has 61 million; a config over this is a typo, not a net to allocate.
@@ -134,17 +158,18 @@ class Column(nn.Module):
         self.conv1_pad = conv1_geometry(m)[1]
         self.conv1 = nn.Conv2d(3, w1, m.conv1.kernel, stride=m.conv1.stride)
         self.norm1 = ActNorm(m, 1)
-        self.pool1 = nn.MaxPool2d(m.pool.kernel, m.pool.stride)
-        self.conv2 = nn.Conv2d(w1, w2, 5, padding=2)
+        pad = m.padding
+        self.pool1 = max_pool(m)
+        self.conv2 = nn.Conv2d(w1, w2, 5, padding=pad.conv2)
         self.norm2 = ActNorm(m, 2)
-        self.pool2 = nn.MaxPool2d(m.pool.kernel, m.pool.stride)
-        self.conv3 = nn.Conv2d(conv3_in, w3, 3, padding=1)
+        self.pool2 = max_pool(m)
+        self.conv3 = nn.Conv2d(conv3_in, w3, 3, padding=pad.conv3)
         self.act3 = act()
-        self.conv4 = nn.Conv2d(w3, w4, 3, padding=1)
+        self.conv4 = nn.Conv2d(w3, w4, 3, padding=pad.conv4)
         self.act4 = act()
-        self.conv5 = nn.Conv2d(w4, w5, 3, padding=1)
+        self.conv5 = nn.Conv2d(w4, w5, 3, padding=pad.conv5)
         self.act5 = act()
-        self.pool5 = nn.MaxPool2d(m.pool.kernel, m.pool.stride)
+        self.pool5 = max_pool(m)
         self.fc6 = nn.Linear(fc6_in, f6)
         self.act6 = act()
         self.drop6 = nn.Dropout(m.dropout)
@@ -314,6 +339,9 @@ def init_weights(net: nn.Module, cfg: Config) -> None:
         if ini.scheme == "paper":
             nn.init.normal_(mod.weight, 0.0, ini.layer_std.get(layer, ini.weight_std))
             nn.init.constant_(mod.bias, 1.0 if layer in ini.bias_one else 0.0)
+        elif layer in ini.layer_std:
+            nn.init.normal_(mod.weight, 0.0, ini.layer_std[layer])
+            nn.init.zeros_(mod.bias)
         else:
             nonlin = "relu" if cfg.model.activation == "relu" else "tanh"
             nn.init.kaiming_normal_(mod.weight, nonlinearity=nonlin)

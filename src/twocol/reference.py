@@ -11,7 +11,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .config import ModelConfig
-from .model import ActNorm, TwoColumnNet, conv1_geometry, feature_sides
+from .model import ActNorm, TwoColumnNet, conv1_geometry, feature_sides, max_pool
 
 
 class GroupedNet(nn.Module):
@@ -27,12 +27,13 @@ class GroupedNet(nn.Module):
         self.conv1_pad = conv1_geometry(m)[1]
         self.conv1 = nn.Conv2d(3, 2 * w[0], m.conv1.kernel, stride=m.conv1.stride)
         self.norm1 = ActNorm(m, 1)
-        self.conv2 = nn.Conv2d(2 * w[0], 2 * w[1], 5, padding=2, groups=2)
+        pad = m.padding
+        self.conv2 = nn.Conv2d(2 * w[0], 2 * w[1], 5, padding=pad.conv2, groups=2)
         self.norm2 = ActNorm(m, 2)
-        self.pool = nn.MaxPool2d(m.pool.kernel, m.pool.stride)
-        self.conv3 = nn.Conv2d(2 * w[1], 2 * w[2], 3, padding=1)
-        self.conv4 = nn.Conv2d(2 * w[2], 2 * w[3], 3, padding=1, groups=2)
-        self.conv5 = nn.Conv2d(2 * w[3], 2 * w[4], 3, padding=1, groups=2)
+        self.pool = max_pool(m)
+        self.conv3 = nn.Conv2d(2 * w[1], 2 * w[2], 3, padding=pad.conv3)
+        self.conv4 = nn.Conv2d(2 * w[2], 2 * w[3], 3, padding=pad.conv4, groups=2)
+        self.conv5 = nn.Conv2d(2 * w[3], 2 * w[4], 3, padding=pad.conv5, groups=2)
         self.fc6 = nn.Linear(2 * w[4] * side5 ** 2, 2 * f[0])
         self.fc7 = nn.Linear(2 * f[0], 2 * f[1])
         self.fc8 = nn.Linear(2 * f[1], m.num_classes)

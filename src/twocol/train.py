@@ -133,7 +133,7 @@ def _train(cfg: Config, placement: Placement, data_root: Path, run_dir: Path, re
     seed_everything(cfg.train.seed + world.rank)  # every rank draws its own dropout masks
     net = build_model(cfg, placement, seed=cfg.train.seed)
     net.use_streams(placement.a.type == "cuda")
-    optimizer = make_optimizer(net, cfg.optim)
+    optimizer = make_optimizer(net, cfg.optim, own_groups={s.layer for s in cfg.schedule.layer_steps})
     schedule = LRSchedule(optimizer, cfg.schedule, cfg.optim.lr)
     shard = dict(shard_id=world.rank, num_shards=world.size)
     train_loader = make_loader(cfg, data_root, "train", placement, train=True, seed=cfg.train.seed, **shard)

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import argparse
 
+from ..ablations import ABLATIONS, apply_ablations
 from ..config import Config, load_config
+from ..errors import ConfigError
 
 
 def add_config_arguments(p: argparse.ArgumentParser, gpus: bool = True,
@@ -13,6 +15,10 @@ def add_config_arguments(p: argparse.ArgumentParser, gpus: bool = True,
     p.add_argument("-c", "--config", default=default_config, help=config_help)
     p.add_argument("overrides", nargs="*", metavar="key.sub=value",
                    help="config overrides, e.g. model.lrn.enabled=false data.batch_size=64")
+    p.add_argument("--ablation", action="append", default=[], metavar="NAME",
+                   help="apply one of the paper's ablations to the config, as bench/paper.py does "
+                        "(repeatable; after the overrides): "
+                        + "; ".join(f"{a.name}: {a.what}" for a in ABLATIONS.values()))
     if gpus:
         add_gpus_argument(p)
         p.add_argument("--check-isolation", action="store_true",
@@ -31,5 +37,13 @@ def add_threads_argument(p: argparse.ArgumentParser) -> None:
                         "this process may use: its affinity and cgroup quota)")
 
 
-def config_of(args) -> Config:
-    return load_config(args.config, args.overrides)
+def refuse_ablations_without_config(args) -> None:
+    if args.config is None and args.ablation:
+        raise ConfigError("--ablation needs --config (a checkpoint's own config already holds its ablations)")
+
+
+def config_of(args, path: str | None = None) -> Config:
+    """The config file (`path`, default args.config) with the overrides, then the ablations."""
+    if path is None:
+        refuse_ablations_without_config(args)
+    return apply_ablations(load_config(path or args.config, args.overrides), args.ablation)

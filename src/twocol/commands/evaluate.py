@@ -3,11 +3,10 @@ from __future__ import annotations
 
 import json
 
-from ..config import load_config
 from ..devices import Placement
 from ..evaluate import evaluate_checkpoints
 from ..threads import set_threads
-from .common import add_config_arguments, add_threads_argument
+from .common import add_config_arguments, add_threads_argument, config_of
 
 HELP = "top-1/top-5 error of checkpoints, centre crop or 10-patch, alone or as an ensemble"
 
@@ -27,7 +26,7 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     set_threads(args.threads)
-    cfg = load_config(args.config, args.overrides) if args.config else None
+    cfg = config_of(args) if args.config or args.ablation else None  # no config: each checkpoint's own
     result = evaluate_checkpoints(args.ckpt, args.data, Placement.parse(args.gpus), cfg, args.split,
                                   args.ten_crop, args.check_isolation)
     if args.json:

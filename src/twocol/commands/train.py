@@ -5,7 +5,7 @@ import time
 from pathlib import Path
 
 from ..checkpoint import load_checkpoint
-from ..config import config_from_dict, load_config
+from ..config import config_from_dict
 from ..data.synth import dataset_root
 from ..distributed import barrier, gather_objects, init, placement_for, shutdown, world_from_env
 from ..errors import TwocolError
@@ -13,7 +13,7 @@ from ..interrupt import Interrupted, exit_code
 from ..threads import set_threads
 from ..train import train
 from ..viz.training import plot_run
-from .common import add_config_arguments, add_threads_argument
+from .common import add_config_arguments, add_threads_argument, config_of, refuse_ablations_without_config
 
 HELP = "train a net (default: the small two-column net on the built-in synthetic data)"
 DEFAULT_CONFIG = "configs/small_twocol.yaml"
@@ -36,9 +36,10 @@ def run(args) -> int:
     resume = Path(args.resume) if args.resume else None
     if resume is not None and args.config is None:
         # Continue with the run's own config (overrides still apply, e.g. train.epochs=...).
+        refuse_ablations_without_config(args)
         cfg = config_from_dict(load_checkpoint(resume)["config"], f"config stored in {resume}", args.overrides)
     else:
-        cfg = load_config(args.config or DEFAULT_CONFIG, args.overrides)
+        cfg = config_of(args, path=args.config or DEFAULT_CONFIG)
     world = world_from_env()
     placement = placement_for(world, args.gpus)
     init(world, placement)
