@@ -145,7 +145,9 @@ def step_timer(net, cfg, placement, batch: int, amp: str, *, channels_last: bool
         net.to(memory_format=torch.channels_last)
         last = lambda t: t.contiguous(memory_format=torch.channels_last)
         x = x.map(last) if columns else last(x)
-    cast = (torch.autocast(device.type, dtype=torch.bfloat16) if amp == "bf16"
+    # A captured step must not use autocast's cache of cast weights: the cache would hold
+    # tensors made during the capture, freed after it (torch.cuda.graphs asks for it off).
+    cast = (torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=not graph) if amp == "bf16"
             else torch.autocast(device.type, enabled=False))
     devices = sorted({placement.a, placement.b}, key=str)
 

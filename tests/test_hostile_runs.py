@@ -82,7 +82,7 @@ def tamper(path, change):
     (lambda c: c.update(step="many"), ["step must be a whole number"]),
     (lambda c: c["schedule"].pop("drops"), ["schedule must hold drops"]),
     (lambda c: c["model"].update({"col_b.fc6.weight": torch.zeros(64, 7)}),
-     ["model.col_b.fc6.weight has shape (64, 7), this net's is (64, 32)"]),
+     ["model.col_b.fc6.weight has shape (64, 7), this net's is (512, 32)"]),
     (lambda c: c["model"].pop("fc8.bias"), ["model.fc8.bias is missing"]),
     (lambda c: c["model"]["fc8.bias"].fill_(float("nan")), ["model.fc8.bias holds non-finite values"]),
 ])
