@@ -4,9 +4,14 @@ train it, with each way of feeding it, and how much of the step is spent waiting
     python -m bench.e2e                 # GPU if there is one (the paper net), else the CPU preset
     python -m bench.e2e --gpus cpu --steps 20
 
-The data: the synthetic generator's JPEGs stored like ImageNet (256x256, one folder per class,
-`twocol synth`'s layout), 10 classes x 1,000 training images by default, made once with every
-core and cached under data/. The nets:
+The data: JPEGs stored like ImageNet (256x256, one folder per class, `twocol synth`'s layout),
+10 classes x 1,000 training images by default, made once with every core and cached under
+data/. Each file is one of VARIANTS views of a scene drawn by the synthetic generator at 256 px
+(shifted, turned, mirrored, with its own sensor noise), written without fsyncs (a throwaway
+set). Drawing a scene takes about 27 ms of a core and the rest of a file about 7 ms; one scene
+and two fsyncs per file (`twocol synth`) made 21 files/s on 2 cores, which is about a minute
+for 10,000 files on 16, the whole time bench/gpu_check.sh gives this bench; this way it makes
+190 files/s on 2 cores, 10,000 files in some 7-10 s on 16. The nets:
 
   gpu  configs/alexnet_paper.yaml, batch 128, both columns on one GPU (each on its own stream)
   cpu  configs/small_twocol.yaml at the paper's geometry (256 px stored, 224 crops, conv1 stride
@@ -17,16 +22,19 @@ The feeds, each for --steps steps after --warmup:
 
   synthetic  one random batch already on the device, reused: the ceiling
   dali-gpu   DALI decoding on the GPU ("mixed", nvJPEG); GPU only
-  dali-cpu   DALI decoding on the CPU (on a GPU machine the batch is then copied to the GPU)
+  dali-cpu   DALI decoding on the CPU (data.decoder=cpu; on a GPU machine the uint8 crops are
+             copied to the GPU and normalised there, as training does)
   torch      torch DataLoader workers decoding with Pillow
 
 A step is the training loop's (forward, cross entropy, backward, the paper's update). Each row:
 images/s over the timed steps, and data_wait_fraction, the share of that wall time the host
-spent waiting for the next batch. Writes bench/results/<date>-e2e-<cpu|gpu-name>.json.
+spent waiting for the next batch. Writes bench/results/<date>-e2e-<cpu|gpu-name>.json (or
+--out), again after each feed, so that a run cut short keeps the rows it measured.
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import math
 import os
@@ -36,15 +44,18 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from bench.env import environment, write_result
 from twocol.config import load_config
+from twocol.data.build import Item, build
 from twocol.data.layout import open_dataset
 from twocol.data.loader import dali_problem, make_loader
-from twocol.data.synth import GENERATOR, synthesize
+from twocol.data.synth import GENERATOR, QUALITY, class_names, render
 from twocol.devices import Placement
+from twocol.inputs import ColumnInputs
 from twocol.model import build_model
 from twocol.optim import make_optimizer
 from twocol.train import autocast
@@ -58,18 +69,60 @@ FEEDS = ("synthetic", "dali-gpu", "dali-cpu", "torch")
 TARGET_DALI_GPU_OVER_SYNTHETIC = 0.90  # issue 14, on one H100/H200 with both columns on it
 
 
+CLASSES, SIDE = 10, 256
+VARIANTS = 8  # files drawn from each scene
+SET_VERSION = 1  # raised whenever view() draws other files from the same scenes
+
+
+@functools.lru_cache(maxsize=4)
+def scene(split: str, label: int, index: int) -> np.ndarray:
+    """One scene of the synthetic generator at 256 px, drawn once per worker process (a chunk of
+    work holds consecutive images, so the VARIANTS views of a scene are made together)."""
+    return render((split, label, index), seed=0, size=SIDE, classes=CLASSES)
+
+
+def view(spec: tuple[str, int, int]) -> np.ndarray:
+    """File (split, label, i): view i % VARIANTS of scene i // VARIANTS, shifted by up to 32
+    pixels (wrapping), turned by a multiple of 90 degrees, mirrored or not, with its own
+    sensor noise (uniform, +-6 levels): every file differs, and decodes like a photo-like JPEG."""
+    split, label, i = spec
+    img = scene(split, label, i // VARIANTS)
+    if i % VARIANTS:
+        rng = np.random.default_rng([SET_VERSION, split == "val", label, i])
+        dy, dx = rng.integers(-32, 33, 2)
+        img = np.rot90(np.roll(img, (int(dy), int(dx)), (0, 1)), int(rng.integers(4)))
+        if rng.random() < 0.5:
+            img = img[:, ::-1]
+        noise = rng.integers(-6, 7, img.shape, dtype=np.int16)
+        img = np.clip(img.astype(np.int16) + noise, 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(img)
+
+
 def dataset(data_dir: Path, images: int, workers: int) -> Path:
-    """The 256 px JPEG set with `images` training images, made once (resumably) with `workers` processes."""
-    per_class = math.ceil(images / 10)
-    root = data_dir / f"e2e-synth-v{GENERATOR}-10x{per_class}-256px"
-    synthesize(root, classes=10, per_class=per_class, image_size=256, val_per_class=1, workers=workers)
+    """The 256 px JPEG set with `images` training images (rounded up to 10 classes), made once
+    (resumably, without fsyncs) with `workers` processes."""
+    per_class = math.ceil(images / CLASSES)
+    root = data_dir / f"e2e-v{SET_VERSION}-synth-v{GENERATOR}-{CLASSES}x{per_class}-{SIDE}px"
+    names = class_names(CLASSES)
+    work = {split: [Item((split, label, i), f"{split}/{names[label]}/{split}-{label:02d}-{i:05d}.jpg", label)
+                    for label in range(CLASSES) for i in range(n)]
+            for split, n in (("train", per_class), ("val", 1))}
+    params = {"kind": "e2e", "set": SET_VERSION, "generator": GENERATOR, "classes": CLASSES, "per_class": per_class,
+              "variants": VARIANTS, "seed": 0, "image_size": SIDE, "quality": QUALITY}
+    build(root, params=params, classes=names, work=work, produce=view, size=SIDE, quality=QUALITY,
+          workers=workers, label=f"e2e images {root}", durable=False)
     return root
 
 
 def feed(step, batch, device: torch.device) -> None:
-    """Hand one batch from a loader to the net: the only place that knows what a batch is."""
+    """Hand one batch from a loader to the net: the only place that knows what a batch is. A
+    loader's ColumnInputs are on the columns' device already (the copies are no-ops then)."""
     images, labels = batch
-    step(images.to(device, non_blocking=True), labels.to(device, non_blocking=True))
+    if isinstance(images, ColumnInputs):
+        images = images.map(lambda t: t.to(device, non_blocking=True))
+    else:
+        images = images.to(device, non_blocking=True)
+    step(images, labels.to(device, non_blocking=True))
 
 
 def endless(loader):
@@ -142,21 +195,46 @@ def main(argv=None) -> int:
     cfg = load_config(config, overrides)
     steps = args.steps or (50 if gpu else 20)
     warmup = args.warmup if args.warmup is not None else (5 if gpu else 2)
+    names = [f for f in args.feeds.split(",") if f]
+    for name in names:
+        if name not in FEEDS:
+            p.error(f"unknown feed {name}; choose from {', '.join(FEEDS)}")
     load_start = os.getloadavg()
     t = time.perf_counter()
     root = dataset(args.data_dir, args.images, os.cpu_count() or 1)
-    print(f"dataset {root}: {open_dataset(root).meta['train']} training images ({time.perf_counter() - t:.0f} s, "
+    made_s = time.perf_counter() - t
+    print(f"dataset {root}: {open_dataset(root).meta['train']} training images ({made_s:.1f} s, "
           "made once, then reused)", file=sys.stderr)
     device = placement.a
+    env = environment()
+    machine = {"cpu": env["cpu"], "cores": os.cpu_count(), "gpu": env["gpu"], "platform": platform.platform(),
+               "python": platform.python_version()}
+    kind = f"gpu-{slug(env['gpu'])}" if gpu else "cpu"
+    out = args.out or Path("bench/results") / f"{env['date']}-e2e-{kind}.json"
+    train_images = open_dataset(root).meta["train"]
+
+    def write(rows):
+        """The results so far (rows measured or skipped), each over the synthetic ceiling."""
+        ceiling = next((r["images_per_s"] for r in rows if r["feed"] == "synthetic" and "images_per_s" in r), None)
+        for r in rows:
+            if ceiling and "images_per_s" in r:
+                r["over_synthetic"] = r["images_per_s"] / ceiling
+        record = {"bench": "e2e", "environment": env, "machine": machine, "preset": preset, "config": config,
+                  "overrides": overrides, "data": {"path": str(root), "train_images": train_images,
+                                                   "image_size": SIDE, "crop": cfg.model.input_size,
+                                                   "made_s": made_s, "variants_per_scene": VARIANTS},
+                  "batch": cfg.data.batch_size, "steps": steps, "warmup": warmup,
+                  "load_average": [load_start[0], os.getloadavg()[0]], "torch_threads": torch.get_num_threads(),
+                  "target": {"dali_gpu_over_synthetic": TARGET_DALI_GPU_OVER_SYNTHETIC}, "rows": rows,
+                  "complete": len(rows) == len(names)}
+        write_result(record, out)
 
     def sync():
         if gpu:
             torch.cuda.synchronize(device)
 
     rows = []
-    for name in [f for f in args.feeds.split(",") if f]:
-        if name not in FEEDS:
-            p.error(f"unknown feed {name}; choose from {', '.join(FEEDS)}")
+    for name in names:
         row = {"feed": name, "device": str(device), "cpu_workers": 0 if name == "synthetic" else args.workers}
         why_not = None
         if name == "dali-gpu":
@@ -178,33 +256,22 @@ def main(argv=None) -> int:
             row["decode"] = "none (one batch on the device)"
         else:
             backend = "dali" if name.startswith("dali") else "torch"
-            where = placement if name != "dali-cpu" else Placement.cpu()
-            batches = endless(make_loader(cfg, root, "train", where, train=True, backend=backend))
+            # The loader as training runs it on this placement: DALI decoding on column A's GPU
+            # (mixed) or on the host (cpu), the uint8 crops then normalised on the columns' device.
+            decoder = {"dali-gpu": "mixed", "dali-cpu": "cpu"}.get(name)
+            feed_cfg = load_config(config, overrides + [f"data.decoder={decoder}"]) if decoder else cfg
+            batches = endless(make_loader(feed_cfg, root, "train", placement, train=True, backend=backend))
             row["decode"] = {"dali-gpu": "GPU (DALI mixed, nvJPEG)", "dali-cpu": "CPU (DALI, libjpeg-turbo)",
                              "torch": "CPU (Pillow in DataLoader workers)"}[name]
-            if name == "dali-cpu" and gpu:
-                row["decode"] += "; batch copied to the GPU by the harness"
+            if name != "dali-gpu" and gpu:
+                row["decode"] += "; uint8 crops copied to the GPU (pinned) and normalised there"
         row.update(measure(batches, step, device, steps, warmup, sync))
         rows.append(row)
         print(f"{name:<10} {row['images_per_s']:9.1f} img/s  waiting for data {100 * row['data_wait_fraction']:5.1f}% "
               f"of the time  ({row['decode']})", flush=True)
         del batches, step
-    ceiling = next((r["images_per_s"] for r in rows if r["feed"] == "synthetic" and "images_per_s" in r), None)
-    for r in rows:
-        if ceiling and "images_per_s" in r:
-            r["over_synthetic"] = r["images_per_s"] / ceiling
-    env = environment()
-    machine = {"cpu": env["cpu"], "cores": os.cpu_count(), "gpu": env["gpu"], "platform": platform.platform(),
-               "python": platform.python_version()}
-    kind = f"gpu-{slug(env['gpu'])}" if gpu else "cpu"
-    out = args.out or Path("bench/results") / f"{env['date']}-e2e-{kind}.json"
-    record = {"bench": "e2e", "environment": env, "machine": machine, "preset": preset, "config": config,
-              "overrides": overrides, "data": {"path": str(root), "train_images": open_dataset(root).meta["train"],
-                                               "image_size": 256, "crop": cfg.model.input_size},
-              "batch": cfg.data.batch_size, "steps": steps, "warmup": warmup,
-              "load_average": [load_start[0], os.getloadavg()[0]], "torch_threads": torch.get_num_threads(),
-              "target": {"dali_gpu_over_synthetic": TARGET_DALI_GPU_OVER_SYNTHETIC}, "rows": rows}
-    write_result(record, out)
+        write(rows)
+    write(rows)
     print(f"{preset} preset ({config}, batch {cfg.data.batch_size}), {steps} steps per feed after {warmup}; "
           f"load average {load_start[0]:.1f} at the start, {os.getloadavg()[0]:.1f} at the end; wrote {out}")
     return 0

@@ -46,7 +46,7 @@ if [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY=python3; fi
 export OUT PY PYTHONUNBUFFERED=1 PYTHONPATH="$PWD/src:$PWD${PYTHONPATH:+:$PYTHONPATH}"
 
 # name:seconds, in order; 480 s together.
-SECTIONS="${SECTIONS:-build:60 kernel_tests:40 kernel_bench:40 model_tests:40 dali_tests:45 throughput:90 compile:55 profile:50 e2e:60}"
+SECTIONS="${SECTIONS:-build:75 kernel_tests:50 kernel_bench:30 model_tests:35 dali_tests:45 throughput:80 compile:50 profile:45 e2e:70}"
 
 need_gpu() {
   # Without a visible GPU the CUDA cases would skip and a section would pass for nothing.

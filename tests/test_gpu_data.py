@@ -26,9 +26,14 @@ needs_mixed = pytest.mark.skipif(not CUDA or loader_module.dali_problem("cuda:0"
                                  reason="needs DALI's mixed decoder on cuda:0 (bench/gpu_check.sh, section dali_tests)")
 needs_dali_cpu = pytest.mark.skipif(loader_module.dali_problem("cpu") is not None, reason="DALI does not run here")
 
-# nvJPEG against libjpeg-turbo, both with the same ("fancy") chroma upsampling, in 0..255 levels
-# of the mean-subtracted crop: their IDCTs round differently.
-MEAN_TOL, MAX_TOL = 1.0, 8.0
+# nvJPEG against libjpeg-turbo, both with the same ("fancy") chroma upsampling: their IDCTs round
+# differently. Bounded per image, as the mean absolute difference in 0..255 levels of the
+# mean-subtracted crop: libjpeg-turbo's fast IDCT against its exact one, a cruder change than
+# nvJPEG's, differs by 1.06 at most on these images; one image's crop one pixel off, by 2.2 at
+# least (flipped: 14). No bound on single pixels: where the two decoders treat a sharp colour edge
+# differently (chroma upsampling at a crop window's border, for one), a few pixels may differ by
+# tens of levels, while any wrong crop, flip or order moves every pixel of an image.
+IMAGE_MEAN_TOL = 1.5
 
 
 @pytest.fixture(scope="module")
@@ -47,13 +52,19 @@ def batches(ld, epoch=1):
     return torch.cat([x for x, _ in out]), torch.cat([y for _, y in out]), ld.take_bad()
 
 
-def agree(a, b, mean_tol, max_tol):
-    """Two deliveries of the same plan: same labels, same bad images, pixels within tolerance
-    (a wrong crop or flip would be tens of levels off on average)."""
+def agree(a, b, image_mean_tol):
+    """Two deliveries of the same plan: same labels, same bad images, and each image's pixels
+    (all its views) within `image_mean_tol` levels of each other on average. Returns the
+    absolute differences."""
     (xa, ya, bad_a), (xb, yb, bad_b) = a, b
     assert torch.equal(ya, yb) and bad_a == bad_b and xa.shape == xb.shape
+    assert len(ya) > 0, "nothing delivered"
     d = (xa.double() - xb.double()).abs()
-    assert d.mean() <= mean_tol and d.max() <= max_tol, f"mean {d.mean():.3f}, max {d.max():.1f} levels"
+    per_image = d.flatten(1).mean(1)
+    worst = int(per_image.argmax())
+    assert per_image[worst] <= image_mean_tol, (
+        f"image {worst}: mean {per_image[worst]:.3f} levels off (all images: mean {d.mean():.3f}, "
+        f"max {d.max():.1f})")
     return d
 
 
@@ -63,7 +74,7 @@ def test_agreement_helper_on_the_cpu(root):
     for split, kw in (("train", {}), ("val", {"ten_crop": True})):
         a = batches(make_loader(cfg(), root, split, Placement.cpu(), train=split == "train", backend="torch", **kw))
         b = batches(make_loader(cfg(), root, split, Placement.cpu(), train=split == "train", backend="dali", **kw))
-        assert agree(a, b, 0.0, 0.0).max() == 0
+        assert agree(a, b, 0.0).max() == 0
 
 
 @needs_mixed
@@ -71,12 +82,13 @@ def test_agreement_helper_on_the_cpu(root):
 def test_mixed_decoder_agrees_with_the_cpu_decoder_on_the_same_plan(root, split, ten_crop):
     gpu = Placement.parse("0")
     train = split == "train"
-    for lighting in ("data.lighting_std=0", "data.lighting_std=0.5"):
+    # Evaluation has no lighting: one pass (each mixed pipeline costs the section time).
+    for lighting in ("data.lighting_std=0", "data.lighting_std=0.5")[:2 if train else 1]:
         mixed = make_loader(cfg(lighting, "data.decoder=mixed"), root, split, gpu, train=train, ten_crop=ten_crop)
         host = make_loader(cfg(lighting, "data.decoder=cpu"), root, split, gpu, train=train, ten_crop=ten_crop)
         assert (mixed.backend, mixed.decoder, host.decoder) == ("dali", "mixed", "cpu")
         a, b = batches(mixed), batches(host)
-        agree(a, b, MEAN_TOL, MAX_TOL)
+        agree(a, b, IMAGE_MEAN_TOL)
         if lighting.endswith("0"):
             plain = (a[0], b[0])
         elif train:  # identical lighting: the shift each decoder's crops got is the same
@@ -132,11 +144,16 @@ def test_a_jpeg_the_gpu_decoder_may_reject_is_decoded_another_way(root, tmp_path
     gpu = Placement.parse("0")
     rel = make_loader(cfg(), data, "val", gpu, train=False).files[3]
     odd_jpeg(data / rel, kind)
-    mixed = batches(make_loader(cfg("data.decoder=mixed"), data, "val", gpu, train=False), 0)
+    mixed_loader = make_loader(cfg("data.decoder=mixed"), data, "val", gpu, train=False)
+    assert (mixed_loader.backend, mixed_loader.decoder) == ("dali", "mixed")
+    mixed = batches(mixed_loader, 0)
     host = batches(make_loader(cfg("data.decoder=cpu"), data, "val", gpu, train=False), 0)
     assert mixed[2] == [] and len(mixed[1]) == 18  # delivered, not skipped
-    # The CMYK one goes through Pillow in both (it is no plain RGB JPEG): the same bits.
-    agree(mixed, host, MEAN_TOL, 0.0 if kind == "cmyk" else MAX_TOL)
+    d = agree(mixed, host, IMAGE_MEAN_TOL)
+    if kind == "cmyk":
+        # No plain JPEG (4 channels): Pillow decodes it for both loaders, so the same bits. The
+        # val plan is the manifest's order: row 3 is files[3].
+        assert 3 in mixed_loader.by_pillow and d[3].max() == 0
 
 
 @needs_mixed
@@ -151,7 +168,7 @@ def test_bad_images_on_the_gpu_are_skipped_like_on_the_cpu(root, tmp_path, kind)
     cpu = batches(make_loader(cfg(), data, "train", Placement.cpu(), train=True, backend="torch"))
     gpu = batches(make_loader(cfg("data.decoder=mixed"), data, "train", Placement.parse("0"), train=True))
     assert [b.path for b in gpu[2]] == [rel] and gpu[2] == cpu[2]
-    agree(gpu, cpu, MEAN_TOL, MAX_TOL)
+    agree(gpu, cpu, IMAGE_MEAN_TOL)
 
 
 @needs_cuda

@@ -4,9 +4,12 @@ CPU tests need the extension built (make install); they fail, not skip, without 
 model is meant to run on it. CUDA cases skip without a GPU: bench/gpu_check.sh runs this file
 on a GPU machine. The nvcc test compiles the CUDA kernels here, on a machine without a GPU.
 """
+import json
+import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -218,17 +221,142 @@ BAD_ARGUMENTS = [
 ]
 
 
+# Bad arguments only the CUDA ops see: another device, a dtype without kernels, windows too wide
+# for the backward kernel's shared memory (x is float64 here: at most 127; float32: 255).
+BAD_CUDA_ARGUMENTS = [
+    ("out is on cpu", lambda x, b: forward_into(x, b.cpu())),
+    ("grad is on cpu", lambda x, b: backward_into(x.cpu(), x, b)),
+    ("supports float32, float64, float16 and bfloat16",
+     lambda x, b: forward_into(x.to(torch.int32), b.to(torch.int32))),
+    ("wider than the backward kernel's shared memory", lambda x, b: forward_into(x, b, size=129)),
+    ("wider than the backward kernel's shared memory",
+     lambda x, b: backward_into(x, x, b, size=129)),
+    ("wider than the backward kernel's shared memory",
+     lambda x, b: forward_into(x.float(), b.float(), size=257)),
+]
+
+
+def bad_argument_cases(device):
+    return BAD_ARGUMENTS + (BAD_CUDA_ARGUMENTS if device == "cuda" else [])
+
+
+# Runs every bad-argument case of one device in a child process and prints one JSON line per
+# case. On the GPU machine (torch 2.11+cu130) the first such case once killed the whole pytest
+# process with SIGSEGV (bench/results/2026-11-27-gpu-h200/kernel_tests-run1.log); in a child, a
+# crash fails this test alone, names the case, and the other kernel tests still run.
+BAD_ARGUMENTS_CHILD = r"""
+import contextlib, json, sys
+sys.path[:0] = [sys.argv[3], sys.argv[4]]
+import torch
+import test_kernels as tk
+from twocol import sim
+device, isolation = sys.argv[1], sys.argv[2] == "1"
+torch.manual_seed(0)
+with (sim.ColumnIsolation() if isolation else contextlib.nullcontext()):
+    for i, (message, call) in enumerate(tk.bad_argument_cases(device)):
+        print(json.dumps({"case": i, "starting": message}), flush=True)
+        x = tk.inputs((2, 6, 5, 5), device)
+        buffer = torch.full_like(x, 7.0)
+        raised = None
+        try:
+            call(x, buffer)
+        except Exception as e:
+            raised = [type(e).__name__, str(e).splitlines()[0] if str(e) else ""]
+        if device == "cuda":
+            torch.cuda.synchronize()
+        print(json.dumps({"case": i, "raised": raised, "untouched": bool((buffer == 7.0).all())}),
+              flush=True)
+"""
+
+# A SIGSEGV handler that prints the native stack (glibc backtrace_symbols_fd), preloaded into
+# a child that crashed, to say where.
+SEGV_BACKTRACE_C = r"""
+#include <execinfo.h>
+#include <signal.h>
+#include <string.h>
+#include <unistd.h>
+static void on_fault(int sig) {
+  void* frames[128];
+  const char head[] = "native stack at the fault:\n";
+  write(2, head, sizeof(head) - 1);
+  backtrace_symbols_fd(frames, backtrace(frames, 128), 2);
+  signal(sig, SIG_DFL);
+  raise(sig);
+}
+__attribute__((constructor)) static void install(void) {
+  signal(SIGSEGV, on_fault);
+  signal(SIGBUS, on_fault);
+  signal(SIGABRT, on_fault);
+}
+"""
+
+
+def run_bad_argument_child(device, isolation=True, faulthandler=True, env_extra=None):
+    env = {**os.environ, **(env_extra or {})}
+    cmd = [sys.executable, *(["-X", "faulthandler"] if faulthandler else []), "-c",
+           BAD_ARGUMENTS_CHILD, device, "1" if isolation else "0", str(ROOT / "tests"),
+           str(ROOT / "src")]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env, cwd=ROOT)
+
+
+def crash_report(device, first, tmp_path):
+    """What a crashed child printed, then the same cases again: with a native backtrace, and
+    without the column isolation mode (is the TorchFunctionMode part of it?)."""
+    parts = [f"child exited with {first.returncode}:\n{first.stdout}\n{first.stderr[-6000:]}"]
+    lib = tmp_path / "segv_backtrace.so"
+    source = tmp_path / "segv_backtrace.c"
+    source.write_text(SEGV_BACKTRACE_C)
+    built = subprocess.run(["gcc", "-shared", "-fPIC", "-O1", str(source), "-o", str(lib)],
+                           capture_output=True, text=True)
+    if built.returncode == 0:
+        again = run_bad_argument_child(device, faulthandler=False,
+                                       env_extra={"LD_PRELOAD": str(lib)})
+        parts.append(f"again with a native backtrace, exit {again.returncode}:\n"
+                     f"{again.stdout[-3000:]}\n{again.stderr[-8000:]}")
+    else:
+        parts.append(f"(no native backtrace: gcc failed: {built.stderr[-500:]})")
+    plain = run_bad_argument_child(device, isolation=False)
+    parts.append(f"again without sim.ColumnIsolation, exit {plain.returncode}:\n"
+                 f"{plain.stdout[-3000:]}\n{plain.stderr[-3000:]}")
+    return "\n\n".join(parts)
+
+
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("message,call", BAD_ARGUMENTS,
-                         ids=[f"{i}-{m}" for i, (m, _) in enumerate(BAD_ARGUMENTS)])
-def test_raw_kernels_reject_bad_arguments_clearly(device, message, call):
+def test_raw_kernels_reject_bad_arguments_clearly(device, tmp_path):
     """Raised before any kernel runs, on every device with kernels; the buffer stays untouched.
-    (It crashed the process on a GPU machine with torch 2.11: kernels/relu_lrn_bindings.cpp.)"""
-    x = inputs((2, 6, 5, 5), device)
-    buffer = torch.full_like(x, 7.0)
-    with pytest.raises(RuntimeError, match=re.escape(message)):
-        call(x, buffer)
-    assert (buffer == 7.0).all()
+    Each raw op, each tensor argument wrong in each way, and bad LRN arguments, in a child
+    process (see BAD_ARGUMENTS_CHILD)."""
+    cases = bad_argument_cases(device)
+    child = run_bad_argument_child(device)
+    if child.returncode != 0:
+        report = crash_report(device, child, tmp_path)
+        if os.environ.get("OUT"):  # bench/gpu_check.sh's results folder: kept if pytest is cut off
+            Path(os.environ["OUT"], f"kernel_tests-crash-{device}.txt").write_text(report)
+        pytest.fail(f"a bad-argument case crashed the process on {device}:\n{report}",
+                    pytrace=False)
+    results = {}
+    for line in child.stdout.splitlines():
+        r = json.loads(line)
+        if "raised" in r:
+            results[r["case"]] = r
+    assert sorted(results) == list(range(len(cases))), child.stdout + child.stderr
+    for i, (message, _) in enumerate(cases):
+        r = results[i]
+        assert r["raised"] is not None, f"case {i} ({message}) raised nothing"
+        kind, text = r["raised"]
+        assert kind == "RuntimeError" and message in text, (i, message, r)
+        assert r["untouched"], f"case {i} ({message}) wrote into the buffer"
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("order", ops.ORDERS)
+def test_empty_tensors_give_empty_results(device, order):
+    for shape in [(0, 6, 5, 5), (2, 0, 5, 5), (2, 6, 0, 5)]:
+        x = torch.empty(shape, dtype=torch.float64, device=device).requires_grad_()
+        y = fused(x, 5, 1.0, 0.3, 0.75, order)
+        assert y.shape == x.shape
+        (g,) = torch.autograd.grad(y, x, torch.ones_like(y))
+        assert g.shape == x.shape
 
 
 @pytest.mark.parametrize("device", [CUDA])
@@ -244,9 +372,36 @@ def test_cuda_takes_windows_up_to_its_shared_memory_and_refuses_wider_ones(devic
     gr = torch.autograd.grad(r, xr, g)[0]
     torch.testing.assert_close(torch.autograd.grad(y, x, g.to(dtype))[0].double(), gr,
                                rtol=1e-5, atol=1e-5 * gr.abs().max().item())
-    with pytest.raises(RuntimeError, match="wider than the backward kernel's shared memory"):
-        forward_into(x.detach(), torch.empty_like(x), size=widest + 2)
+    # (The raw ops' refusal of wider windows: BAD_CUDA_ARGUMENTS.)
     assert ops.resolve_backend(x, widest + 2, 1.0, 0.1) == "reference"
+
+
+@pytest.mark.parametrize("device", [CUDA])
+def test_cuda_kernels_run_on_the_callers_current_stream(device):
+    """Each column runs on its own CUDA stream (the model's column streams): the kernels must be
+    queued on the caller's current stream, after the work that wrote their inputs there. The
+    inputs are written on a side stream behind a sleep; a kernel on any other stream would read
+    the zeros there before them."""
+    src = inputs((4, 96, 27, 27), device, torch.float32, alpha=1e-4)
+    g = torch.randn_like(src)
+    xr = src.clone().requires_grad_()
+    ref = fused(xr, 5, 2.0, 1e-4, 0.75, "lrn_relu")
+    (gref,) = torch.autograd.grad(ref, xr, g)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        x = torch.zeros_like(src)
+        torch.cuda._sleep(50_000_000)  # tens of milliseconds of one thread spinning
+        x.copy_(src)
+        x.requires_grad_()
+        y = fused(x, 5, 2.0, 1e-4, 0.75, "lrn_relu")
+        g_side = torch.zeros_like(g)
+        torch.cuda._sleep(50_000_000)
+        g_side.copy_(g)
+        (gx,) = torch.autograd.grad(y, x, g_side)
+    side.synchronize()
+    torch.testing.assert_close(y, ref, rtol=0, atol=0)
+    torch.testing.assert_close(gx, gref, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -304,11 +459,12 @@ def test_the_model_computes_the_same_with_either_backend(monkeypatch, order, con
     torch.testing.assert_close(grad_f, grad_r, rtol=1e-4, atol=1e-4 * grad_r.abs().max().item())
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_every_op_passes_opcheck(dtype):
+def test_every_op_passes_opcheck(device, dtype):
     """Schemas (what each op mutates), autograd registration, the fake kernels of twocol.ops
     against the real ones, and tracing forward and backward through AOT autograd."""
-    x = inputs((2, 7, 5, 4), "cpu", dtype).requires_grad_()
+    x = inputs((2, 7, 5, 4), device, dtype).requires_grad_()
     g = torch.randn_like(x)
     lrn = (5, 1.0, 0.3, 0.75, True)
     cases = {
@@ -322,7 +478,8 @@ def test_every_op_passes_opcheck(dtype):
         torch.library.opcheck(op, args)
 
 
-def test_torch_compile_traces_the_fused_op_forward_and_backward():
+@pytest.mark.parametrize("device", DEVICES)
+def test_torch_compile_traces_the_fused_op_forward_and_backward(device):
     """A whole graph (fullgraph: no break at ops.relu_lrn's backend choice), whose forward
     holds twocol.relu_lrn and whose backward holds twocol.relu_lrn_backward, computing what
     eager mode does."""
@@ -341,7 +498,7 @@ def test_torch_compile_traces_the_fused_op_forward_and_backward():
     torch._dynamo.reset()
     compiled = torch.compile(f, backend=aot_autograd(fw_compiler=keep, bw_compiler=keep),
                              fullgraph=True)
-    x = inputs((2, 7, 5, 4), "cpu").requires_grad_()
+    x = inputs((2, 7, 5, 4), device).requires_grad_()
     xr = x.detach().clone().requires_grad_()
     y = compiled(x)
     y.backward()
