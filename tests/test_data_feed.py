@@ -8,35 +8,20 @@ import torch
 
 from twocol import sim
 from twocol.commands.describe import format_tables
-from twocol.data import loader as loader_module
 from twocol.data.feed import Feeder, feed_bytes_per_image
 from twocol.data.loader import make_loader
 from twocol.data.normalise import MeanImage, normalise
 from twocol.data.plan import eval_plan
-from twocol.data.synth import synthesize
 from twocol.describe import describe
 from twocol.devices import Placement
 from twocol.inputs import ColumnInputs, column_inputs
 from twocol.model import build_model
 
-from conftest import config
+from conftest import (LOADER_BACKENDS as BACKENDS, LOADER_CROP as CROP,
+                      LOADER_SIZE as SIZE, config, loader_config as cfg)
 
-SIZE, CROP, BATCH = 20, 16, 8
 CPU, META = torch.device("cpu"), torch.device("meta")
 TWO = Placement(CPU, META)  # column A on the host, column B on another device
-BACKENDS = ["torch", pytest.param("dali", marks=pytest.mark.skipif(
-    loader_module.dali_problem("cpu") is not None, reason="DALI does not run here"))]
-
-
-@pytest.fixture(scope="module")
-def root(tmp_path_factory):
-    return synthesize(tmp_path_factory.mktemp("data") / "s", classes=3, per_class=12, image_size=SIZE,
-                      val_per_class=5, workers=1)
-
-
-def cfg(*overrides):
-    return config("small_twocol", f"data.image_size={SIZE}", f"model.input_size={CROP}",
-                  f"data.batch_size={BATCH}", "data.workers=0", *overrides)
 
 
 def test_normalise_gives_the_same_bits_on_numpy_and_on_torch_and_follows_the_formula():
@@ -82,10 +67,10 @@ def test_feed_bytes_per_image_for_each_placement():
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_each_device_gets_its_own_copy_and_the_counted_bytes(root, backend):
+def test_each_device_gets_its_own_copy_and_the_counted_bytes(loader_root, backend):
     c = cfg()
-    ld = make_loader(c, root, "train", TWO, train=True, backend=backend)
-    host = make_loader(c, root, "train", Placement.cpu(), train=True, backend=backend)
+    ld = make_loader(c, loader_root, "train", TWO, train=True, backend=backend)
+    host = make_loader(c, loader_root, "train", Placement.cpu(), train=True, backend=backend)
     per_image = feed_bytes_per_image(c, TWO, "host")
     assert per_image == {"A": 0, "B": 3 * CROP * CROP + 24}
     for (x, y), (ref, ref_y) in zip(ld.epoch(1), host.epoch(1)):
@@ -96,7 +81,7 @@ def test_each_device_gets_its_own_copy_and_the_counted_bytes(root, backend):
     assert ld.feed_bytes() == {"A": 0, "B": ld.num_images * per_image["B"]}
     assert host.feed_bytes() == {"A": 0, "B": 0}  # one device: no copy
     ld.reset_feed_bytes()
-    tens = make_loader(c, root, "val", TWO, train=False, ten_crop=True, backend=backend)
+    tens = make_loader(c, loader_root, "val", TWO, train=False, ten_crop=True, backend=backend)
     n = sum(len(y) for _, y in tens.epoch(0))
     assert tens.feed_bytes() == {"A": 0, "B": n * 10 * 3 * CROP * CROP}  # 10 views, no per-crop numbers
 

@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from twocol.cli import main
 from twocol.data.build import BadImage
 from twocol.data.layout import open_dataset
 from twocol.data.prepare import MAX_PIXELS, load_source
+
+from conftest import one_line_error, twocol_in_process as twocol
 
 SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
 
@@ -52,19 +53,6 @@ def huge_png(path, side=13000):
     with open(path, "wb") as f:
         f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0))
                 + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
-
-
-def twocol(capsys, *args):
-    code = main([os.fsdecode(a) if isinstance(a, bytes) else str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def one_line_error(code, err, *needles):
-    assert code == 2, err
-    assert err.count("\n") == 1 and err.startswith("twocol: error: ") and "Traceback" not in err, err
-    for n in needles:
-        assert n in err, err
 
 
 @pytest.mark.parametrize("bad,shown", [("b\nc", "b\\nc"), (b"c\xff", "c\\xff"), ("d\u2028e", "d\\u2028e")])

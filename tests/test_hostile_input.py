@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 import torch
 
-from twocol.cli import main
 from twocol.data.synth import synthesize
 from twocol.errors import ConfigError
 from twocol.threads import cgroup_cpus, choose_threads
+
+from conftest import one_line_error, twocol_in_process as twocol
 
 SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
 
@@ -102,19 +103,6 @@ def test_expanding_and_absurd_inputs_are_refused_in_bounded_memory_and_time(tmp_
         assert result["code"] == 2 and line.startswith("twocol: error: ") and needle in line, (line, needle)
         assert len(line) < 400, line  # an excerpt of the value, never the value
         assert result["seconds"] < 10, (line, result)  # the unbounded versions took 55 s and more
-
-
-def twocol(capsys, *args):
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def one_line_error(code, err, *needles):
-    assert code == 2, err
-    assert err.count("\n") == 1 and err.startswith("twocol: error: ") and "Traceback" not in err, err
-    for n in needles:
-        assert n in err, err
 
 
 @pytest.mark.parametrize("args,needles", [
