@@ -1,12 +1,25 @@
+import contextlib
+import io
 import json
 import subprocess
 import sys
 
 import pytest
 
+from twocol.cli import main
+
 
 def twocol(*args):
-    return subprocess.run([sys.executable, "-m", "twocol", *args], capture_output=True, text=True)
+    """`twocol ARGS` through the CLI's main() in this process (a subprocess would spend a second
+    importing torch per call): the exit code, stdout and stderr a user would see. The command
+    line itself, `python -m twocol`, is run by test_help_lists_commands and the training tests."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main([str(a) for a in args])
+        except SystemExit as e:  # argparse's errors and --help
+            code = e.code
+    return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
 
 
 @pytest.mark.parametrize("args,needle", [
@@ -43,7 +56,7 @@ def test_describe_prints_a_table():
 
 
 def test_help_lists_commands():
-    r = twocol("--help")
+    r = subprocess.run([sys.executable, "-m", "twocol", "--help"], capture_output=True, text=True)
     assert r.returncode == 0 and "describe" in r.stdout
 
 

@@ -1,12 +1,10 @@
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import config
+from conftest import config, one_line_error, twocol_in_process
 from twocol.checkpoint import save_checkpoint
 from twocol.cli import main
 from twocol.devices import Placement
@@ -168,11 +166,9 @@ def test_viz_curve_plots_the_logged_scores(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("cmd", [["viz", "filters"], ["features", "--data", "nowhere"]])
-def test_a_missing_checkpoint_is_a_one_line_error_with_exit_code_2(tmp_path, cmd):
-    r = subprocess.run([sys.executable, "-m", "twocol", *cmd, "--ckpt", str(tmp_path / "none.pt"),
-                        "-o", str(tmp_path / "out")], capture_output=True, text=True)
-    assert r.returncode == 2
-    assert r.stderr.count("\n") == 1 and "checkpoint not found" in r.stderr and "Traceback" not in r.stderr
+def test_a_missing_checkpoint_is_a_one_line_error_with_exit_code_2(tmp_path, capsys, cmd):
+    code, _, err = twocol_in_process(capsys, *cmd, "--ckpt", tmp_path / "none.pt", "-o", tmp_path / "out")
+    one_line_error(code, err, "checkpoint not found")
     assert list(tmp_path.iterdir()) == []
 
 
