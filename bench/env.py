@@ -9,6 +9,8 @@ from pathlib import Path
 
 import torch
 
+from twocol.atomic import atomic_write
+
 
 def environment() -> dict:
     def cmd(*args):
@@ -31,7 +33,8 @@ def environment() -> dict:
 
 
 def write_result(result: dict, out) -> None:
-    """Every benchmark's results file: JSON, folders made as needed."""
+    """Every benchmark's results file: JSON, folders made as needed, written atomically (a run
+    stopped mid-write keeps the previous results)."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    atomic_write(out, json.dumps(result, indent=2) + "\n")

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from bench.ratios import TARGETS, throughput_summary
+from twocol.atomic import atomic_write
 
 NAME = re.compile(r"^(\d{4}-\d{2}-\d{2})-(paper|throughput|kernels|data|e2e|profile)(-[\w.-]+)?\.json$")
 GPU_RUN = re.compile(r"^(\d{4}-\d{2}-\d{2})-gpu-([\w.-]+)$")
@@ -492,7 +493,7 @@ def chart(found: dict, path: Path) -> None:
                      f"{p['epochs']} epochs, {p['preset']} preset: the red markers are ImageNet-scale figures, "
                      "not what this scale should reach", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110))
     plt.close(fig)
 
 
@@ -507,7 +508,7 @@ def main(argv=None) -> int:
         print(f"bench/report.py: no results in {a.results}; run make bench", file=sys.stderr)
         return 1
     md = a.out or a.results / "latest.md"
-    md.write_text(markdown(found))
+    atomic_write(md, markdown(found))
     chart(found, md.with_suffix(".png"))
     print(f"wrote {md} and {md.with_suffix('.png')} from {', '.join(v['_file'] for v in found.values())}")
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..atomic import atomic_write
 from ..errors import TwocolError
 
 
@@ -21,6 +22,7 @@ def pyplot():
 def save(fig, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    # Through atomic_write: a figure cut short by a crash never replaces a whole one.
+    atomic_write(path, lambda f: fig.savefig(f, format=path.suffix.lstrip(".").lower() or "png"))
     pyplot().close(fig)
     return path
