@@ -21,19 +21,18 @@
 # SECTIONS below. The limits together stay within the 8 minutes the whole check may take
 # (measured sections took far less: build 30-40 s, model tests 21 s on an H200).
 #
-# DALI (for the e2e section's DALI feeds) on a GPU machine without network or DALI: DALI and
-# its libraries are about 166 MiB packed, more than one transfer to such a machine carries (64
-# MiB). A maintainer with network access makes pieces, in the repository root, in a folder git
-# ignores:
-#     ../shared/tools/dali-pieces.sh .dali-all      # .dali-all/dali.tar.xz.part-aa, -ab, ..., join.sh, SHA256SUMS
+# DALI (for the dali_tests section and the e2e section's DALI feeds) on a GPU machine without
+# network or DALI: DALI and its libraries are about 166 MiB packed, more than one transfer to
+# such a machine carries (64 MiB). Make pieces where pip can download, in a folder git ignores:
+#     bash bench/dali_pieces.sh .dali-all     # .dali-all/dali.tar.xz.part-aa, -ab, -ac, join.sh, SHA256SUMS
 # then, back to back on the same GPU machine (it must stay up between them), one transfer per
 # piece, each copying its piece into /tmp/dali/ there:
-#     mkdir -p /tmp/dali && cp .dali-all/dali.tar.xz.part-aa /tmp/dali/      # carrying .dali-all/dali.tar.xz.part-aa
+#     mkdir -p /tmp/dali && cp .dali-all/dali.tar.xz.part-aa /tmp/dali/      # carrying that piece
 #     ...                                                                     # one call per further piece
-# and with the last piece (part-ac when there are three) also join.sh and SHA256SUMS:
-#     cp .dali-all/dali.tar.xz.part-ac .dali-all/join.sh .dali-all/SHA256SUMS /tmp/dali/ &&
+# and with the last piece also join.sh and SHA256SUMS:
+#     cp <last piece> .dali-all/join.sh .dali-all/SHA256SUMS /tmp/dali/ &&
 #       bash /tmp/dali/join.sh /tmp/dali /tmp/dali-site &&
-#       PYTHONPATH=/tmp/dali-site bash bench/gpu_check.sh
+#       PYTHONPATH=/tmp/dali-site PACK=1 bash bench/gpu_check.sh
 # Without DALI the e2e section still runs its synthetic and torch feeds and says in one line
 # that the DALI feeds were skipped.
 set -u
