@@ -18,6 +18,7 @@ from pathlib import Path
 
 from bench.ratios import TARGETS, throughput_summary
 from twocol.atomic import atomic_write
+from twocol.timeline import layer_table
 
 NAME = re.compile(r"^(\d{4}-\d{2}-\d{2})-(paper|throughput|kernels|data|e2e|profile)(-[\w.-]+)?\.json$")
 GPU_RUN = re.compile(r"^(\d{4}-\d{2}-\d{2})-gpu-([\w.-]+)$")
@@ -332,19 +333,7 @@ def profile_section(p: dict) -> list[str]:
              + (f"; load average {p['load_average'][0]:.1f}" if "load_average" in p else "")
              + f". Step {1e3 * p['median_step_s']:.2f} ms without the profiler; both columns "
              f"at once {100 * tl['both_columns_share']:.1f}% of the step. Per step, ms (median of {tl['steps']}):", ""]
-    rows = []
-    for layer in ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8", "loss", "update"):
-        cells = []
-        for column in ("A", "B"):
-            v = tl["layers"].get(column, {}).get(layer)
-            if v is None:
-                cells += ["", ""]
-            elif layer == "update":
-                cells += [f"{v['update'] / 1e3:.3f}", ""]
-            else:
-                cells += [f"{v['forward'] / 1e3:.3f}", f"{v['backward'] / 1e3:.3f}"]
-        if any(cells):
-            rows.append([layer] + cells)
+    rows = [[layer] + ["" if c is None else f"{c / 1e3:.3f}" for c in cells] for layer, cells in layer_table(tl)]
     lines += table(["layer", "A forward", "A backward", "B forward", "B backward"], rows)
     m = p.get("cost_model")
     if m:

@@ -325,3 +325,27 @@ def summarize(steps: list[Step]) -> dict:
             "streams": {lane: sorted({x for p in per for x in p["streams"].get(lane, [])}) for lane in LANES
                         if any(lane in p["streams"] for p in per)},
             "median_step": min(range(len(per)), key=lambda i: abs(per[i]["wall_us"] - wall))}
+
+
+# The rows of a profile's per-layer table (`twocol profile` and bench/report.py print it).
+TABLE_LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8", "loss", "update")
+
+
+def layer_table(timeline: dict) -> list[tuple[str, list[float | None]]]:
+    """From summarize()'s result: for each layer with work in some column, microseconds per step
+    [A forward, A backward, B forward, B backward], None where that column has no such work
+    (the update has no backward)."""
+    rows = []
+    for layer in TABLE_LAYERS:
+        cells: list[float | None] = []
+        for column in ("A", "B"):
+            v = timeline["layers"].get(column, {}).get(layer)
+            if v is None:
+                cells += [None, None]
+            elif layer == "update":
+                cells += [v["update"], None]
+            else:
+                cells += [v["forward"], v["backward"]]
+        if any(c is not None for c in cells):
+            rows.append((layer, cells))
+    return rows

@@ -6,10 +6,12 @@ import json
 import math
 from pathlib import Path
 
+from ..atomic import atomic_write
 from ..costmodel import PRESETS
 from ..devices import Placement
 from ..errors import TwocolError
 from ..profile import analyse, profile_training
+from ..timeline import layer_table
 from ..viz.timeline import plot_profile
 from .common import add_config_arguments, add_gpus_argument, config_of
 
@@ -53,19 +55,8 @@ def report(r: dict) -> str:
              + f"; both columns at once {100 * tl['both_columns_share']:.1f}% of the step", ""]
     head = ["layer", "A forward", "A backward", "B forward", "B backward"]
     lines.append(f"{head[0]:<8}" + "".join(f"{h:>12}" for h in head[1:]) + "   (ms per step, median)")
-    order = ["conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8", "loss", "update"]
-    for layer in order:
-        cells = []
-        for column in ("A", "B"):
-            per = tl["layers"].get(column, {}).get(layer)
-            if per is None:
-                cells += ["", ""]
-            elif layer == "update":
-                cells += [ms(per["update"]), ""]
-            else:
-                cells += [ms(per["forward"]), ms(per["backward"])]
-        if any(cells):
-            lines.append(f"{layer:<8}" + "".join(f"{c:>12}" for c in cells))
+    for layer, cells in layer_table(tl):
+        lines.append(f"{layer:<8}" + "".join(f"{'' if c is None else ms(c):>12}" for c in cells))
     if r["link_bytes_per_step"]:
         lines += ["", "links, forward bytes per step (each gradient moves as many back): " + "; ".join(
             f"{link} " + " ".join(f"{route} {b:,}" for route, b in routes.items())
@@ -104,7 +95,7 @@ def run(args) -> int:
     result, steps = analyse(run_, out, gbps)
     step = steps[result["timeline"]["median_step"]]
     plot_profile(step, result, out / "timeline.png")
-    (out / "profile.json").write_text(json.dumps(result, indent=2) + "\n")
+    atomic_write(out / "profile.json", json.dumps(result, indent=2) + "\n")
     print(report(result))
     print(f"\nwrote {out / 'trace.json.gz'} (open in ui.perfetto.dev or chrome://tracing), {out / 'timeline.png'}, "
           f"{out / 'profile.json'}")
