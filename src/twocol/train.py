@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from . import sim
+from .atomic import atomic_write
 from .checkpoint import RunState, checkpoint_state, claim_run_dir, load_checkpoint, restore, save
 from .config import Config
 from .data.bad import BadImageLog, TooManyBadImages, bad_image_stop
@@ -156,7 +157,7 @@ def _train(cfg: Config, placement: Placement, data_root: Path, run_dir: Path, re
         log.record(kind="init", epoch=0, **{COLOUR_KEY: column_scores(net)})
     model = wrap(net, world)
     if world.is_main:
-        (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+        atomic_write(run_dir / "config.json", json.dumps(cfg.to_dict(), indent=2))
     ckpt_path = run_dir / "checkpoint.pt"
     progress.line(f"training {cfg.name} on {placement}" + (f" x {world.size} processes" if world.active else "")
                   + f": {len(train_loader)} batches of {cfg.data.batch_size} per epoch"
