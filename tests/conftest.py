@@ -29,9 +29,13 @@ def seeded():
 
 
 def twocol_in_process(capsys, *args):
-    """`twocol ARGS` through the CLI's main() in this process: (exit code, stdout, stderr).
-    Bytes arguments (file names that are not UTF-8) are passed as the OS would."""
-    code = main([os.fsdecode(a) if isinstance(a, bytes) else str(a) for a in args])
+    """`twocol ARGS` through the CLI's main() in this process (a subprocess would spend a second
+    importing torch per call): (exit code, stdout, stderr), as a user would see them. Bytes
+    arguments (file names that are not UTF-8) are passed as the OS would."""
+    try:
+        code = main([os.fsdecode(a) if isinstance(a, bytes) else str(a) for a in args])
+    except SystemExit as e:  # argparse's errors and --help
+        code = e.code
     out, err = capsys.readouterr()
     return code, out, err
 

@@ -20,6 +20,8 @@ from twocol.cli import main
 from twocol.data.synth import synthesize
 from twocol.lock import DirLock
 
+from conftest import one_line_error, twocol_in_process as twocol
+
 TINY = ["-c", "configs/tiny_twocol.yaml", "model.num_classes=4", "train.log_every=2", "data.loader=torch",
         "data.workers=0"]
 SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
@@ -31,13 +33,6 @@ def data(tmp_path_factory):
     # 160 training images: 5 batches of 32 per epoch
     return synthesize(tmp_path_factory.mktemp("data") / "set", classes=4, per_class=40, image_size=44,
                       val_per_class=10, workers=1)
-
-
-def twocol(capsys, *args):
-    """The CLI in this process: (exit code, stdout, stderr)."""
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def train_args(data, run, *extra):
@@ -55,13 +50,6 @@ def trained(data, tmp_path_factory):
 @pytest.fixture
 def run_copy(trained, tmp_path):
     return shutil.copytree(trained, tmp_path / "run")
-
-
-def one_line_error(code, err, *needles):
-    assert code == 2, err
-    assert err.count("\n") == 1 and err.startswith("twocol: error: ") and "Traceback" not in err, err
-    for n in needles:
-        assert n in err, err
 
 
 def tamper(path, change):
