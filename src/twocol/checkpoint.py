@@ -57,16 +57,45 @@ def claim_run_dir(run_dir: Path, resume: Path | None, world: World):
         yield
 
 
+class _Recorded:
+    """A file whose write errors are kept: torch.save turns an OSError of the file it writes
+    (disk full) into a RuntimeError that has lost the reason ('unexpected pos ...')."""
+
+    def __init__(self, f):
+        self.f, self.error = f, None
+
+    def write(self, data) -> int:
+        try:
+            return self.f.write(data)
+        except OSError as e:
+            self.error = e
+            raise
+
+    def flush(self) -> None:
+        self.f.flush()
+
+
 def save_checkpoint(path: str | Path, state: dict) -> None:
     """Written atomically: a crash at any moment leaves the old checkpoint or the new one. A
-    failed write (disk full, read-only folder) is a CheckpointError with the OS's reason; the
-    previous checkpoint is then untouched."""
+    failed write (disk full, read-only folder, an error of the file system) is a
+    CheckpointError naming the path and the OS's reason; the previous checkpoint is then
+    untouched."""
     path = Path(path)
+    out = None
+
+    def write(f):
+        nonlocal out
+        out = _Recorded(f)
+        torch.save({"format": FORMAT, **state}, out)
+
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with shielded():  # a second Ctrl-C waits for the save to end
-            atomic_write(path, lambda f: torch.save({"format": FORMAT, **state}, f))
-    except OSError as e:
+            atomic_write(path, write)
+    except (OSError, RuntimeError) as e:
+        if isinstance(e, RuntimeError) and (out is None or out.error is None):
+            raise  # not a failed write: a bug, shown as one
+        e = out.error if isinstance(e, RuntimeError) else e
         kept = "the previous checkpoint is unchanged" if path.exists() else "no checkpoint was written"
         raise CheckpointError(f"cannot write {path}: {e.strerror or e}; {kept}") from None
 

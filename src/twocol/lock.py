@@ -12,6 +12,7 @@ when its orphaned workers notice and exit seconds later.
 """
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import time
@@ -94,7 +95,10 @@ class DirLock:
             DirLock._fds.pop(self.key, None)
         if self.fd is not None:
             # Removed while still locked, so that no one can lock the old file after we let go.
-            self.path.unlink(missing_ok=True)
+            # A folder that became read-only keeps it (harmless, see above); the error that
+            # ends the run, such as a checkpoint that could not be written, is the one to tell.
+            with contextlib.suppress(OSError):
+                self.path.unlink(missing_ok=True)
             os.close(self.fd)
             self.fd = None
 
