@@ -21,7 +21,7 @@ from . import sim
 from .atomic import atomic_write
 from .checkpoint import RunState, checkpoint_state, claim_run_dir, load_checkpoint, restore, save
 from .config import Config
-from .data.bad import BadImageLog, TooManyBadImages, bad_image_stop
+from .data.bad import BadImageLog
 from .data.loader import make_loader
 from .devices import Placement
 from .distributed import World, all_sum, wrap
@@ -62,6 +62,31 @@ class Window:
                 "images_per_s": images / (time.perf_counter() - self.start)}
 
 
+class TooManyBadImages(DataError):
+    """More bad images than a run accepts (one line, exit code 2)."""
+
+
+def bad_image_stop(loader, bad_log: BadImageLog, epoch: int, excluded: int, runtime_bad: int, labels,
+                   world: World) -> tuple[int, str | None]:
+    """Record the bad images of the batch just read; returns the epoch's count of bad images
+    found while reading (`excluded` were found at start) and, when the run must stop, why.
+    Every rank decides together (under torchrun) before the step, so that none is left
+    waiting in it."""
+    bad = loader.take_bad()
+    bad_log.record(epoch + 1, "train", bad)
+    runtime_bad += sum(1 for b in bad if b.index not in loader.excluded)
+    total, n, limit = excluded + runtime_bad, loader.num_images, loader.cfg.data.max_bad_fraction
+    why = None
+    if total > limit * n:
+        why = (f"{total} of the {n} images of epoch {epoch + 1} are bad (more than data.max_bad_fraction="
+               f"{limit:g})")
+    elif labels.shape[0] == 0:
+        why = f"every image of a batch of epoch {epoch + 1} is bad"
+    if world.active and all_sum([float(why is not None)], labels.device, world)[0] > 0 and why is None:
+        why = "another process met too many bad images"
+    return runtime_bad, why
+
+
 def train_one_epoch(net, optimizer, loader, cfg: Config, state: RunState, log: MetricsLog, progress: Progress,
                     stop: StopFlag, model=None, world: World = World(), bad_log: BadImageLog | None = None) -> dict:
     """One pass over the training set from batch `state.batch`; returns the epoch's means.
@@ -73,9 +98,12 @@ def train_one_epoch(net, optimizer, loader, cfg: Config, state: RunState, log: M
     epoch, window = Window(device), Window(device)
     net.reset_link_bytes()
     loader.reset_feed_bytes()
-    # Bad images of the epoch: those found at start are known for all of it, the others are
-    # counted as they are met (in a resumed epoch, from the batch it resumes at).
+    # Bad images of the epoch: those found at start are known (and recorded) for all of it, the
+    # others are counted as they are met (in a resumed epoch, from the batch it resumes at).
     excluded, runtime_bad = loader.excluded_in(state.epoch), 0
+    if bad_log is not None:
+        bad_log.record(state.epoch + 1, "train", excluded)
+    excluded = len(excluded)
     for images, labels in loader.epoch(state.epoch, start_batch=state.batch):
         if bad_log is not None:
             runtime_bad, why = bad_image_stop(loader, bad_log, state.epoch, excluded, runtime_bad, labels, world)

@@ -11,7 +11,8 @@ delivered without it (one image smaller); every other image keeps its batch, pos
 augmentation. Whether an image is bad depends only on its file, so a run resumed at any batch
 drops the same images and sees the same batches as an uninterrupted one (as long as nobody
 repairs or breaks files in between). A batch whose every image is bad, or a training epoch
-with more than data.max_bad_fraction of its images bad, stops the run (train.py).
+with more than data.max_bad_fraction of its images bad, stops the run (train.py: this package
+only reports what it skipped).
 
 A run records each bad image in RUN/bad_images.tsv (epoch, split, path, reason; once per epoch
 in which it was met) and as a "bad_image" row of metrics.jsonl.
@@ -28,8 +29,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..distributed import World, all_sum
-from ..errors import DataError
 from .layout import CHECKSUMS, Dataset, read_checksums
 
 REASON_CHARS = 300  # a reason is one line of at most this many characters
@@ -37,10 +36,6 @@ REASON_CHARS = 300  # a reason is one line of at most this many characters
 
 class ImageProblem(Exception):
     """A stored image that cannot be used; the message is the reason."""
-
-
-class TooManyBadImages(DataError):
-    """More bad images than a run accepts (one line, exit code 2)."""
 
 
 @dataclass(frozen=True)
@@ -199,24 +194,3 @@ class BadImageLog:
                 if self.rank is not None:
                     row["rank"] = self.rank
                 metrics.write(json.dumps(row) + "\n")
-
-
-def bad_image_stop(loader, bad_log: BadImageLog, epoch: int, excluded: int, runtime_bad: int, labels,
-                   world: World) -> tuple[int, str | None]:
-    """Record the bad images of the batch just read; returns the epoch's count of bad images
-    found while reading (`excluded` were found at start) and, when the run must stop, why.
-    Every rank decides together (under torchrun) before the step, so that none is left
-    waiting in it."""
-    bad = loader.take_bad()
-    bad_log.record(epoch + 1, "train", bad)
-    runtime_bad += sum(1 for b in bad if b.index not in loader.excluded)
-    total, n, limit = excluded + runtime_bad, loader.num_images, loader.cfg.data.max_bad_fraction
-    why = None
-    if total > limit * n:
-        why = (f"{total} of the {n} images of epoch {epoch + 1} are bad (more than data.max_bad_fraction="
-               f"{limit:g})")
-    elif labels.shape[0] == 0:
-        why = f"every image of a batch of epoch {epoch + 1} is bad"
-    if world.active and all_sum([float(why is not None)], labels.device, world)[0] > 0 and why is None:
-        why = "another process met too many bad images"
-    return runtime_bad, why
