@@ -208,9 +208,10 @@ class DataConfig:
     # Batches each loader prepares ahead (DALI's prefetch queue; batches per torch worker).
     prefetch: int = 2
     workers: int = 2
-    # Start-up check of the stored files against the dataset's checksums.txt: "size" (a stat
-    # per file), "crc" (also reads every file and checks its CRC-32), "off".
-    verify_files: Literal["size", "crc", "off"] = "size"
+    # Start-up check of the stored files against the dataset's checksums.txt: "crc" (the
+    # CRC-32 of every file; a file unchanged since it last matched is not read again), "size"
+    # (a stat per file), "off".
+    verify_files: Literal["size", "crc", "off"] = "crc"
     # A training epoch in which more than this share of the images is bad (unreadable, not
     # a decodable image, or of the wrong size) stops the run (exit 2, with a checkpoint).
     max_bad_fraction: float = 0.01

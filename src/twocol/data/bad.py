@@ -19,6 +19,7 @@ in which it was met) and as a "bad_image" row of metrics.jsonl.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import warnings
@@ -27,9 +28,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
-from .layout import CHECKSUMS, Dataset, read_checksums
+from ..atomic import atomic_write
+from .layout import CHECKSUMS, VERIFIED, Dataset, read_checksums
 
 REASON_CHARS = 300  # a reason is one line of at most this many characters
 
@@ -56,6 +58,8 @@ def read_image(path: Path, size: int) -> np.ndarray:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             with Image.open(path) as im:
+                # Turned as its EXIF orientation says, as DALI's decoders turn it.
+                im = ImageOps.exif_transpose(im)
                 pixels = np.asarray(im if im.mode == "RGB" else im.convert("RGB"))
     except Exception as e:  # Pillow raises OSError, SyntaxError, ValueError, ... for a bad file
         msg = str(e) or type(e).__name__
@@ -108,20 +112,45 @@ def jpeg_problem(head: bytes, tail: bytes, path: Path, size: int) -> str | None:
         i += 2 + int.from_bytes(head[i + 2:i + 4], "big")
 
 
-def _read(path: Path, whole: bool, ends: bool) -> tuple[int, bytes | None, bytes, bytes]:
-    """(size, the whole file or None, its first _HEAD bytes, its last 2) with one open; only
-    the size (a stat) when neither `whole` nor `ends` is asked for."""
+def _read(path: Path, whole: bool, ends: bool) -> tuple[bytes | None, bytes, bytes]:
+    """(the whole file or None, its first _HEAD bytes, its last 2) with one open; nothing
+    when neither `whole` nor `ends` is asked for."""
     if not (whole or ends):
-        return os.stat(path).st_size, None, b"", b""
+        return None, b"", b""
     fd = os.open(path, os.O_RDONLY)
     try:
-        length = os.fstat(fd).st_size
         if whole:
-            data = os.pread(fd, length, 0)
-            return length, data, data[:_HEAD], data[-2:]
-        return length, None, os.pread(fd, _HEAD, 0), os.pread(fd, 2, max(0, length - 2))
+            data = b"".join(iter(lambda: os.read(fd, 1 << 20), b""))
+            return data, data[:_HEAD], data[-2:]
+        return None, os.pread(fd, _HEAD, 0), os.pread(fd, 2, max(0, os.fstat(fd).st_size - 2))
     finally:
         os.close(fd)
+
+
+def read_verified(root: Path) -> dict[str, tuple[int, int, int, int]]:
+    """VERIFIED: relative path -> (size, mtime_ns, ctime_ns, CRC-32) of each file whose CRC
+    was last found equal to checksums.txt's; {} when there is none or it cannot be read (it is
+    a cache: the files are then read again)."""
+    out = {}
+    try:
+        text = (root / VERIFIED).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return out
+    for line in text.splitlines():
+        parts = line.rsplit(" ", 4)
+        try:
+            out[parts[0]] = (int(parts[1]), int(parts[2]), int(parts[3]), int(parts[4], 16))
+        except (ValueError, IndexError):
+            return {}  # a damaged cache is no cache
+    return out
+
+
+def write_verified(root: Path, verified: dict[str, tuple[int, int, int, int]]) -> None:
+    """A dataset that cannot be written (read-only, shared) keeps no cache: its files are read
+    at every start."""
+    with contextlib.suppress(OSError):
+        atomic_write(root / VERIFIED, "".join(f"{rel} {size} {m} {c} {crc:08x}\n"
+                                              for rel, (size, m, c, crc) in sorted(verified.items())))
 
 
 def check_files(dataset: Dataset, split: str, mode: str,
@@ -130,35 +159,48 @@ def check_files(dataset: Dataset, split: str, mode: str,
     that no longer matches checksums.txt, the indices of the other files that are no plain
     JPEG of jpeg_size x jpeg_size).
 
-    mode "size" compares sizes (a stat per file), "crc" also reads each file for its CRC-32,
-    "off" compares nothing (nor does a set without checksums.txt: bad files are then found
-    when read). The JPEG check (with jpeg_size) reads each file's first bytes and last two:
-    the DALI loader gives DALI only files that pass it, since some malformed files crash
-    DALI's decoder (a segmentation fault) instead of raising an error."""
+    mode "crc" compares each file's CRC-32 with checksums.txt's, reading only the files that
+    changed (size, mtime or ctime) since they were last found equal (VERIFIED, the cache, is
+    in the dataset's folder); "size" compares only sizes (a stat per file: a file corrupted
+    in place is then found, or not, by each loader's decoder); "off" compares nothing (nor
+    does a set without checksums.txt). The JPEG check (with jpeg_size) reads each file's first
+    bytes and last two: the DALI loader gives DALI only files that pass it, since some
+    malformed files crash DALI's decoder (a segmentation fault) instead of raising an error."""
     sums = read_checksums(dataset.root / CHECKSUMS) if mode != "off" else None
     if sums is None and jpeg_size is None:
         return {}, set()
+    crc = mode == "crc" and sums is not None
+    verified = read_verified(dataset.root) if crc else {}
+    fresh = {}
     bad, odd = {}, set()
     for i, (rel, _) in enumerate(dataset.split(split)):
         path = dataset.root / rel
+        want = sums.get(rel) if sums is not None else None
         try:
-            length, data, head, tail = _read(path, mode == "crc" and sums is not None, jpeg_size is not None)
+            st = os.stat(path)
+            stamp = (st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+            whole = crc and want is not None and verified.get(rel) != (*stamp, want[1])
+            data, head, tail = _read(path, whole, jpeg_size is not None)
         except OSError as e:
             bad[i] = one_line(f"unreadable: {e.strerror or e}")
             continue
         if sums is not None:
-            want = sums.get(rel)
             if want is None:
                 bad[i] = f"not in {CHECKSUMS}"
                 continue
+            length = len(data) if data is not None else st.st_size
             if length != want[0]:
                 bad[i] = f"{length} bytes, {CHECKSUMS} says {want[0]} (changed since it was stored)"
                 continue
-            if data is not None and zlib.crc32(data) != want[1]:
-                bad[i] = f"CRC-32 differs from {CHECKSUMS} (changed since it was stored)"
-                continue
+            if data is not None:
+                if zlib.crc32(data) != want[1]:
+                    bad[i] = f"CRC-32 differs from {CHECKSUMS} (changed since it was stored)"
+                    continue
+                fresh[rel] = (*stamp, want[1])
         if jpeg_size is not None and jpeg_problem(head, tail, path, jpeg_size) is not None:
             odd.add(i)
+    if fresh:
+        write_verified(dataset.root, {rel: v for rel, v in {**verified, **fresh}.items() if rel in sums})
     return bad, odd
 
 
