@@ -66,7 +66,7 @@ def tamper(path, change):
     (lambda c: c["rng_per_rank"][0].update(torch=torch.zeros(7, dtype=torch.uint8)), ["rng_per_rank[0].torch"]),
     (lambda c: c["rng_per_rank"][0]["python"].pop(), ["rng_per_rank[0].python"]),
     (lambda c: c.update(batch=999), ["batch must be a whole number in 0..5", "999"]),
-    (lambda c: c.update(epoch=-5), ["epoch must be a whole number >= 0", "-5"]),
+    (lambda c: c.update(epoch=-5), ["epoch must be a whole number in 0..1,000,000", "-5"]),
     (lambda c: c.update(step="many"), ["step must be a whole number"]),
     (lambda c: c["schedule"].pop("drops"), ["schedule must hold drops"]),
     (lambda c: c["model"].update({"col_b.fc6.weight": torch.zeros(64, 7)}),

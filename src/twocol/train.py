@@ -19,7 +19,8 @@ import torch.nn.functional as F
 
 from . import sim
 from .atomic import atomic_write
-from .checkpoint import RunState, checkpoint_state, claim_run_dir, load_checkpoint, restore, save
+from .checkpoint import (RunState, check_same_classes, checkpoint_state, claim_run_dir, load_checkpoint, restore,
+                         same_file, save)
 from .config import Config
 from .data.bad import BadImageLog
 from .data.loader import make_loader
@@ -145,16 +146,17 @@ def train_one_epoch(net, optimizer, loader, cfg: Config, state: RunState, log: M
 
 
 def train(cfg: Config, placement: Placement, data_root: Path, run_dir: Path, resume: Path | None = None,
-          check_isolation: bool = False, stream=sys.stdout, world: World = World()) -> dict:
+          check_isolation: bool = False, stream=sys.stdout, world: World = World(), origin: dict | None = None) -> dict:
     """Train `cfg` on `placement` with the dataset at `data_root`, writing to `run_dir`
     (metrics.jsonl, config.json, checkpoint.pt), which this process holds meanwhile; returns
-    the last epoch's metrics."""
+    the last epoch's metrics. `origin`: what the checkpoint records of how the run was
+    started (--data, --gpus) for a later --resume."""
     with claim_run_dir(run_dir, resume, world):
-        return _train(cfg, placement, data_root, run_dir, resume, check_isolation, stream, world)
+        return _train(cfg, placement, data_root, run_dir, resume, check_isolation, stream, world, origin)
 
 
 def _train(cfg: Config, placement: Placement, data_root: Path, run_dir: Path, resume: Path | None,
-           check_isolation: bool, stream, world: World) -> dict:
+           check_isolation: bool, stream, world: World, origin: dict | None) -> dict:
     if world.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
     log = MetricsLog(run_dir / "metrics.jsonl", enabled=world.is_main)
@@ -174,8 +176,10 @@ def _train(cfg: Config, placement: Placement, data_root: Path, run_dir: Path, re
     # Plain lines off a terminal: one per logged step (a bar redrawn in place on one).
     progress = Progress("train", len(train_loader), stream, every=0, enabled=world.is_main)
     state, metrics = RunState(), {}
+    about = {"classes": list(train_loader.dataset.classes), "origin": origin or {"data": None, "gpus": None}}
     if resume is not None:
         ckpt = load_checkpoint(resume)
+        check_same_classes(ckpt, resume, about["classes"], data_root)
         state = restore(ckpt, resume, net, optimizer, schedule, cfg, world, batches=len(train_loader))
         metrics = ckpt.get("metrics", {})
         log.keep_until(state.step, state.epoch, metrics)  # rows past the checkpoint are work it lacks
@@ -187,6 +191,8 @@ def _train(cfg: Config, placement: Placement, data_root: Path, run_dir: Path, re
     if world.is_main:
         atomic_write(run_dir / "config.json", json.dumps(cfg.to_dict(), indent=2))
     ckpt_path = run_dir / "checkpoint.pt"
+    if resume is not None and not same_file(resume, ckpt_path):  # continued in another run directory
+        save(ckpt_path, checkpoint_state(net, optimizer, schedule, state, cfg, metrics, world, about), world)
     progress.line(f"training {cfg.name} on {placement}" + (f" x {world.size} processes" if world.active else "")
                   + f": {len(train_loader)} batches of {cfg.data.batch_size} per epoch"
                   + (" per process" if world.active else "") + f", {cfg.train.epochs} epochs, "
@@ -200,12 +206,12 @@ def _train(cfg: Config, placement: Placement, data_root: Path, run_dir: Path, re
             except Interrupted:
                 if not all(torch.isfinite(p).all() for p in net.parameters()):
                     raise TrainingDiverged(f"stopped by signal with non-finite weights; kept {ckpt_path}") from None
-                save(ckpt_path, checkpoint_state(net, optimizer, schedule, state, cfg, metrics, world), world)
+                save(ckpt_path, checkpoint_state(net, optimizer, schedule, state, cfg, metrics, world, about), world)
                 progress.line(f"stopped by signal {stop.signal} at epoch {state.epoch + 1} batch {state.batch}; "
                               f"checkpoint {ckpt_path}; continue with --resume {ckpt_path}")
                 raise
             except TooManyBadImages as e:
-                save(ckpt_path, checkpoint_state(net, optimizer, schedule, state, cfg, metrics, world), world)
+                save(ckpt_path, checkpoint_state(net, optimizer, schedule, state, cfg, metrics, world, about), world)
                 raise TooManyBadImages(f"{e}: see {run_dir / 'bad_images.tsv'}; checkpoint {ckpt_path} (repair or "
                                        f"re-prepare the data, then --resume {ckpt_path})") from None
             except TrainingDiverged as e:
@@ -220,7 +226,7 @@ def _train(cfg: Config, placement: Placement, data_root: Path, run_dir: Path, re
                        "val_top1_error": val["top1_error"], "val_top5_error": val["top5_error"],
                        "seconds": time.perf_counter() - start, COLOUR_KEY: column_scores(net)}
             # Checkpoint first: the log never claims an epoch that the checkpoint lacks.
-            save(ckpt_path, checkpoint_state(net, optimizer, schedule, state, cfg, metrics, world), world)
+            save(ckpt_path, checkpoint_state(net, optimizer, schedule, state, cfg, metrics, world, about), world)
             log.record(**metrics)
             progress.line(f"epoch {state.epoch}/{cfg.train.epochs}: train loss {metrics.get('train_loss', float('nan')):.3f} "
                           f"val top1 {100 * val['top1_error']:.2f}% top5 {100 * val['top5_error']:.2f}% "
