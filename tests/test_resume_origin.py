@@ -56,6 +56,12 @@ def test_resume_alone_continues_on_the_runs_dataset(run, capsys):
     assert load_checkpoint(run / "checkpoint.pt")["epoch"] == 2
 
 
+def test_resume_alone_continues_on_the_runs_devices(run, capsys):
+    tamper(run / "checkpoint.pt", lambda c: c["origin"].update(gpus="5,6"))  # as if started with --gpus 5,6
+    code, _, err = twocol(capsys, "train", "--resume", run / "checkpoint.pt", "--threads", "1", "train.epochs=2")
+    one_line_error(code, err, "--gpus '5,6'")
+
+
 def test_resume_of_a_moved_dataset_names_the_recorded_path(data, run, tmp_path, capsys):
     moved = shutil.copytree(data, tmp_path / "copy")
     tamper(run / "checkpoint.pt", lambda c: c["origin"].update(data=str(tmp_path / "gone")))
