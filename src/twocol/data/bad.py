@@ -1,10 +1,12 @@
 """Bad images after `prepare`: found, skipped, recorded, and a run stopped when there are many.
 
 A stored image is bad when its file no longer matches checksums.txt (checked when a loader
-starts: the size by default, the CRC-32 too with data.verify_files=crc), when it cannot be
-decoded, or when it decodes to another size than the dataset's. Both loaders find the same bad
-images (the DALI loader falls back to `read_image` whenever DALI fails on a batch, so every
-verdict is this module's), leave each out of its batch and report it as a `BadImage`.
+starts: the CRC-32 by default, cached per file; only the size with data.verify_files=size),
+when it cannot be decoded, or when it decodes to another size than the dataset's. Both loaders
+find the same bad images (the DALI loader falls back to `read_image` whenever DALI fails on a
+batch, so every verdict is this module's; a file corrupted in place, which DALI's decoder may
+pass where Pillow's fails, is found by its CRC before either decodes it), leave each out of its
+batch and report it as a `BadImage`. Both turn an image as its EXIF orientation says.
 
 What stays deterministic: the epoch plan is never changed. A batch that holds a bad image is
 delivered without it (one image smaller); every other image keeps its batch, position and
