@@ -60,8 +60,9 @@ def read_image(path: Path, size: int) -> np.ndarray:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             with Image.open(path) as im:
-                # Turned as its EXIF orientation says, as DALI's decoders turn it.
-                im = ImageOps.exif_transpose(im)
+                # Turned as its EXIF orientation says, as DALI's decoders turn it (in place: an
+                # upright image is not copied).
+                ImageOps.exif_transpose(im, in_place=True)
                 pixels = np.asarray(im if im.mode == "RGB" else im.convert("RGB"))
     except Exception as e:  # Pillow raises OSError, SyntaxError, ValueError, ... for a bad file
         msg = str(e) or type(e).__name__
