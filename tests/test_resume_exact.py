@@ -23,6 +23,7 @@ from twocol.data.layout import CHECKSUMS, open_dataset
 from twocol.data.loader import make_loader
 from twocol.data.synth import synthesize
 from twocol.devices import Placement
+from twocol.lock import DirLock
 
 from conftest import LOADER_BACKENDS, config
 
@@ -202,3 +203,32 @@ def test_a_process_sent_a_signal_mid_epoch_resumes_bit_for_bit(data, straight, t
                        env=ENV)
     assert r.returncode == 0, r.stderr[-2000:]
     assert differences(load_checkpoint(run / "checkpoint.pt"), straight(backend)) == SAME
+
+
+# Holds a run directory's lock, as `twocol train` does, with a forked child (as a DataLoader
+# worker is) that outlives it.
+FORKED_HOLDER = textwrap.dedent("""
+    import os, sys, time
+    from twocol.lock import DirLock
+    DirLock(sys.argv[1], "run directory").acquire()
+    child = os.fork()
+    if child == 0:
+        time.sleep(60)
+        os._exit(0)
+    print(child, flush=True)
+    time.sleep(60)
+""")
+
+
+def test_a_killed_runs_forked_children_do_not_keep_its_run_directory_locked(tmp_path):
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-c", FORKED_HOLDER, str(run)], stdout=subprocess.PIPE, text=True, env=ENV)
+    child = int(proc.stdout.readline())
+    try:
+        proc.kill()
+        proc.wait()
+        os.kill(child, 0)  # the orphaned child still runs ...
+        with DirLock(run, "run directory"):  # ... and the folder is free at once
+            assert (run / ".lock").read_text().strip() == str(os.getpid())
+    finally:
+        os.kill(child, signal.SIGKILL)
