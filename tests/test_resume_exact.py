@@ -19,7 +19,7 @@ from twocol.checkpoint import load_checkpoint
 from twocol.cli import main
 from twocol.data import base
 from twocol.data import loader as loader_module
-from twocol.data.layout import CHECKSUMS, open_dataset
+from twocol.data.layout import CHECKSUMS
 from twocol.data.loader import make_loader
 from twocol.data.synth import synthesize
 from twocol.devices import Placement
