@@ -15,6 +15,7 @@ from twocol.devices import Placement
 from twocol.model import build_model
 
 from bench import paper
+from bench import report as bench_report
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -83,9 +84,8 @@ def rows_of(md: str, first_cell: str) -> list[list[str]]:
 
 
 def report(results: Path) -> str:
-    r = subprocess.run([sys.executable, "-m", "bench.report", "--results", str(results)], cwd=ROOT,
-                       capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr[-3000:]
+    """bench/report.py in this process (its command line is run by test_report_without_results_says_so)."""
+    assert bench_report.main(["--results", str(results)]) == 0
     return (results / "latest.md").read_text()
 
 
@@ -157,6 +157,7 @@ def test_report_without_results_says_so(tmp_path):
     assert r.returncode == 1 and "no results" in r.stderr
 
 
+@pytest.mark.slow
 def test_paper_protocol_end_to_end_at_a_toy_scale(tmp_path):
     data = synthesize(tmp_path / "synth", classes=10, per_class=10, image_size=44, val_per_class=3, workers=1)
     out = tmp_path / "results" / "2030-01-02-paper.json"
