@@ -112,6 +112,12 @@ class ModelConfig:
     pool: PoolConfig = field(default_factory=PoolConfig)
     padding: PaddingConfig = field(default_factory=PaddingConfig)
     dropout: float = 0.5
+    # "paper": training zeroes each fc6/fc7 output with probability `dropout`, unscaled, and
+    # evaluation multiplies them by 1 - dropout (section 4.2, the 2012 code). "inverted": the
+    # kept outputs are divided by 1 - dropout in training, nothing at test (torch.nn.Dropout).
+    # A checkpoint written before this key existed was trained "inverted" and reads as such
+    # (checkpoint.checkpoint_config).
+    dropout_convention: Literal["paper", "inverted"] = "paper"
 
 
 @dataclass

@@ -146,6 +146,32 @@ class ActNorm(nn.Module):
         return x
 
 
+class Dropout(nn.Module):
+    """Dropout at rate `rate` by `convention` (docs/design.md, section 4).
+
+    "paper" (section 4.2; the 2012 code's dropout layer, src/layer.cu:1126-1135): in training
+    each output is kept with probability keep = 1 - rate and zeroed otherwise, unscaled; at
+    test (eval mode) every output is multiplied by keep. "inverted" (torch.nn.Dropout): the
+    kept outputs are divided by keep in training and nothing happens at test."""
+
+    def __init__(self, rate: float, convention: str):
+        super().__init__()
+        self.keep, self.convention = 1.0 - rate, convention
+
+    def forward(self, x):
+        if self.keep == 1.0:
+            return x
+        if self.convention == "inverted":
+            return F.dropout(x, 1.0 - self.keep, self.training)
+        if self.training:
+            # The same draws as F.dropout's mask for the same generator state.
+            return x * torch.empty_like(x).bernoulli_(self.keep)
+        return x * self.keep
+
+    def extra_repr(self) -> str:
+        return f"keep={self.keep:g}, convention={self.convention}"
+
+
 class Column(nn.Module):
     """One column: conv1..conv5 and fc6, fc7. Input widths of conv3, fc6 and fc7 include what
     arrives from the other column (if any)."""
@@ -172,10 +198,10 @@ class Column(nn.Module):
         self.pool5 = max_pool(m)
         self.fc6 = nn.Linear(fc6_in, f6)
         self.act6 = act()
-        self.drop6 = nn.Dropout(m.dropout)
+        self.drop6 = Dropout(m.dropout, m.dropout_convention)
         self.fc7 = nn.Linear(fc7_in, f7)
         self.act7 = act()
-        self.drop7 = nn.Dropout(m.dropout)
+        self.drop7 = Dropout(m.dropout, m.dropout_convention)
 
     def to_pool2(self, x):
         x = F.pad(x, (0, self.conv1_pad, 0, self.conv1_pad))

@@ -11,7 +11,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .config import ModelConfig
-from .model import ActNorm, TwoColumnNet, conv1_geometry, feature_sides, max_pool
+from .model import ActNorm, Dropout, TwoColumnNet, conv1_geometry, feature_sides, max_pool
 
 
 class GroupedNet(nn.Module):
@@ -38,7 +38,7 @@ class GroupedNet(nn.Module):
         self.fc7 = nn.Linear(2 * f[0], 2 * f[1])
         self.fc8 = nn.Linear(2 * f[1], m.num_classes)
         self.act = act()
-        self.drop = nn.Dropout(m.dropout)
+        self.drop = Dropout(m.dropout, m.dropout_convention)
         self.to(device)
 
     @staticmethod
