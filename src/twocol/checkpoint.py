@@ -265,7 +265,8 @@ def check_same_architecture(ckpt: dict, cfg: Config, path: str | Path) -> None:
         m = cfg.model
         diffs.append(f"dropout: the checkpoint's net multiplies fc6 and fc7 by {trained:g} at test (model.dropout "
                      f"{stored['dropout']:g}, {stored['dropout_convention']}), the config's by {asked:g} "
-                     f"({m.dropout:g}, {m.dropout_convention})")
+                     f"({m.dropout:g}, {m.dropout_convention}); override model.dropout and "
+                     "model.dropout_convention to match")
     if diffs:
         raise CheckpointError(f"{path} holds another architecture: model.{diffs[0]}"
                               + (f" (and {len(diffs) - 1} more)" if len(diffs) > 1 else ""))
