@@ -155,7 +155,7 @@ def speed(base_runs: list[dict], runs: list[dict], claim: Speed, threshold: floa
         else:
             chance = 100 * (1 - 1 / classes)
             threshold = (chance + statistics.mean(r["train_top1_by_epoch"][-1] for r in base_runs)) / 2
-            rule = f"halfway between chance and the {claim.labels[0]} nets' final training error"
+            rule = f"halfway between chance and the baseline ({claim.labels[0]}) nets' final training error"
     by_seed = {r["seed"]: r for r in base_runs}
     pairs = [(by_seed[r["seed"]], r) for r in runs if r["seed"] in by_seed]
     base = [epochs_to(b["train_top1_by_epoch"], threshold) for b, _ in pairs]
@@ -311,6 +311,7 @@ def main(argv=None) -> int:
             print(f"{name}, 10-patch top-1: {m:+.2f}" + (f" +- {h:.2f}" if h is not None else "") + " points")
     print(f"{result['wall_s']:.0f} s; wrote {out}")
     return 0
+
 
 if __name__ == "__main__":
     try:

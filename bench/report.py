@@ -170,8 +170,8 @@ def scale_section(p: dict) -> list[str]:
         f"{d['image_size']}x{d['image_size']} px; crops of {p['input_size']} px.",
         f"- **Nets**: `{p['configs']['twocol']}`"
         + (f" and `{p['configs']['onecol']}`" if p["configs"].get("onecol") else " (no one-column net in this run)")
-        + f" ({p['preset']} preset), overrides: two-column `{' '.join(p['overrides']['twocol']) or 'none'}`; one-column "
-        f"`{' '.join(p['overrides']['onecol']) or 'none'}`"
+        + f" ({p['preset']} preset), overrides: two-column `{' '.join(p['overrides']['twocol']) or 'none'}`"
+        + (f"; one-column `{' '.join(p['overrides']['onecol']) or 'none'}`" if p["configs"].get("onecol") else "")
         + (f"; dropout {p['dropout']:g}" if "dropout" in p else "")
         + (f" ({p['dropout_convention']})" if p.get("dropout") and "dropout_convention" in p else "") + ".",
         f"- **Protocol**: {schedule_text(p)}; seeds {p['seeds']} (every net and ablation trained on each), "
@@ -283,8 +283,8 @@ def ablation_section(p: dict) -> list[str]:
         g = a.get("gap")
         if g:
             lines += ["", f"{label(name)}, overfitting: {g['measure']}: baseline {signed_ci(g['baseline'])}, "
-                          f"ablated {signed_ci(g['ablated'])}; ablated minus baseline {signed_ci(g['ablated_minus_baseline'])} "
-                          f"({reading(g['ablated_minus_baseline'], None, 'the gap widens', 'the gap narrows')})."]
+                          f"ablated {signed_ci(g['ablated'])}; ablated minus baseline {signed_ci(g['ablated_minus_baseline'])}: "
+                          f"{reading(g['ablated_minus_baseline'], None, 'the gap widens', 'the gap narrows')}."]
     return lines + [""]
 
 

@@ -134,7 +134,7 @@ def test_every_ablation_is_one_entry_that_the_report_reads(tmp_path):
     # without dropout and 3 with it.
     assert ("with dropout vs without, epochs to 67.5% training top-1 error (per seed): with dropout 3, 3; "
             "without 2, 2; without / with dropout **0.67x** (paper: 0.5x, dropout roughly doubles") in md
-    assert "baseline -1.00 ± 0.00, ablated +2.00 ± 0.00; ablated minus baseline +3.00 ± 0.00 (resolved: the gap widens)" in md
+    assert "baseline -1.00 ± 0.00, ablated +2.00 ± 0.00; ablated minus baseline +3.00 ± 0.00: resolved: the gap widens." in md
     assert ("- `--ablation dropout_off`: `model.dropout=0`; the two-column config lacks what it takes away, so its "
             "baseline is that config with `model.dropout=0.5 model.dropout_convention=paper`, and the ablated net "
             "is the two-column config itself") in md
