@@ -6,9 +6,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import config
-from twocol.checkpoint import check_same_architecture, load_net
+from conftest import config, twocol_in_process
+from twocol.checkpoint import check_same_architecture, load_checkpoint, load_net, stored_config
 from twocol.config import config_from_dict
+from twocol.data.synth import synthesize
 from twocol.devices import Placement
 from twocol.errors import CheckpointError
 from twocol.model import Dropout, build_model
@@ -151,7 +152,34 @@ def test_a_checkpoint_from_before_the_key_loads_inverted_and_a_new_one_as_record
     with pytest.raises(CheckpointError, match=r"multiplies fc6 and fc7 by 1 at test .*inverted.*by 0.5"):
         check_same_architecture(torch.load(old), cfg, old)
     check_same_architecture(torch.load(old), tiny("inverted"), old)
+    # What `twocol train --resume` builds from it, with overrides on top
+    resumed = config_from_dict(stored_config(torch.load(old)), "resume", ["train.epochs=2"])
+    assert resumed.model.dropout_convention == "inverted" and resumed.train.epochs == 2
     check_same_architecture(torch.load(old), tiny("inverted", "model.dropout=0.3"), old)  # training rate only
     check_same_architecture(torch.load(new), cfg, new)
     with pytest.raises(CheckpointError, match=r"by 0.5 at test \(model.dropout 0.5, paper\), the config's by 1 \(0, paper"):
         check_same_architecture(torch.load(new), tiny("paper", "model.dropout=0"), new)
+
+
+@pytest.mark.slow
+def test_a_run_from_before_the_key_resumes_and_evaluates_as_it_was_trained(capsys, tmp_path):
+    data = synthesize(tmp_path / "synth", classes=4, per_class=40, image_size=44, val_per_class=10, workers=1)
+    run = tmp_path / "run"
+    common = ["--gpus", "cpu", "--data", str(data)]
+    code, _, err = twocol_in_process(capsys, "train", *common, "--run-dir", run, "-c", "configs/tiny_twocol.yaml",
+                                     "model.num_classes=4", "model.dropout=0.5", "model.dropout_convention=inverted",
+                                     "data.workers=0", "train.epochs=1")
+    assert code == 0, err
+    ckpt = load_checkpoint(run / "checkpoint.pt")
+    assert ckpt["config"]["model"]["dropout_convention"] == "inverted"  # recorded from now on
+    del ckpt["config"]["model"]["dropout_convention"]  # as a checkpoint written before the key existed
+    torch.save(ckpt, run / "checkpoint.pt")
+    code, _, err = twocol_in_process(capsys, "train", "--resume", run / "checkpoint.pt", *common, "train.epochs=2")
+    assert code == 0, err
+    resumed = load_checkpoint(run / "checkpoint.pt")
+    assert resumed["epoch"] == 2 and resumed["config"]["model"]["dropout_convention"] == "inverted"
+    code, out, err = twocol_in_process(capsys, "eval", "--ckpt", run / "checkpoint.pt", *common)
+    assert code == 0, err
+    code, _, err = twocol_in_process(capsys, "eval", "--ckpt", run / "checkpoint.pt", *common,
+                                     "-c", "configs/tiny_twocol.yaml", "model.num_classes=4", "model.dropout=0.5")
+    assert code == 2 and "multiplies fc6 and fc7 by 1 at test" in err and "model.dropout_convention" in err

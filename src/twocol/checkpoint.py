@@ -221,14 +221,19 @@ def load_checkpoint(path: str | Path) -> dict:
     return ckpt
 
 
-def checkpoint_config(ckpt: dict, path: str | Path) -> Config:
-    """The config a checkpoint was trained with. One written before model.dropout_convention
-    existed was trained with torch.nn.Dropout, so it reads as "inverted" (not today's default)."""
+def stored_config(ckpt: dict) -> dict:
+    """The config a checkpoint was trained with, as a mapping. One written before
+    model.dropout_convention existed was trained with torch.nn.Dropout, so it reads as
+    "inverted" (not today's default)."""
     stored = ckpt["config"]
     if "dropout_convention" not in stored.get("model", {}):
         stored = {**stored, "model": {**stored.get("model", {}), "dropout_convention": "inverted"}}
+    return stored
+
+
+def checkpoint_config(ckpt: dict, path: str | Path) -> Config:
     try:
-        return config_from_dict(stored, source=f"config stored in {path}")
+        return config_from_dict(stored_config(ckpt), source=f"config stored in {path}")
     except ConfigError as e:
         raise CheckpointError(str(e)) from None
 
