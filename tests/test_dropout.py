@@ -183,3 +183,14 @@ def test_a_run_from_before_the_key_resumes_and_evaluates_as_it_was_trained(capsy
     code, _, err = twocol_in_process(capsys, "eval", "--ckpt", run / "checkpoint.pt", *common,
                                      "-c", "configs/tiny_twocol.yaml", "model.num_classes=4", "model.dropout=0.5")
     assert code == 2 and "multiplies fc6 and fc7 by 1 at test" in err and "model.dropout_convention" in err
+
+
+@pytest.mark.parametrize("name,convention", [
+    ("alexnet_paper", "paper"), ("alexnet_onecol", "paper"), ("alexnet_2012code", "paper"),
+    ("alexnet_2012code_2010", "paper"), ("alexnet_2012code_onecol", "paper"), ("alexnet_2012code_onecol_2010", "paper"),
+    ("small_twocol", "inverted"), ("small_onecol", "inverted"),  # what the quick-start figures were measured with
+    ("tiny_twocol", "paper"), ("tiny_onecol", "paper"),  # no dropout: the same net either way
+])
+def test_each_config_chooses_its_dropout_convention(name, convention):
+    m = config(name).model
+    assert m.dropout_convention == convention and (m.dropout == 0.0) == name.startswith("tiny")
