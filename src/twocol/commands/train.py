@@ -4,7 +4,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from ..checkpoint import load_checkpoint, resumed_origin
+from ..checkpoint import load_checkpoint, resumed_origin, stored_config
 from ..config import config_from_dict
 from ..data.synth import dataset_root
 from ..distributed import barrier, gather_objects, init, placement_for, shutdown, world_from_env
@@ -42,7 +42,7 @@ def run(args) -> int:
     if resume is not None and args.config is None:
         # Continue with the run's own config (overrides still apply, e.g. train.epochs=...).
         refuse_ablations_without_config(args)
-        cfg = config_from_dict(ckpt["config"], f"config stored in {resume}", args.overrides)
+        cfg = config_from_dict(stored_config(ckpt), f"config stored in {resume}", args.overrides)
     else:
         cfg = config_of(args, path=args.config or DEFAULT_CONFIG)
     ckpt = None  # train() reads it again: not two copies of the weights in memory
