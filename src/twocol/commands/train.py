@@ -36,12 +36,13 @@ def run(args) -> int:
     resume = Path(args.resume) if args.resume else None
     data, gpus = args.data, args.gpus
     if resume is not None:
+        if args.config is None:
+            refuse_ablations_without_config(args)
         ckpt = load_checkpoint(resume)
         # Continue on the run's own dataset and devices unless given anew.
         data, gpus = resumed_origin(ckpt, resume, data, gpus)
     if resume is not None and args.config is None:
         # Continue with the run's own config (overrides still apply, e.g. train.epochs=...).
-        refuse_ablations_without_config(args)
         cfg = config_from_dict(stored_config(ckpt), f"config stored in {resume}", args.overrides)
     else:
         cfg = config_of(args, path=args.config or DEFAULT_CONFIG)
