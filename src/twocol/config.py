@@ -256,6 +256,11 @@ def _type_name(tp) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
+# YAML 1.1 (PyYAML) reads these words, unquoted, as booleans; a key whose allowed values hold
+# one of them (train.amp: off, data.verify_files: off) takes the boolean back as that word.
+_YAML_BOOL_WORDS = {True: ("on", "yes", "true"), False: ("off", "no", "false")}
+
+
 def _coerce(value, tp, key: str, source: str):
     """Check `value` against the annotation `tp`; return it converted (int -> float only)."""
     origin = get_origin(tp)
@@ -265,6 +270,12 @@ def _coerce(value, tp, key: str, source: str):
             raise ConfigError(f"{source}: {key} must be a mapping, got {show(value)}")
         return _build(tp, value, key + ".", source)
     if origin is Literal:
+        if isinstance(value, bool):
+            words = [a for a in get_args(tp) if isinstance(a, str) and a.lower() in _YAML_BOOL_WORDS[value]]
+            if len(words) != 1:
+                raise ConfigError(f"{source}: {key} must be {_type_name(tp)}, got {show(value)} (YAML reads "
+                                  f"{'/'.join(_YAML_BOOL_WORDS[value])} unquoted as a boolean)")
+            return words[0]
         if value not in get_args(tp):
             raise bad
         return value
@@ -446,11 +457,31 @@ def config_from_dict(data: dict, source: str = "checkpoint", overrides: list[str
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: a config must be a mapping, got {show(data)}")
     check_bounded(data, source)
-    cfg = _build(Config, data, "", source)
+    stages = [(_build(Config, data, "", source), source)]
     for ov in overrides:
-        cfg = _build(Config, _merge(cfg.to_dict(), parse_override(ov)), "", f"override '{_short(ov)}'")
-    validate(cfg, source)
+        where = f"override '{_short(ov)}'"
+        stages.append((_build(Config, _merge(stages[-1][0].to_dict(), parse_override(ov)), "", where), where))
+    cfg = stages[-1][0]
+    try:
+        validate(cfg, source)
+    except ConfigError:
+        # Blame what made the config invalid: the override after the last valid stage, or the
+        # file itself when no stage was valid (an override may also repair a file's value).
+        culprit = source
+        for (before, _), (_, where) in zip(reversed(stages[:-1]), reversed(stages[1:])):
+            if _valid(before):
+                culprit = where
+                break
+        validate(cfg, culprit)
     return cfg
+
+
+def _valid(cfg: Config) -> bool:
+    try:
+        validate(cfg, "")
+    except ConfigError:
+        return False
+    return True
 
 
 def validate(cfg: Config, source: str) -> None:

@@ -31,6 +31,7 @@ from ..atomic import atomic_write, remove_stale_temps, temp_path
 from ..errors import DataError
 from ..lock import LOCK, DirLock
 from ..monitor import Progress
+from ..threads import at_most_cpus, available_cpus
 from .layout import CHECKSUMS, CLASSES, FORMAT, META, PARTIAL, REPORT, SPLITS, STATS, write_checksums, write_manifest
 from .lighting import pca
 
@@ -201,6 +202,15 @@ def check_destination(root: Path, params: dict) -> dict | None:
     if root.is_dir() and not params_path.is_file() and any(e.name != LOCK for e in os.scandir(root)):
         raise DataError(f"{root} is not empty and is not a twocol dataset; give an empty or new directory")
     return None
+
+
+def worker_count(workers: int | None) -> int:
+    """prepare's and synth's --workers: None -> the CPUs this process may use; at least 1."""
+    if workers is None:
+        return available_cpus()[0]
+    if workers < 1:
+        raise DataError(f"--workers must be at least 1, got {workers}")
+    return at_most_cpus(workers, f"--workers {workers}")
 
 
 def _one_writer(build_fn):

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 import sys
 from pathlib import Path
 
@@ -24,7 +23,7 @@ import numpy as np
 from ..config import MAX_IMAGE_SIDE, Config
 from ..errors import DataError
 from ..lock import DirLock
-from .build import Item, build
+from .build import Item, build, worker_count
 from .layout import META, open_dataset
 
 SHAPES = ("disk", "square", "triangle", "cross", "ring", "star", "hexagon", "crescent")
@@ -200,6 +199,7 @@ def synthesize(dst: Path, classes: int, per_class: int, seed: int = 0, image_siz
         raise DataError(f"val_per_class must be at least 1, got {val_per_class}")
     if seed < 0:
         raise DataError(f"the seed must be >= 0, got {seed}")
+    workers = worker_count(workers)
     names = class_names(classes)
     work = {split: [Item((split, label, i), f"{split}/{names[label]}/{split}-{label:02d}-{i:05d}.jpg", label)
                     for label in range(classes) for i in range(n)]
@@ -208,7 +208,7 @@ def synthesize(dst: Path, classes: int, per_class: int, seed: int = 0, image_siz
               "seed": seed, "image_size": image_size, "quality": QUALITY}
     build(Path(dst), params=params, classes=names, work=work,
           produce=functools.partial(render, seed=seed, size=image_size, classes=classes),
-          size=image_size, quality=QUALITY, workers=workers or os.cpu_count() or 1, label=f"synth {dst}")
+          size=image_size, quality=QUALITY, workers=workers, label=f"synth {dst}")
     return Path(dst)
 
 
