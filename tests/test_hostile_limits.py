@@ -177,6 +177,11 @@ def test_a_bad_override_is_blamed_on_the_override_not_the_file(tmp_path, capsys)
     assert load_config(file, ["data.workers=1"]).data.workers == 1  # an override may repair the file
 
 
+def test_an_absurd_prefetch_depth_is_refused(capsys):
+    one_line_error(*twocol(capsys, "describe", "-c", "configs/tiny_twocol.yaml", "data.prefetch=100000000")[::2],
+                   "override 'data.prefetch=100000000': data.prefetch must be in 1..64")
+
+
 def test_a_full_disk_during_prepare_names_the_file(tmp_path, capsys):
     src = tree(tmp_path / "src", ["a", "b"])
     dst = tmp_path / "dst"
