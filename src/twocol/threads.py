@@ -13,8 +13,8 @@ OMP_WAIT_POLICY=PASSIVE unless the user set it, before torch loads: OpenMP reads
 No count may exceed those CPUs: a thread count above them (`--threads`, OMP_NUM_THREADS) or a
 worker count (`data.workers`, `prepare --workers`, `synth --workers`) is lowered to them with
 one line on stderr, `at_most_cpus`. More threads than CPUs only take turns on them, and torch
-asked for 8192 threads took 26 s to start them here, for 100,000 crashed (a segmentation
-fault). A count below the least that means something is refused (ConfigError, exit 2).
+told to use 100,000 crashed here (a segmentation fault). A count below the least that means
+something is refused (ConfigError, exit 2).
 OMP_NUM_THREADS itself is harmless at torch's import (its OpenMP caps the value it reads to the
 CPUs); only the count torch is then told to use matters.
 """
