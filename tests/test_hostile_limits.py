@@ -177,9 +177,22 @@ def test_a_bad_override_is_blamed_on_the_override_not_the_file(tmp_path, capsys)
     assert load_config(file, ["data.workers=1"]).data.workers == 1  # an override may repair the file
 
 
-def test_an_absurd_prefetch_depth_is_refused(capsys):
-    one_line_error(*twocol(capsys, "describe", "-c", "configs/tiny_twocol.yaml", "data.prefetch=100000000")[::2],
-                   "override 'data.prefetch=100000000': data.prefetch must be in 1..64")
+@pytest.mark.parametrize("override,needle", [
+    ("data.prefetch=100000000", "data.prefetch must be in 1..64"),
+    ("train.seed=-1", "train.seed must be in 0..2147483647"),       # numpy's seeding raised a traceback
+    ("train.seed=4294967296", "train.seed must be in 0..2147483647"),
+])
+def test_absurd_key_values_are_refused(capsys, override, needle):
+    one_line_error(*twocol(capsys, "describe", "-c", "configs/tiny_twocol.yaml", override)[::2],
+                   f"override '{override}': {needle}")
+
+
+@pytest.mark.parametrize("option", ["--per-class", "--val-per-class"])
+def test_synth_refuses_an_absurd_number_of_images(tmp_path, capsys, option):
+    args = {"--per-class": ["--per-class", "10000000000000"], "--val-per-class": ["--per-class", "2",
+                                                                                 "--val-per-class", "10000000000000"]}
+    one_line_error(*twocol(capsys, "synth", tmp_path / "s", "--classes", "2", *args[option])[::2], "1..100000")
+    assert not (tmp_path / "s").exists()
 
 
 def test_a_full_disk_during_prepare_names_the_file(tmp_path, capsys):

@@ -32,6 +32,12 @@ MAX_STRING = 10_000
 # 256; a larger side than this only multiplies every buffer (a mean image of S x S x 3 int64
 # sums per worker) for no use.
 MAX_IMAGE_SIDE = 2048
+# Images per class of a synthetic set (data.synth_per_class, synth --per-class and
+# --val-per-class): 100,000 of 1,000 classes would already be 10^8 files.
+MAX_SYNTH_PER_CLASS = 100_000
+# train.seed seeds numpy's legacy generator, which takes 0..2**32 - 1, plus each process's
+# rank under torchrun: the seed itself stays below 2**31.
+MAX_SEED = 2 ** 31 - 1
 # libyaml's parser when PyYAML has it (the wheels do): it is iterative and limits nesting,
 # where the pure-Python one recurses (and takes about a minute for 60 KB of brackets here).
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -510,7 +516,8 @@ def validate(cfg: Config, source: str) -> None:
     need(cfg.data.image_size >= m.input_size, "data.image_size", "must be at least model.input_size")
     need(cfg.data.image_size <= MAX_IMAGE_SIDE, "data.image_size", f"must be at most {MAX_IMAGE_SIDE}")
     need(cfg.data.workers >= 0, "data.workers", "must be >= 0 (0: load in the training process)")
-    need(1 <= cfg.data.synth_per_class <= 100_000, "data.synth_per_class", "must be in 1..100000")
+    need(1 <= cfg.data.synth_per_class <= MAX_SYNTH_PER_CLASS, "data.synth_per_class",
+         f"must be in 1..{MAX_SYNTH_PER_CLASS}")
     need(cfg.data.batch_size > 0, "data.batch_size", "must be positive")
     need(cfg.data.crop_chunk > 0, "data.crop_chunk", "must be positive")
     need(cfg.data.flip_chunk > 0, "data.flip_chunk", "must be positive")
@@ -525,6 +532,7 @@ def validate(cfg: Config, source: str) -> None:
     need(cfg.data.input_scale > 0, "data.input_scale", "must be positive")
     need(cfg.optim.lr > 0, "optim.lr", "must be positive")
     need(cfg.train.epochs > 0, "train.epochs", "must be positive")
+    need(0 <= cfg.train.seed <= MAX_SEED, "train.seed", f"must be in 0..{MAX_SEED}")
     need(cfg.train.log_every > 0, "train.log_every", "must be positive")
     sch = cfg.schedule
     need(0 < sch.factor < 1, "schedule.factor", "must be in (0, 1)")

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import MAX_IMAGE_SIDE, Config
+from ..config import MAX_IMAGE_SIDE, MAX_SYNTH_PER_CLASS, Config
 from ..errors import DataError
 from ..lock import DirLock
 from .build import Item, build, worker_count
@@ -191,12 +191,12 @@ def synthesize(dst: Path, classes: int, per_class: int, seed: int = 0, image_siz
                val_per_class: int | None = None, workers: int | None = None) -> Path:
     """Write the synthetic set (train: per_class images per class; val: val_per_class, by
     default a fifth of per_class) in prepare's layout; resumes an interrupted run. Returns dst."""
-    if per_class < 1 or not 8 <= image_size <= MAX_IMAGE_SIDE:
-        raise DataError(f"the synthetic set needs per_class >= 1 and image_size in 8..{MAX_IMAGE_SIDE} "
-                        f"(got {per_class}, {image_size})")
+    if not 1 <= per_class <= MAX_SYNTH_PER_CLASS or not 8 <= image_size <= MAX_IMAGE_SIDE:
+        raise DataError(f"the synthetic set needs per_class in 1..{MAX_SYNTH_PER_CLASS} and image_size in "
+                        f"8..{MAX_IMAGE_SIDE} (got {per_class}, {image_size})")
     val_per_class = max(1, per_class // 5) if val_per_class is None else val_per_class
-    if val_per_class < 1:
-        raise DataError(f"val_per_class must be at least 1, got {val_per_class}")
+    if not 1 <= val_per_class <= MAX_SYNTH_PER_CLASS:
+        raise DataError(f"val_per_class must be in 1..{MAX_SYNTH_PER_CLASS}, got {val_per_class}")
     if seed < 0:
         raise DataError(f"the seed must be >= 0, got {seed}")
     workers = worker_count(workers)
