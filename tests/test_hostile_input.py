@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 import torch
 
-from twocol.data.synth import synthesize
 from twocol.errors import ConfigError
 from twocol.threads import cgroup_cpus, choose_threads
 
@@ -133,10 +132,9 @@ def test_a_config_file_python_cannot_read_is_one_line(tmp_path, capsys, content,
     one_line_error(*twocol(capsys, "describe", "-c", path)[::2], f"{path}: {needle}")
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    return synthesize(tmp_path_factory.mktemp("data") / "set", classes=4, per_class=8, image_size=44,
-                      val_per_class=2, workers=1)
+@pytest.fixture
+def data(tiny_set):
+    return tiny_set
 
 
 def truncate(path):

@@ -221,18 +221,36 @@ def load_checkpoint(path: str | Path) -> dict:
     return ckpt
 
 
+def stored_config(ckpt: dict) -> dict:
+    """The config a checkpoint was trained with, as a mapping. One written before
+    model.dropout_convention existed was trained with torch.nn.Dropout, so it reads as
+    "inverted" (not today's default)."""
+    stored = ckpt["config"]
+    if "dropout_convention" not in stored.get("model", {}):
+        stored = {**stored, "model": {**stored.get("model", {}), "dropout_convention": "inverted"}}
+    return stored
+
+
 def checkpoint_config(ckpt: dict, path: str | Path) -> Config:
     try:
-        return config_from_dict(ckpt["config"], source=f"config stored in {path}")
+        return config_from_dict(stored_config(ckpt), source=f"config stored in {path}")
     except ConfigError as e:
         raise CheckpointError(str(e)) from None
+
+
+def eval_dropout_scale(cfg: Config) -> float:
+    """What evaluation multiplies fc6's and fc7's outputs by: 1 - dropout under the paper's
+    convention, 1 under the inverted one."""
+    m = cfg.model
+    return 1.0 - m.dropout if m.dropout_convention == "paper" else 1.0
 
 
 def check_same_architecture(ckpt: dict, cfg: Config, path: str | Path) -> None:
     """Refuse a checkpoint whose net differs from the config's (by any model setting)."""
     # Read through the config classes, so a key added since the checkpoint was written compares
-    # as its default.
-    stored = checkpoint_config(ckpt, path).to_dict()["model"]
+    # as its default (or, for the dropout convention, as what such a checkpoint was trained with).
+    stored_cfg = checkpoint_config(ckpt, path)
+    stored = stored_cfg.to_dict()["model"]
     wanted = cfg.to_dict()["model"]
 
     def diff(a, b, prefix=""):
@@ -244,8 +262,16 @@ def check_same_architecture(ckpt: dict, cfg: Config, path: str | Path) -> None:
                 yield f"{prefix}{k}: checkpoint {show(va)}, config {show(vb)}"
 
     diffs = list(diff(stored, wanted))
-    # Dropout changes no weight: a net trained with one rate may be evaluated with another.
+    # Dropout changes no weight, so a net may go on training at another rate; but what the
+    # trained weights expect at test must stay what they were trained for.
     diffs = [d for d in diffs if not d.startswith("dropout")]
+    trained, asked = eval_dropout_scale(stored_cfg), eval_dropout_scale(cfg)
+    if trained != asked:
+        m = cfg.model
+        diffs.append(f"dropout: the checkpoint's net multiplies fc6 and fc7 by {trained:g} at test (model.dropout "
+                     f"{stored['dropout']:g}, {stored['dropout_convention']}), the config's by {asked:g} "
+                     f"({m.dropout:g}, {m.dropout_convention}); override model.dropout and "
+                     "model.dropout_convention to match")
     if diffs:
         raise CheckpointError(f"{path} holds another architecture: model.{diffs[0]}"
                               + (f" (and {len(diffs) - 1} more)" if len(diffs) > 1 else ""))

@@ -117,7 +117,16 @@ class ModelConfig:
     spatial_norm: SpatialNormConfig = field(default_factory=SpatialNormConfig)
     pool: PoolConfig = field(default_factory=PoolConfig)
     padding: PaddingConfig = field(default_factory=PaddingConfig)
+    # Middle conv layers removed from every column (the paper's section 7 depth claim): conv3
+    # and/or conv4; the next layer reads what the removed one read (model.conv_inputs).
+    layers_off: list[str] = field(default_factory=list)
     dropout: float = 0.5
+    # "paper": training zeroes each fc6/fc7 output with probability `dropout`, unscaled, and
+    # evaluation multiplies them by 1 - dropout (section 4.2, the 2012 code). "inverted": the
+    # kept outputs are divided by 1 - dropout in training, nothing at test (torch.nn.Dropout).
+    # A checkpoint written before this key existed was trained "inverted" and reads as such
+    # (checkpoint.checkpoint_config).
+    dropout_convention: Literal["paper", "inverted"] = "paper"
 
 
 @dataclass
@@ -507,6 +516,8 @@ def validate(cfg: Config, source: str) -> None:
     need(m.lrn.size % 2 == 1 and m.lrn.size > 0, "model.lrn.size", "must be a positive odd number")
     need(m.spatial_norm.size % 2 == 1, "model.spatial_norm.size", "must be odd")
     need(0.0 <= m.dropout < 1.0, "model.dropout", "must be in [0, 1)")
+    need(set(m.layers_off) <= {"conv3", "conv4"} and len(set(m.layers_off)) == len(m.layers_off),
+         "model.layers_off", f"may name conv3 and conv4, each once; got {show(m.layers_off)}")
     need(m.num_classes > 1, "model.num_classes", "must be at least 2")
     need(m.input_size > 0, "model.input_size", "must be positive")
     need(m.conv1.kernel <= m.input_size, "model.conv1.kernel", "must not exceed model.input_size")

@@ -52,7 +52,8 @@ def load_features(feats: str | Path) -> tuple[np.ndarray, dict]:
 @torch.no_grad()
 def extract(net, batches, out: np.ndarray) -> list[int]:
     """Write net.last_hidden of every batch into consecutive rows of `out` (eval mode: no
-    dropout, so the same image always gives the same row). Returns the labels seen."""
+    dropout masks, so the same image always gives the same row; under the paper's convention
+    the rows are fc7's outputs times the keep probability). Returns the labels seen."""
     was_training = net.training
     net.eval()
     labels, row = [], 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from ..checkpoint import load_checkpoint
+from ..checkpoint import load_checkpoint, stored_config
 from ..config import config_from_dict
 from ..data.synth import dataset_root
 from ..distributed import barrier, gather_objects, init, placement_for, shutdown, world_from_env
@@ -37,7 +37,7 @@ def run(args) -> int:
     if resume is not None and args.config is None:
         # Continue with the run's own config (overrides still apply, e.g. train.epochs=...).
         refuse_ablations_without_config(args)
-        cfg = config_from_dict(load_checkpoint(resume)["config"], f"config stored in {resume}", args.overrides)
+        cfg = config_from_dict(stored_config(load_checkpoint(resume)), f"config stored in {resume}", args.overrides)
     else:
         cfg = config_of(args, path=args.config or DEFAULT_CONFIG)
     world = world_from_env()
