@@ -288,6 +288,36 @@ def ablation_section(p: dict) -> list[str]:
     return lines + [""]
 
 
+def same_runs(a: dict, b: dict, tag: str = "twocol") -> tuple[int, int]:
+    """(seeds on which `tag`'s runs in results a and b have the same top-1 and top-5, seeds both have)."""
+    mine = {r["seed"]: (r["top1"], r["top5"]) for r in a["runs"].get(tag, [])}
+    theirs = {r["seed"]: (r["top1"], r["top5"]) for r in b["runs"].get(tag, [])}
+    both = sorted(set(mine) & set(theirs))
+    return sum(mine[s] == theirs[s] for s in both), len(both)
+
+
+def subset_section(sub: dict, full: dict | None) -> list[str]:
+    """The comparisons a later `bench.paper --ablations ...` run added to the full protocol's. Its
+    two-column runs are the full protocol's baseline retrained: the same errors on every seed
+    show that the code changed nothing the full protocol's numbers rest on."""
+    names = ", ".join(sub["ablations"]) or "none"
+    command = f"python -m bench.paper --ablations {names}" + (" --no-onecol" if not sub["comparison"] else "")
+    lines = [f"## Comparisons run on their own ({sub['_file']})", "",
+             f"`{command}`: {len(sub['seeds'])} seeds, {schedule_text(sub)}, the same data and configs as the protocol "
+               f"above unless said here; {env_line(sub['environment'])}; {sub['wall_s'] / 60:.1f} min for its "
+               f"{sum(len(r) for r in sub['runs'].values())} runs ({sub.get('jobs', 1)} at a time, load average "
+               f"{sub['load_average'][0]:.1f} at the start and {sub['load_average'][1]:.1f} at the end)."]
+    if full is not None:
+        same, both = same_runs(sub, full)
+        if both:
+            verdict = ("the same top-1 and top-5 errors on every seed: the code these runs used changed nothing "
+                       "the full protocol's results above rest on" if same == both else
+                       f"the same errors on only {same} of {both} seeds: the full protocol's results above are "
+                       "not those of this code")
+            lines[-1] += (f" Its two-column runs retrain the full protocol's baseline ({full['_file']}): {verdict}.")
+    return lines + [""] + targets_line(sub) + ablation_section(sub)
+
+
 def throughput_section(t: dict) -> list[str]:
     lines = [f"## Throughput ({t['_file']})", "",
              f"`{t['config']}`, batch {t['batch']}, {t['placement']}; {env_line(t['environment'])}. "
@@ -428,6 +458,8 @@ def markdown(found: dict) -> str:
         lines += scale_section(p) + targets_line(p) + paper_section(p) + ablation_section(p)
     else:
         lines += ["## The paper's comparisons", "", "No results yet: run `make bench`.", ""]
+    if "paper-subset" in found:
+        lines += subset_section(found["paper-subset"], found.get("paper"))
     for kind, section in (("throughput", throughput_section), ("kernels", kernels_section), ("data", data_section),
                           ("e2e", e2e_section), ("profile", profile_section)):
         lines += [line for key, v in found.items() if key.split("-")[0] == kind for line in section(v)]
@@ -456,15 +488,17 @@ def chart(found: dict, path: Path) -> None:
         ax.set_xlabel("one-column minus two-column error, points")
         ax.set_title(f"two vs one column, {len(p['seeds'])} paired seeds", fontsize=10)
         ax.legend(fontsize=8)
-    if p:
+    sub = found.get("paper-subset")
+    ablations = {**(sub["ablations"] if sub else {}), **(p["ablations"] if p else {})}
+    if ablations:
         ax = axes[1]
-        names = list(p["ablations"])
+        names = list(ablations)
         if names:
             ys = range(len(names))
-            ms = [p["ablations"][n]["top1_minus_baseline"] for n in names]
+            ms = [ablations[n]["top1_minus_baseline"] for n in names]
             ax.barh(list(ys), [m for m, _ in ms], xerr=[h or 0 for _, h in ms], capsize=4, color="tab:green",
                     label="this run")
-            ax.plot([p["ablations"][n]["paper_minus_baseline"].get("top1", float("nan")) for n in names], list(ys),
+            ax.plot([ablations[n]["paper_minus_baseline"].get("top1", float("nan")) for n in names], list(ys),
                     "rD", markersize=7, label="paper (ImageNet)")
             ax.axvline(0, color="grey", lw=0.8)
             ax.set_yticks(list(ys), [label(n) for n in names])

@@ -151,6 +151,32 @@ def test_report_with_one_seed_and_nothing_else(tmp_path):
     assert "## Throughput" not in md
 
 
+def test_report_adds_the_comparisons_a_later_run_made_on_their_own(tmp_path):
+    """A `bench.paper --ablations ... --no-onecol` file beside the full protocol's: its rows get a
+    section of their own, and its two-column runs are checked against the full protocol's."""
+    full = handmade_paper()
+    (tmp_path / "2030-01-02-paper.json").write_text(json.dumps(full))
+    sub = json.loads(json.dumps(full))
+    sub["comparison"] = {}
+    sub["runs"] = {"twocol": full["runs"]["twocol"],
+                   "conv4_off": [run_of("conv4_off", 0, 44.0, 10.0), run_of("conv4_off", 1, 46.0, 12.0)]}
+    sub["ablations"] = {"conv4_off": {"overrides": ["model.layers_off=[conv4]"], "claim": "about 2% top-1",
+                                      "paper_minus_baseline": {"top1": 2.0},
+                                      "top1_minus_baseline": paper.paired(sub["runs"]["twocol"], sub["runs"]["conv4_off"], "top1"),
+                                      "top5_minus_baseline": paper.paired(sub["runs"]["twocol"], sub["runs"]["conv4_off"], "top5")}}
+    (tmp_path / "2030-01-03-paper-subset.json").write_text(json.dumps(sub))
+    md = report(tmp_path)
+    assert "## Comparisons run on their own (2030-01-03-paper-subset.json)" in md
+    assert "`python -m bench.paper --ablations conv4_off --no-onecol`: 2 seeds" in md
+    assert "the same top-1 and top-5 errors on every seed" in md
+    (row,) = rows_of(md, "conv4_off" if "conv4_off" not in ABLATIONS else ABLATIONS["conv4_off"].label)
+    assert row[1] == "+4.00 ± 0.00" and row[4].startswith("resolved") and row[6] == "2 / 2"
+    assert rows_of(md, "top-1")[0][3] == "+3.00 ± 0.00"  # the full protocol's table is still there
+    sub["runs"]["twocol"][1]["top1"] += 0.5  # a baseline that no longer trains the same
+    (tmp_path / "2030-01-03-paper-subset.json").write_text(json.dumps(sub))
+    assert "the same errors on only 1 of 2 seeds" in report(tmp_path)
+
+
 def test_report_without_results_says_so(tmp_path):
     r = subprocess.run([sys.executable, "-m", "bench.report", "--results", str(tmp_path)], cwd=ROOT,
                        capture_output=True, text=True)

@@ -154,14 +154,16 @@ def test_flat_val_folder_with_a_labels_file(source, tmp_path):
 
 
 def test_prepare_errors_name_the_problem(tmp_path):
+    src = tmp_path / "src"  # not tmp_path itself: a destination inside the source is refused
+    src.mkdir()
     with pytest.raises(DataError, match="no train/ folder"):
-        prepare(tmp_path, tmp_path / "out")
-    (tmp_path / "train/a").mkdir(parents=True)
-    (tmp_path / "train/b").mkdir()
-    (tmp_path / "val").mkdir()
-    (tmp_path / "val/x.JPEG").write_bytes(b"")
+        prepare(src, tmp_path / "out")
+    (src / "train/a").mkdir(parents=True)
+    (src / "train/b").mkdir()
+    (src / "val").mkdir()
+    (src / "val/x.JPEG").write_bytes(b"")
     with pytest.raises(DataError, match="--val-labels"):
-        prepare(tmp_path, tmp_path / "out")
+        prepare(src, tmp_path / "out")
 
 
 def small_synth(path, **kw):

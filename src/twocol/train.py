@@ -31,7 +31,7 @@ from .evaluate import evaluate_sharded
 from .interrupt import Interrupted, StopFlag
 from .metrics import COLOUR_KEY, column_scores, topk_errors
 from .model import build_model
-from .monitor import MetricsLog, Progress
+from .monitor import MetricsLog, Progress, duration, waited
 from .optim import LRSchedule, make_optimizer
 from .rng import seed_everything
 
@@ -44,23 +44,36 @@ def autocast(cfg: Config, device: torch.device):
 
 class Window:
     """Sums of loss, top-1 and top-5 mistakes over some steps, kept on the device so that a
-    step never waits for the GPU to read them; read (and summed over ranks) when logged."""
+    step never waits for the GPU to read them; read (and summed over ranks) when logged. Also
+    the seconds spent waiting for the loader's next batch (`data_wait`: their share of the
+    window's wall time, averaged over ranks)."""
 
     def __init__(self, device: torch.device):
         self.sums = [torch.zeros((), device=device, dtype=torch.float64) for _ in range(3)]
         self.batches = self.images = 0
+        self.wait = 0.0
         self.start = time.perf_counter()
 
-    def add(self, loss, wrong1, wrong5, images: int) -> None:
+    def add(self, loss, wrong1, wrong5, images: int, wait: float = 0.0) -> None:
         for acc, v in zip(self.sums, (loss, wrong1, wrong5)):
             acc += v
-        self.batches, self.images = self.batches + 1, self.images + images
+        self.batches, self.images, self.wait = self.batches + 1, self.images + images, self.wait + wait
 
     def means(self, world: World) -> dict:
-        loss, w1, w5, images = all_sum([t.item() for t in self.sums] + [self.images], self.sums[0].device, world)
+        wall = time.perf_counter() - self.start
+        loss, w1, w5, images, wait_share = all_sum([t.item() for t in self.sums] + [self.images, self.wait / wall],
+                                                   self.sums[0].device, world)
         batches = self.batches * world.size
         return {"loss": loss / batches, "top1_error": w1 / images, "top5_error": w5 / images,
-                "images_per_s": images / (time.perf_counter() - self.start)}
+                "images_per_s": images / wall, "data_wait": wait_share / world.size}
+
+    def time_left(self, batch: int, batches: int, epochs_after: int) -> dict:
+        """Estimated seconds left in the epoch (now at `batch` of `batches`) and in the run
+        (`epochs_after` more epochs), at the pace of this window (the epoch so far); training steps only (the
+        validation passes come on top)."""
+        per_batch = (time.perf_counter() - self.start) / max(1, self.batches)
+        epoch = (batches - batch) * per_batch
+        return {"eta_epoch_s": epoch, "eta_run_s": epoch + epochs_after * batches * per_batch}
 
 
 class TooManyBadImages(DataError):
@@ -105,7 +118,7 @@ def train_one_epoch(net, optimizer, loader, cfg: Config, state: RunState, log: M
     if bad_log is not None:
         bad_log.record(state.epoch + 1, "train", excluded)
     excluded = len(excluded)
-    for images, labels in loader.epoch(state.epoch, start_batch=state.batch):
+    for (images, labels), wait in waited(loader.epoch(state.epoch, start_batch=state.batch)):
         if bad_log is not None:
             runtime_bad, why = bad_image_stop(loader, bad_log, state.epoch, excluded, runtime_bad, labels, world)
             if why is not None:
@@ -119,12 +132,13 @@ def train_one_epoch(net, optimizer, loader, cfg: Config, state: RunState, log: M
         state.batch, state.step = state.batch + 1, state.step + 1
         w1, w5 = topk_errors(logits.detach(), labels)
         for sums in (epoch, window):
-            sums.add(loss.detach(), w1, w5, labels.shape[0])
+            sums.add(loss.detach(), w1, w5, labels.shape[0], wait)
         if state.batch % cfg.train.log_every == 0 or state.batch == total:
             means = window.means(world)
             if not math.isfinite(means["loss"]):  # NaN and inf stay in a sum (all ranks see the same)
                 raise TrainingDiverged(f"the loss became non-finite in epoch {state.epoch + 1} by step {state.step}")
             row = {"kind": "step", "epoch": state.epoch + 1, "batch": state.batch, "step": state.step, **means,
+                   **epoch.time_left(state.batch, total, cfg.train.epochs - state.epoch - 1),
                    "lr": optimizer.param_groups[0]["lr"], "link_bytes": net.link_bytes(),
                    "feed_bytes": loader.feed_bytes()}
             log.record(**row)
@@ -133,7 +147,8 @@ def train_one_epoch(net, optimizer, loader, cfg: Config, state: RunState, log: M
             progress.update(state.batch, f"epoch {row['epoch']} [{state.batch}/{total}] loss {row['loss']:.3f} "
                             f"top1 {100 * row['top1_error']:.1f}% top5 {100 * row['top5_error']:.1f}% "
                             f"lr {row['lr']:.2g} {row['images_per_s']:.0f} img/s links {moved / 2 ** 20:.1f} MiB"
-                            f" feed {fed / 2 ** 20:.1f} MiB")
+                            f" feed {fed / 2 ** 20:.1f} MiB data wait {100 * row['data_wait']:.0f}%; left: epoch "
+                            f"{duration(row['eta_epoch_s'])}, run {duration(row['eta_run_s'])}")
             window = Window(device)
             net.reset_link_bytes()
             loader.reset_feed_bytes()
