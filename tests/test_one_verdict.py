@@ -22,7 +22,9 @@ CRC_CHANGED = f"CRC-32 differs from {CHECKSUMS} (changed since it was stored)"
 
 @pytest.fixture
 def root(loader_root, tmp_path):
-    return shutil.copytree(loader_root, tmp_path / "s")
+    """A copy of the session's loader set as prepare left it: without the CRC cache that other
+    tests' loaders wrote into it."""
+    return shutil.copytree(loader_root, tmp_path / "s", ignore=shutil.ignore_patterns(VERIFIED))
 
 
 def loader(root, backend="torch", *overrides, split="train"):
