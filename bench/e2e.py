@@ -46,7 +46,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from bench.env import environment, write_result
 from twocol.config import load_config
@@ -58,7 +57,7 @@ from twocol.devices import Placement
 from twocol.inputs import ColumnInputs
 from twocol.model import build_model
 from twocol.optim import make_optimizer
-from twocol.train import autocast
+from twocol.step import train_step
 
 PRESETS = {
     "gpu": ("configs/alexnet_paper.yaml", ["data.batch_size=128"]),
@@ -150,20 +149,17 @@ def measure(batches, step, device: torch.device, steps: int, warmup: int, sync) 
     return {"images_per_s": images / wall, "data_wait_fraction": waited / wall, "wall_s": wall, "images": images}
 
 
-def trainer(cfg, placement: Placement):
-    """One training step of cfg's net on placement, as train.py takes it."""
-    net = build_model(cfg, placement, seed=0)
-    net.use_streams(placement.a.type == "cuda")
+def trainer(cfg, placement: Placement, net=None):
+    """One training step of cfg's net (a fresh one, seed 0, unless `net` is given) on
+    placement: training's own (twocol.step)."""
+    if net is None:
+        net = build_model(cfg, placement, seed=0)
+        net.use_streams(placement.a.type == "cuda")
     net.train()
     opt = make_optimizer(net, cfg.optim)
 
     def step(images, labels):
-        with autocast(cfg, placement.a):
-            logits = net(images)
-        loss = F.cross_entropy(logits.float(), labels)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        train_step(net, opt, images, labels, cfg.train.amp, placement.a)
     return step
 
 
