@@ -130,7 +130,7 @@ def test_report_tables_from_handmade_results(tmp_path):
     assert "- off: two-column / torchvision AlexNet images/s: not measured in this run (target >= 1.00)" in md
     assert "conv3 2.00 MiB" in md
     (conv1,) = rows_of(md, "conv1")
-    assert conv1 == ["conv1", "float32", "128x96x55x55", "4.0", "12.5", "8.1", "52", "61"]
+    assert conv1 == ["conv1", "float32", "128x96x55x55", "4.0", "12.5", "8.1", "-", "-", "52", "-", "61", "-"]
     assert "forward_backward_speedup_at_least_10x **NOT met**" in md
     assert "forward+backward at least 10x torch at conv1, N = 128" in md
     assert rows_of(md, "72 -> 64") == [["72 -> 64", "6000", "3000", "2.00", "met"]]
