@@ -22,7 +22,7 @@ from twocol.timeline import layer_table
 
 NAME = re.compile(r"^(\d{4}-\d{2}-\d{2})-(paper|throughput|kernels|data|e2e|profile)(-[\w.-]+)?\.json$")
 GPU_RUN = re.compile(r"^(\d{4}-\d{2}-\d{2})-gpu-([\w.-]+)$")
-GPU_FILES = re.compile(r"^(throughput|throughput-compile|kernels|e2e|profile-[\w.-]+)\.json$")
+GPU_FILES = re.compile(r"^(throughput|throughput-compile|kernels|e2e|e2e-dali|profile-[\w.-]+)\.json$")
 ABLATION_LABELS = {"lrn_off": "LRN off", "pool_2x2": "pooling 2x2 (non-overlapping)", "tanh": "tanh instead of ReLU",
                    "lighting_off": "PCA lighting off"}
 # Fused ReLU+LRN (issue 15): on the CPU, forward+backward over torch at conv1, N = 128; on a GPU,

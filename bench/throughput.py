@@ -153,13 +153,13 @@ def env_var(name: str, value: str | None):
                 os.environ[name] = old
 
 
-def compile_columns(net) -> None:
+def compile_columns(net, backend: str = "inductor") -> None:
     """torch.compile over each column's stages (conv1-pool2, conv3-pool5, fc6, fc7) and fc8;
     the links, streams and concatenations between them stay eager."""
     for _, col in net.columns():
         for stage in ("to_pool2", "to_pool5", "to_fc6", "to_fc7"):
-            setattr(col, stage, torch.compile(getattr(col, stage)))
-    net.fc8.forward = torch.compile(net.fc8.forward)
+            setattr(col, stage, torch.compile(getattr(col, stage), backend=backend))
+    net.fc8.forward = torch.compile(net.fc8.forward, backend=backend)
 
 
 def capture_step(body, opt, device: torch.device, devices) -> torch.cuda.CUDAGraph:
@@ -266,7 +266,7 @@ def time_interleaved(steps_by_name: dict, steps: int, warmup: int, failed: dict 
     return times
 
 
-def plan(placement, levers: list[str], nets: list[str]) -> list[tuple[str, str, dict]]:
+def plan(placement, levers: list[str], nets: list[str], compile_backend: str = "inductor") -> list[tuple[str, str, dict]]:
     """[(variant name, net, step options)] for one precision, in order; the nets' names only,
     nothing built yet."""
     cuda = placement.a.type == "cuda"
@@ -284,7 +284,7 @@ def plan(placement, levers: list[str], nets: list[str]) -> list[tuple[str, str, 
         elif lever == "cuda_graphs":
             out += [(names[n] + GRAPH, n, {"graph": True}) for n in chosen]
         elif lever == "compile":
-            out.append(("twocol + torch.compile", "twocol", {"compile": True}))
+            out.append(("twocol + torch.compile", "twocol", {"compile": compile_backend}))
     return out
 
 
@@ -328,7 +328,8 @@ def make_variant(name, net_name, opts, cfg, one_cfg, placement, batch: int, amp:
             why = fused_op_compiles()
             kernels = None if why is None else "reference"
             notes["relu_lrn"] = "fused" if why is None else f"reference ({why})"
-            compile_columns(net)  # compiles lazily, at its first step (a warm-up step)
+            compile_columns(net, opts["compile"])  # compiles lazily, at its first step (a warm-up step)
+            notes["compile_backend"] = opts["compile"]
         images, labels = synthetic_batch(conf, net, placement, batch)
         return net, step_timer(net, conf, placement, images, labels, amp, channels_last=bool(opts.get("channels_last")),
                                graph=bool(opts.get("graph")), kernels=kernels), notes
@@ -338,19 +339,19 @@ def make_variant(name, net_name, opts, cfg, one_cfg, placement, batch: int, amp:
         return None, f"failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", notes
 
 
-def own_process_row(args: list[str], name: str) -> dict:
-    """The baseline's row measured by `python -m bench.throughput ARGS` in a process of its
-    own (cuDNN's plan cache and torch's settings start afresh there), renamed `name`."""
+def own_process_rows(args: list[str], name: str, amps: list[str]) -> dict[str, dict]:
+    """amp -> the baseline's row measured by `python -m bench.throughput ARGS` in a process of
+    its own (cuDNN's plan cache and torch's settings start afresh there), renamed `name`."""
     with tempfile.TemporaryDirectory() as d:
-        out = Path(d) / "row.json"
+        out = Path(d) / "rows.json"
         r = subprocess.run([sys.executable, "-m", "bench.throughput", *args, "--out", str(out)],
                            capture_output=True, text=True)
-        if r.returncode != 0 or not out.exists():
-            last = (r.stderr.strip().splitlines() or ["(no output)"])[-1]
-            return {"skipped": f"failed in its own process (exit {r.returncode}): {last}"}
-        record = json.loads(out.read_text())
-    return {**record["results"][0], "variant": name, "process": "own",
-            "cudnn_benchmark": record["cudnn_benchmark"]}
+        record = json.loads(out.read_text()) if out.exists() else {"results": []}
+    rows = {row["amp"]: {**row, "variant": name, "process": "own", "cudnn_benchmark": record["cudnn_benchmark"]}
+            for row in record["results"]}
+    last = (r.stderr.strip().splitlines() or ["(no output)"])[-1]
+    return {amp: rows.get(amp, {"variant": name, "skipped": f"failed in its own process (exit {r.returncode}): {last}"})
+            for amp in amps}
 
 
 class Record:
@@ -392,7 +393,8 @@ def timed_row(name: str, times: list[float], batch: int, planned_steps: int, net
 
 
 def run(cfg_path: str, spec: str | None, batch: int, steps: int, warmup: int, amps: list[str], levers: list[str] = (),
-        torchvision: bool = False, out: Path | None = None, nets: list[str] | None = None) -> dict:
+        torchvision: bool = False, out: Path | None = None, nets: list[str] | None = None,
+        compile_backend: str = "inductor") -> dict:
     """Every variant at every precision; with `out`, the results file is written before the
     first step and after every round of steps (Record)."""
     placement = Placement.parse(spec)
@@ -400,7 +402,7 @@ def run(cfg_path: str, spec: str | None, batch: int, steps: int, warmup: int, am
     one_cfg = load_config(ONECOL_FOR.get(cfg.name, "configs/small_onecol.yaml"), [f"data.batch_size={batch}"])
     nets = [n for n in (nets or ["twocol", "one_stream", "onecol", "grouped"]) if n != "torchvision"]
     nets += ["torchvision"] if torchvision else []
-    planned = plan(placement, list(levers), nets)
+    planned = plan(placement, list(levers), nets, compile_backend)
     head = {"benchmark": "throughput", "config": cfg.name, "placement": str(placement), "batch": batch,
             "steps": steps, "warmup": warmup, "levers": list(levers), "targets": TARGETS, "environment": environment(),
             "cudnn_benchmark": torch.backends.cudnn.benchmark}
@@ -441,17 +443,17 @@ def run(cfg_path: str, spec: str | None, batch: int, steps: int, warmup: int, am
             del variants, runnable
             if placement.a.type == "cuda":
                 torch.cuda.empty_cache()
-        for name, _, opts in planned:
-            if opts.get("own_process"):
-                args = ["--config", cfg_path, "--batch", str(batch), "--steps", str(steps), "--warmup", str(warmup),
-                        "--amp", amp, "--variants", "twocol", "--cudnn-benchmark"] + (["--gpus", spec] if spec else [])
-                row = own_process_row(args, name)
+    for name, _, opts in planned:
+        if opts.get("own_process"):
+            args = ["--config", cfg_path, "--batch", str(batch), "--steps", str(steps), "--warmup", str(warmup),
+                    "--amp", ",".join(amps), "--variants", "twocol", "--cudnn-benchmark"] + (["--gpus", spec] if spec else [])
+            for amp, row in own_process_rows(args, name, amps).items():
                 if placement.a.type != "cuda":
                     row["note"] = "no cuDNN here: the baseline again, in a process of its own"
                 rec.put(amp, row)
-                rec.write()
                 print(f"{amp:>12}  {name:<40} " + (f"{1000 * row['median_step_s']:9.2f} ms/step (own process)"
                                                    if "median_step_s" in row else row["skipped"]), flush=True)
+            rec.write()
     record = rec.record()
     for amp, s in record["summary"].items():
         print(f"{amp:>12}  " + "; ".join(f"{k} {v:.3f}" for k, v in s.items() if isinstance(v, float)))
@@ -472,6 +474,10 @@ def main(argv=None) -> int:
     p.add_argument("--levers", default="", help=f"comma-separated, or all: {', '.join(LEVERS)}")
     p.add_argument("--cudnn-benchmark", action="store_true",
                    help="torch.backends.cudnn.benchmark on for the whole process (the cudnn_benchmark lever's child)")
+    p.add_argument("--compile-backend", default="inductor",
+                   help="torch.compile's backend for the compile lever (default: %(default)s; a dry run's: "
+                        "aot_eager, which traces forward and backward through the ops' fake kernels "
+                        "without generating code)")
     p.add_argument("--out", type=Path, help="JSON results file (default: bench/results/<date>-throughput-<cpu|gpu>.json)")
     a = p.parse_args(argv)
     amps = [x for x in a.amp.split(",") if x]
@@ -484,7 +490,8 @@ def main(argv=None) -> int:
     torch.backends.cudnn.benchmark = a.cudnn_benchmark
     kind = "gpu" if Placement.parse(a.gpus).a.type == "cuda" else "cpu"
     out = a.out or Path("bench/results") / f"{environment()['date']}-throughput-{kind}.json"
-    run(a.config, a.gpus, a.batch, a.steps, a.warmup, amps, levers, a.torchvision, out=out, nets=nets)
+    run(a.config, a.gpus, a.batch, a.steps, a.warmup, amps, levers, a.torchvision, out=out, nets=nets,
+        compile_backend=a.compile_backend)
     print(f"wrote {out}")
     return 0
 
