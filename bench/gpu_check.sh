@@ -182,8 +182,8 @@ section_throughput() {
   # one stream, the one-column net, fp32 with TF32 off, and the levers one at a time.
   if dry; then
     "$PY" -m bench.throughput --gpus cpu --config configs/tiny_twocol.yaml --batch 4 --steps 1 --warmup 1 \
-      --amp off,off-tf32-off,bf16 --torchvision --levers channels_last,cudnn_benchmark,foreach,cuda_graphs \
-      --out "$OUT/throughput.json"
+      --amp off,off-tf32-off,bf16 --variants twocol,grouped --torchvision \
+      --levers channels_last,cudnn_benchmark,foreach,cuda_graphs --out "$OUT/throughput.json"
     return
   fi
   need_gpu || return 1
