@@ -4,8 +4,8 @@
 # twocol._C in place against that machine's torch and imports twocol from src/.
 #
 #   QUICK=1 bash bench/gpu_check.sh      # the headline, at most 4 minutes on an H200, build included
-#   bash bench/gpu_check.sh --rest       # the other GPU sections, not DALI's (6.5 minutes at most)
-#   bash bench/gpu_check.sh --dali       # the DALI sections, with DALI from .dali-all/ (3 minutes)
+#   bash bench/gpu_check.sh --rest       # the other GPU sections, not DALI's (5 minutes at most)
+#   bash bench/gpu_check.sh --dali       # the DALI sections, with DALI from .dali-all/ (2.3 minutes)
 #   bash bench/gpu_check.sh              # all of it (8 minutes at most): a machine with DALI installed
 #   bash bench/gpu_check.sh --dry-run    # every section's Python on the CPU at tiny sizes (CI runs it)
 #
@@ -43,16 +43,18 @@
 # its own, so a machine given back between them costs only the DALI sections (one line saying
 # which piece is missing), never the others:
 #   1. command: PACK=1 QUICK=1 bash bench/gpu_check.sh
-#      carry:   [".dali-all/dali.tar.xz.part-aa", ".dali-all/SHA256SUMS"]      timeout_s: 300
+#      carry:   [".dali-all/dali.tar.xz.part-aa", ".dali-all/SHA256SUMS"]      timeout_s: 270
 #   2. command: PACK=1 bash bench/gpu_check.sh --rest
-#      carry:   [".dali-all/dali.tar.xz.part-ab"]                               timeout_s: 480
+#      carry:   [".dali-all/dali.tar.xz.part-ab"]                               timeout_s: 330
 #   3. command: PACK=1 bash bench/gpu_check.sh --dali
-#      carry:   [".dali-all/dali.tar.xz.part-ac"]                               timeout_s: 240
+#      carry:   [".dali-all/dali.tar.xz.part-ac"]                               timeout_s: 170
 # (one call per piece: with more pieces, more --rest-like calls; the last carries the last piece).
 # Each call's results come back as results.tgz and summary.txt; unpack them side by side
 # (quick/, rest/, dali/) under bench/results/<date>-gpu-<card>/ and commit. Calls 2 and 3 rebuild
-# in seconds on a warm machine (build/ and src/twocol/_C*.so are ignored and stay). 4.8 minutes
-# of the device's 15 are left for starts and a rerun.
+# in seconds on a warm machine (build/ and src/twocol/_C*.so are ignored and stay). The section
+# limits of the three calls add up to 11.3 minutes, at most, of the device's 15; the machine's
+# start (a minute or two) comes on top. If time runs short, the quick call alone is the one
+# that matters: its report.md has the headline figures.
 set -u
 cd "$(dirname "$0")/.."
 
@@ -83,11 +85,12 @@ if [ -z "${PY:-}" ]; then if [ -x .venv/bin/python ]; then PY=.venv/bin/python; 
 export TORCHINDUCTOR_CACHE_DIR="${TORCHINDUCTOR_CACHE_DIR:-$PWD/build/inductor}"
 export OUT PY MODE PYTHONUNBUFFERED=1 PYTHONPATH="$PWD/src:$PWD${PYTHONPATH:+:$PYTHONPATH}"
 
-# name:seconds, in order. full: 480 s together; quick: 240; rest: 390; dali: 180.
+# name:seconds, in order. full: 480 s together; quick: 240; rest: 300; dali: 140 (the three
+# calls 680 s: the lent machine's 15 minutes less a start and some slack).
 case $MODE in
   quick) DEFAULT="build:65 kernel_bench:30 throughput:45 e2e:50 profile:35 report:15" ;;
-  rest) DEFAULT="build:60 kernel_tests:40 model_tests:30 kernel_bench:45 throughput:100 compile:60 profile:45 report:10" ;;
-  dali) DEFAULT="build:60 dali_tests:45 e2e_dali:65 report:10" ;;
+  rest) DEFAULT="build:45 kernel_tests:30 model_tests:25 kernel_bench:35 throughput:80 compile:45 profile:35 report:5" ;;
+  dali) DEFAULT="build:45 dali_tests:40 e2e_dali:50 report:5" ;;
   dry) DEFAULT="build:10 kernel_tests:10 model_tests:10 dali_tests:10 kernel_bench:120 throughput:240 compile:240 profile:120 e2e:180 e2e_dali:60 report:60" ;;
   *) DEFAULT="build:60 kernel_tests:40 kernel_bench:45 model_tests:30 throughput:100 compile:60 profile:40 e2e:55 dali_tests:45 report:5" ;;
 esac

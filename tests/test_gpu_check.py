@@ -2,6 +2,7 @@
 Python error reaches a GPU machine's short window."""
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +19,17 @@ RESULTS = ["kernels.json", "throughput.json", "throughput-compile.json", "profil
 def gpu_check(*args, out):
     return subprocess.run(["bash", "bench/gpu_check.sh", *args], cwd=ROOT, capture_output=True, text=True,
                           env={**os.environ, "OUT": str(out), "PY": sys.executable}, timeout=900)
+
+
+def test_section_limits_fit_the_gpu_windows():
+    """The quick check within 4 minutes, the whole script within 8, and the lent machine's three
+    calls (quick, rest, DALI) within 680 s of its 15 minutes, a start on top."""
+    script = (ROOT / "bench" / "gpu_check.sh").read_text()
+    limits = {mode: sum(int(s) for s in re.findall(r":(\d+)", spec))
+              for mode, spec in re.findall(r'^  (\w+|\*)\) DEFAULT="([^"]+)"', script, re.M)}
+    assert set(limits) == {"quick", "rest", "dali", "dry", "*"}
+    assert limits["quick"] <= 240 and limits["*"] <= 480
+    assert limits["quick"] + limits["rest"] + limits["dali"] <= 680
 
 
 def test_a_dry_run_refuses_to_write_under_bench_results():
