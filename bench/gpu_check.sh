@@ -23,7 +23,8 @@
 # seconds), <section>.log, and what the sections write: kernels.json, throughput.json (fp32 with
 # torch's TF32 defaults, fp32 with TF32 off, bf16; levers), throughput-compile.json, profile-off/,
 # profile-bf16/, profile-off-one-stream/ (trace.json.gz, timeline.png, profile.json; each
-# profile.json also copied to profile-<name>.json), e2e.json, e2e-dali.json, report.md and
+# profile.json also copied to profile-<name>.json; profile-not-reached.txt while some are not
+# made), e2e.json, e2e-dali.json, report.md and
 # report.png (bench/report.py over this run). Every JSON is written before its first row and
 # after each, listing what it has not reached, so a section cut off by its time limit keeps its
 # finished rows. Commit them as bench/results/<date>-gpu-<card>/ (bench/report.py reads it).
@@ -228,6 +229,9 @@ section_profile() {
     need_gpu || return 1
     quick && names=off
   fi
+  # The profiles not yet made, one per line, rewritten as each one finishes (gone when all are).
+  local left="$names"
+  echo "$left" | tr ' ' '\n' >"$OUT/profile-not-reached.txt"
   for name in $names; do
     case $name in
       off) args="--amp off" ;;
@@ -250,6 +254,8 @@ print(f"{sys.argv[1]}: kernels placed in both columns' lanes (CUDA streams {tl['
       f"host share of device work {100 * host:.1f}%; {tl['pieces_per_step']:.0f} kernels and copies per step")
 EOF
     [ -s "$OUT/profile-$name/timeline.png" ] || { echo "no timeline.png in $OUT/profile-$name"; return 1; }
+    left=$(echo "$left" | tr ' ' '\n' | grep -vx "$name" | tr '\n' ' ')
+    echo "$left" | tr ' ' '\n' | grep . >"$OUT/profile-not-reached.txt" || rm -f "$OUT/profile-not-reached.txt"
   done
 }
 

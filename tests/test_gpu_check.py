@@ -58,5 +58,6 @@ def test_the_dry_run_runs_every_section_without_an_error(tmp_path):
             if "median_step_s" in r}
     assert rows == {"twocol", "twocol + torch.compile"}
     assert (out / "profile-off" / "timeline.png").stat().st_size > 0
+    assert not (out / "profile-not-reached.txt").exists()  # every profile made
     assert "## Fused ReLU+LRN kernels" in (out / "report.md").read_text()
     assert sorted(p.name for p in (ROOT / "bench" / "results").iterdir()) == before
