@@ -24,10 +24,10 @@
 # torch's TF32 defaults, fp32 with TF32 off, bf16; levers), throughput-compile.json, profile-off/,
 # profile-bf16/, profile-off-one-stream/ (trace.json.gz, timeline.png, profile.json; each
 # profile.json also copied to profile-<name>.json; profile-not-reached.txt while some are not
-# made), e2e.json, e2e-dali.json, report.md and
-# report.png (bench/report.py over this run). Every JSON is written before its first row and
-# after each, listing what it has not reached, so a section cut off by its time limit keeps its
-# finished rows. Commit them as bench/results/<date>-gpu-<card>/ (bench/report.py reads it).
+# made), e2e.json, e2e-dali.json, report.md and report.png (bench/report.py over this run).
+# Every JSON is written before its first row and after each, listing what it has not reached, so
+# a section cut off by its time limit keeps its finished rows. Commit them as
+# bench/results/<date>-gpu-<card>/ (bench/report.py reads it).
 #
 # Each section is a function named section_<name>, run with a time limit; a failing section is
 # recorded and the next one runs. A section that cannot run here prints "skipped: <why>" as its
@@ -50,8 +50,9 @@
 #   3. command: PACK=1 bash bench/gpu_check.sh --dali
 #      carry:   [".dali-all/dali.tar.xz.part-ac"]                               timeout_s: 170
 # (one call per piece: with more pieces, more --rest-like calls; the last carries the last piece).
-# Each call's results come back as results.tgz and summary.txt; unpack them side by side
-# (quick/, rest/, dali/) under bench/results/<date>-gpu-<card>/ and commit. Calls 2 and 3 rebuild
+# Each call's results come back as results.tgz and summary.txt; unpack each call's into a folder
+# of its own, bench/results/<date>-gpu-<card>-quick/, -rest/ and -dali/ (bench/report.py reads
+# each as a run), and commit them. Calls 2 and 3 rebuild
 # in seconds on a warm machine (build/ and src/twocol/_C*.so are ignored and stay). The section
 # limits of the three calls add up to 11.3 minutes, at most, of the device's 15; the machine's
 # start (a minute or two) comes on top. If time runs short, the quick call alone is the one
