@@ -1,18 +1,22 @@
 """The paper's comparisons, rerun: the two-column net against the one-GPU comparison net (the
-1.7% top-1 / 1.2% top-5 claim), and the ablations (LRN, overlapping pooling, ReLU vs tanh, PCA
-lighting), every net trained with the same recipe, data, epochs and seeds and evaluated with
-the 10-patch test.
+1.7% top-1 / 1.2% top-5 claim), and the ablations of twocol/ablations.py (LRN, overlapping
+pooling, ReLU vs tanh, PCA lighting, a middle conv layer removed, dropout), every net trained
+with the same recipe, data, epochs and seeds and evaluated with the 10-patch test.
 
     python -m bench.paper                   # CPU-sized: the "cpu" preset below
     python -m bench.paper --data DIR --config configs/alexnet_paper.yaml --gpus 0,1 --seeds 2
+    python -m bench.paper --ablations conv4_off,dropout_off --no-onecol   # some comparisons alone
 
 Without --config and --data the "cpu" preset runs: a 10-class synthetic set of 44 px images
 (made under data/ on first use) and configs/tiny_twocol.yaml (vs tiny_onecol.yaml), CPU_SEEDS
 seeds, two trainings at a time on one thread each. With either, the configs run as they are
 (plus any KEY=VALUE overrides). The one-column net is the config's counterpart (bench/nets.py;
 --onecol to choose another); the ablations are twocol/ablations.py's, as `twocol train
---ablation NAME` applies them. Writes bench/results/<date>-paper.json; bench/report.py turns it
-into bench/results/latest.md.
+--ablation NAME` applies them. An ablation of something the config lacks (dropout_off of the
+tiny net, which has no dropout) runs against a baseline that has it (the entry's `baseline`
+overrides), and the results say so. Writes bench/results/<date>-paper.json (a run of some of the
+comparisons, --ablations or --no-onecol: <date>-paper-subset.json, which the report does not
+read in place of the full protocol's); bench/report.py turns it into bench/results/latest.md.
 """
 from __future__ import annotations
 
@@ -32,7 +36,7 @@ import torch
 
 from bench.env import environment, write_result
 from bench.nets import ONECOL_FOR
-from twocol.ablations import ABLATIONS, ablation_overrides
+from twocol.ablations import ABLATIONS, Speed, ablation_overrides
 from twocol.checkpoint import load_net
 from twocol.config import load_config
 from twocol.data.layout import open_dataset
@@ -52,16 +56,6 @@ PAPER = {"twocol": {"top1": 37.47, "top5": 17.00}, "onecol": {"top1": 39.17, "to
          "source": "the 2012 code's logs on the ILSVRC-2010 test set, 10-patch (nets 145 and 145-half); "
                    "the paper gives the difference, 1.7% / 1.2%"}
 
-# What the paper says of each ablation (library: twocol/ablations.py), and its effect in points of
-# error (ablated minus baseline) where it gives one.
-CLAIMS = {
-    "lrn_off": ("LRN lowers error by 1.4% top-1, 1.2% top-5 (ImageNet)", {"top1": 1.4, "top5": 1.2}),
-    "pool_2x2": ("overlapping pooling (3/2 vs 2/2) lowers error by 0.4% top-1, 0.3% top-5", {"top1": 0.4, "top5": 0.3}),
-    "tanh": ("ReLU reaches 25% training error 6x sooner than tanh (CIFAR-10, 4 layers)", {}),
-    "lighting_off": ("PCA lighting lowers top-1 error by over 1%", {"top1": 1.0}),
-}
-PAPER_TANH_RATIO = 6.0
-PAPER_TANH_THRESHOLD = 25.0
 # The 95% half-widths the CPU protocol is meant to reach (top-1 points).
 TARGETS = {"twocol_vs_onecol": 2.0, "ablation": 3.0}
 
@@ -73,7 +67,8 @@ TARGETS = {"twocol_vs_onecol": 2.0, "ablation": 3.0}
 # 2-core machine (README, "Benchmarks"): the runs took 84 CPU-minutes in all, so 10 seeds would
 # fill the 45 minutes make bench may take on 2 cores; the paired seed-to-seed spread (sd 0.9-1.3
 # points top-1, except without LRN) puts the 95% half-widths of 8 seeds near 1 point, inside
-# TARGETS.
+# TARGETS. That run had 6 nets a seed; the depth and dropout comparisons add 3 (conv4_off,
+# conv3_off and the dropout baseline; dropout_off is the tiny net itself), not yet timed here.
 CPU_DATA = {"classes": 10, "per_class": 300, "val_per_class": 200, "image_size": 44}
 CPU_CONFIG = "configs/tiny_twocol.yaml"
 CPU_COMMON = ["data.workers=1"]
@@ -111,6 +106,7 @@ def train_and_test(cfg_path: str, overrides: list[str], seed: int, data: Path, g
               "centre_top1": 100 * epochs[-1]["val_top1_error"], "centre_top5": 100 * epochs[-1]["val_top5_error"],
               "train_top1_by_epoch": [100 * r["train_top1_error"] for r in epochs],
               "val_top1_by_epoch": [100 * r["val_top1_error"] for r in epochs]}
+    result["gap_top1"] = result["centre_top1"] - result["train_top1_by_epoch"][-1]
     print(f"  {tag:<13} seed {seed}: 10-patch top-1 {result['top1']:6.2f}%  top-5 {result['top5']:6.2f}%  "
           f"(centre {result['centre_top1']:.2f}%, {seconds:.0f} s, {cpu_seconds:.0f} s CPU)", flush=True)
     return result
@@ -147,25 +143,39 @@ def epochs_to(train_errors: list[float], threshold: float) -> int | None:
     return next((i + 1 for i, e in enumerate(train_errors) if e <= threshold), None)
 
 
-def tanh_speed(relu_runs: list[dict], tanh_runs: list[dict], threshold: float | None, classes: int) -> dict:
-    """Epochs each net needs to reach a training-error threshold, per seed. The default
-    threshold is the paper's 25% (on CIFAR-10, also 10 classes) when every ReLU run gets there,
-    else halfway between chance and the ReLU nets' mean final training error."""
+def speed(base_runs: list[dict], runs: list[dict], claim: Speed, threshold: float | None, classes: int) -> dict:
+    """Epochs each net needs to reach a training-error threshold, per seed (paired by seed). The
+    default threshold is the paper's (the tanh claim's 25%, on CIFAR-10, also 10 classes) when
+    every baseline run gets there, else halfway between chance and the baseline nets' mean final
+    training error (for dropout, the slower net: the threshold both should reach)."""
     rule = "given"
     if threshold is None:
-        if all(min(r["train_top1_by_epoch"]) <= PAPER_TANH_THRESHOLD for r in relu_runs):
-            threshold, rule = PAPER_TANH_THRESHOLD, "the paper's"
+        if claim.paper_threshold is not None and all(min(r["train_top1_by_epoch"]) <= claim.paper_threshold
+                                                     for r in base_runs):
+            threshold, rule = claim.paper_threshold, "the paper's"
         else:
             chance = 100 * (1 - 1 / classes)
-            threshold = (chance + statistics.mean(r["train_top1_by_epoch"][-1] for r in relu_runs)) / 2
-            rule = "halfway between chance and the ReLU nets' final training error"
-    relu = [epochs_to(r["train_top1_by_epoch"], threshold) for r in relu_runs]
-    tanh = [epochs_to(r["train_top1_by_epoch"], threshold) for r in tanh_runs]
-    reached = [(r, t) for r, t in zip(relu, tanh) if r is not None and t is not None]
-    return {"threshold": threshold, "threshold_rule": rule, "relu": relu, "tanh": tanh,
-            "tanh_over_relu": (statistics.mean(t for _, t in reached) / statistics.mean(r for r, _ in reached)
-                               if reached else None),
-            "paper_tanh_over_relu": PAPER_TANH_RATIO}
+            threshold = (chance + statistics.mean(r["train_top1_by_epoch"][-1] for r in base_runs)) / 2
+            rule = f"halfway between chance and the baseline ({claim.labels[0]}) nets' final training error"
+    by_seed = {r["seed"]: r for r in base_runs}
+    pairs = [(by_seed[r["seed"]], r) for r in runs if r["seed"] in by_seed]
+    base = [epochs_to(b["train_top1_by_epoch"], threshold) for b, _ in pairs]
+    ablated = [epochs_to(r["train_top1_by_epoch"], threshold) for _, r in pairs]
+    reached = [(b, a) for b, a in zip(base, ablated) if b is not None and a is not None]
+    return {"threshold": threshold, "threshold_rule": rule, "labels": list(claim.labels), "baseline": base,
+            "ablated": ablated, "ablated_over_baseline": (statistics.mean(a for _, a in reached)
+                                                          / statistics.mean(b for b, _ in reached) if reached else None),
+            "paper_ablated_over_baseline": claim.paper_ratio, "paper_where": claim.paper_where}
+
+
+def gap(base_runs: list[dict], runs: list[dict]) -> dict:
+    """How much worse each net does on the validation split than on its training data: the last
+    epoch's centre-crop validation top-1 minus its training top-1 (as measured during the epoch:
+    training mode, augmentation and dropout on), and the ablated minus the baseline gap."""
+    return {"measure": "validation top-1 (centre crop, last epoch) minus training top-1 (last epoch, measured "
+                       "during it in training mode: augmentation and dropout on), points",
+            "baseline": mean_ci([r["gap_top1"] for r in base_runs]), "ablated": mean_ci([r["gap_top1"] for r in runs]),
+            "ablated_minus_baseline": paired(base_runs, runs, "gap_top1")}
 
 
 def paired(a: list[dict], b: list[dict], key: str) -> list[float]:
@@ -194,9 +204,13 @@ def main(argv=None) -> int:
                    help=f"trainings at once, each in its own process (default: {CPU_JOBS} with the cpu preset "
                         "on the CPU, else 1)")
     p.add_argument("--threshold", type=float, default=None,
-                   help="training top-1 error (%%) for the ReLU/tanh epochs-to comparison "
-                        "(default: halfway between chance and the ReLU nets' final training error)")
+                   help="training top-1 error (%%) for the epochs-to comparisons (tanh, dropout_off; default: "
+                        "the paper's where every baseline run reaches it, else halfway between chance and the "
+                        "baseline nets' final training error)")
+    p.add_argument("--ablations", default=None, metavar="NAME,...",
+                   help=f"run these ablations only (default: all: {','.join(ABLATIONS)})")
     p.add_argument("--no-ablations", action="store_true")
+    p.add_argument("--no-onecol", action="store_true", help="skip the one-column net (the two-vs-one comparison)")
     p.add_argument("--runs", type=Path, default=Path("runs/bench"), help="run directories (replaced)")
     p.add_argument("--data-dir", type=Path, default=Path("data"), help="where the cpu preset's set is made")
     p.add_argument("--out", type=Path, default=None, help="default: bench/results/<date>-paper.json")
@@ -220,58 +234,83 @@ def main(argv=None) -> int:
         p.error("--jobs must be at least 1")
     if threads:
         torch.set_num_threads(threads)
+    names = [] if a.no_ablations else a.ablations.split(",") if a.ablations else list(ABLATIONS)
+    unknown = [n for n in names if n not in ABLATIONS]
+    if unknown:
+        p.error(f"unknown ablation {unknown[0]!r}; the ablations are {', '.join(ABLATIONS)}")
     cfg = load_config(config, overrides["twocol"])
     data = (Path(a.data) if a.data else cpu_data_dir(a.data_dir)) if preset == "cpu" else dataset_root(cfg, a.data)
     meta = open_dataset(data).meta
-    # Each ablation as the CLI's --ablation applies it to the two-column config.
-    ablated = {} if a.no_ablations else {abl: common + ablation_overrides(cfg, [abl]) for abl in ABLATIONS}
-    print(f"paper protocol ({preset} preset): {config} vs {onecol}, seeds {seeds}, {cfg.train.epochs} epochs, "
+    # Each ablation as the CLI's --ablation applies it to the two-column config, or to the
+    # baseline its entry asks for when the config lacks what it takes away (then trained as
+    # "<name>_baseline"). An ablated net that is the two-column config itself is not trained twice.
+    plans = {}
+    for abl in names:
+        base_extra = ABLATIONS[abl].baseline(cfg)
+        own = ablation_overrides(load_config(config, common + base_extra), [abl])
+        same = bool(base_extra) and load_config(config, common + base_extra + own).to_dict() == cfg.to_dict()
+        plans[abl] = {"baseline": f"{abl}_baseline" if base_extra else "twocol", "baseline_overrides": base_extra,
+                      "overrides": own, "ran_as": "twocol" if same else abl}
+    nets = {"twocol": (config, overrides["twocol"])}
+    if not a.no_onecol:
+        nets["onecol"] = (onecol, overrides["onecol"])
+    for abl, plan in plans.items():
+        if plan["baseline"] != "twocol":
+            nets[plan["baseline"]] = (config, common + plan["baseline_overrides"])
+        if plan["ran_as"] == abl:
+            nets[abl] = (config, common + plan["baseline_overrides"] + plan["overrides"])
+    print(f"paper protocol ({preset} preset): {config}" + ("" if a.no_onecol else f" vs {onecol}")
+          + f", ablations {', '.join(names) or 'none'}, seeds {seeds}, {cfg.train.epochs} epochs, "
           f"data {data} ({meta['classes']} classes, {meta['train']} train / {meta['val']} val images of "
           f"{meta['image_size']} px), {placement}, {jobs} run(s) at a time with {threads or torch.get_num_threads()} "
           "thread(s) each", flush=True)
 
     load_start = os.getloadavg()[0]
     start = time.perf_counter()
-    tasks = [(path, ov, seed, data, a.gpus, a.runs, tag) for seed in seeds
-             for tag, path, ov in [("twocol", config, overrides["twocol"]), ("onecol", onecol, overrides["onecol"]),
-                                   *((abl, config, ov) for abl, ov in ablated.items())]]
-    runs: dict[str, list[dict]] = {tag: [] for tag in ("twocol", "onecol", *ablated)}
+    tasks = [(path, ov, seed, data, a.gpus, a.runs, tag) for seed in seeds for tag, (path, ov) in nets.items()]
+    runs: dict[str, list[dict]] = {tag: [] for tag in nets}
     for r in run_all(tasks, jobs, threads):
         runs[r["tag"]].append(r)
-    comparison = {k: {"twocol": mean_ci([r[k] for r in runs["twocol"]]),
-                      "onecol": mean_ci([r[k] for r in runs["onecol"]]),
-                      "onecol_minus_twocol": paired(runs["twocol"], runs["onecol"], k),
-                      "paper_onecol_minus_twocol": round(PAPER["onecol"][k] - PAPER["twocol"][k], 2)}
-                  for k in ("top1", "top5")}
+    comparison = {} if a.no_onecol else {
+        k: {"twocol": mean_ci([r[k] for r in runs["twocol"]]), "onecol": mean_ci([r[k] for r in runs["onecol"]]),
+            "onecol_minus_twocol": paired(runs["twocol"], runs["onecol"], k),
+            "paper_onecol_minus_twocol": round(PAPER["onecol"][k] - PAPER["twocol"][k], 2)}
+        for k in ("top1", "top5")}
     ablations = {}
-    for abl, ov in ablated.items():
-        claim, effect = CLAIMS[abl]
-        ablations[abl] = {"overrides": ov[len(common):], "what": ABLATIONS[abl].what, "claim": claim,
-                          "paper_minus_baseline": effect,
-                          "top1_minus_baseline": paired(runs["twocol"], runs[abl], "top1"),
-                          "top5_minus_baseline": paired(runs["twocol"], runs[abl], "top5")}
-    if "tanh" in ablations:
-        ablations["tanh"]["epochs_to_threshold"] = tanh_speed(runs["twocol"], runs["tanh"], a.threshold,
-                                                              cfg.model.num_classes)
-    all_runs = [r for rs in runs.values() for r in rs]
+    for abl, plan in plans.items():
+        entry = ABLATIONS[abl]
+        if plan["ran_as"] != abl:
+            runs[abl] = [dict(r, tag=abl) for r in runs[plan["ran_as"]]]
+        base, mine = runs[plan["baseline"]], runs[abl]
+        ablations[abl] = {**plan, "what": entry.what, "claim": entry.claim, "paper_minus_baseline": entry.paper_effect,
+                          "top1_minus_baseline": paired(base, mine, "top1"),
+                          "top5_minus_baseline": paired(base, mine, "top5")}
+        if entry.speed is not None:
+            ablations[abl]["epochs_to_threshold"] = speed(base, mine, entry.speed, a.threshold, cfg.model.num_classes)
+        if entry.gap:
+            ablations[abl]["gap"] = gap(base, mine)
+    trained = [r for tag in nets for r in runs[tag]]
     result = {"benchmark": "paper", "preset": preset,
-              "configs": {"twocol": config, "onecol": onecol}, "overrides": overrides,
+              "configs": {"twocol": config, "onecol": None if a.no_onecol else onecol}, "overrides": overrides,
               "data": {"path": str(data), **{k: meta[k] for k in ("classes", "train", "val", "image_size")},
                        "params": meta.get("params", {})},
               "input_size": cfg.model.input_size, "num_classes": cfg.model.num_classes,
               "epochs": cfg.train.epochs, "schedule": cfg.to_dict()["schedule"], "dropout": cfg.model.dropout,
-              "seeds": seeds, "placement": str(placement),
+              "dropout_convention": cfg.model.dropout_convention, "seeds": seeds, "placement": str(placement),
               "threads": threads or torch.get_num_threads(), "jobs": jobs, "wall_s": time.perf_counter() - start,
-              "run_s": sum(r["seconds"] for r in all_runs), "run_cpu_s": sum(r["cpu_seconds"] for r in all_runs),
+              "run_s": sum(r["seconds"] for r in trained), "run_cpu_s": sum(r["cpu_seconds"] for r in trained),
               "load_average": [load_start, os.getloadavg()[0]], "targets": TARGETS,
               "environment": environment(), "paper": PAPER, "runs": runs, "comparison": comparison,
               "ablations": ablations}
-    out = a.out or Path("bench/results") / f"{result['environment']['date']}-paper.json"
+    subset = a.no_onecol or a.ablations is not None
+    out = a.out or Path("bench/results") / f"{result['environment']['date']}-paper{'-subset' if subset else ''}.json"
     write_result(result, out)
-    m, h = comparison["top1"]["onecol_minus_twocol"]
-    print(f"one-column minus two-column, 10-patch top-1: {m:+.2f}" + (f" +- {h:.2f}" if h is not None else "")
-          + f" points (paper {comparison['top1']['paper_onecol_minus_twocol']:+.2f}); "
-          f"{result['wall_s']:.0f} s; wrote {out}")
+    for name, c in [("one-column minus two-column", comparison.get("top1", {}).get("onecol_minus_twocol"))] + [
+            (f"{abl} minus its baseline", x["top1_minus_baseline"]) for abl, x in ablations.items()]:
+        if c is not None:
+            m, h = c
+            print(f"{name}, 10-patch top-1: {m:+.2f}" + (f" +- {h:.2f}" if h is not None else "") + " points")
+    print(f"{result['wall_s']:.0f} s; wrote {out}")
     return 0
 
 

@@ -17,22 +17,16 @@ import sys
 from pathlib import Path
 
 from bench.ratios import TARGETS, throughput_summary
+from twocol.ablations import ABLATIONS
 from twocol.atomic import atomic_write
 from twocol.timeline import layer_table
 
 NAME = re.compile(r"^(\d{4}-\d{2}-\d{2})-(paper|throughput|kernels|data|e2e|profile)(-[\w.-]+)?\.json$")
 GPU_RUN = re.compile(r"^(\d{4}-\d{2}-\d{2})-gpu-([\w.-]+)$")
 GPU_FILES = re.compile(r"^(throughput|throughput-compile|kernels|e2e|e2e-dali|profile-[\w.-]+)\.json$")
-ABLATION_LABELS = {"lrn_off": "LRN off", "pool_2x2": "pooling 2x2 (non-overlapping)", "tanh": "tanh instead of ReLU",
-                   "lighting_off": "PCA lighting off"}
 # Fused ReLU+LRN (issue 15): on the CPU, forward+backward over torch at conv1, N = 128; on a GPU,
 # forward and backward each over torch and as a share of the copy bandwidth, every shape.
 KERNEL_CPU_TARGET, KERNEL_GPU_TARGET, KERNEL_GPU_COPY_FRACTION = 10.0, 5.0, 0.8
-# What a positive / negative top-1 change (ablated minus baseline) means, in words.
-ABLATION_DIRECTIONS = {"lrn_off": ("error rises without LRN", "error falls without LRN"),
-                       "pool_2x2": ("2x2 pooling errs more", "2x2 pooling errs less"),
-                       "tanh": ("tanh errs more", "tanh errs less"),
-                       "lighting_off": ("error rises without lighting", "error falls without lighting")}
 DATA_TARGET = 1.5    # DALI over the torch + Pillow loader on the CPU (issue 4)
 TARGET_LABELS = {"twocol_over_grouped": ("two-column / grouped step time", "<="),
                  "twocol_over_torchvision_images_per_s": ("two-column / torchvision AlexNet images/s", ">="),
@@ -67,6 +61,28 @@ def latest(results: Path) -> dict[str, dict]:
         found[key] = json.loads(path.read_text())
         found[key]["_file"] = str(path.relative_to(results))
     return found
+
+
+def label(name: str) -> str:
+    """An ablation's name in the report (twocol/ablations.py); a name it no longer has, as it is."""
+    return ABLATIONS[name].label if name in ABLATIONS else name
+
+
+def directions(name: str) -> tuple[str, str]:
+    return ABLATIONS[name].directions if name in ABLATIONS else ("error rises without it", "error falls without it")
+
+
+def speed_of(a: dict) -> dict | None:
+    """An ablation's epochs-to-threshold comparison; results written before the comparison was
+    generic (tanh only) name the nets relu and tanh."""
+    s = a.get("epochs_to_threshold")
+    if not s or "relu" not in s:
+        return s
+    return {"threshold": s["threshold"], "threshold_rule": s.get("threshold_rule", "halfway between chance and the "
+                                                                 "ReLU nets' final training error"),
+            "labels": ["ReLU", "tanh"], "baseline": s["relu"], "ablated": s["tanh"],
+            "ablated_over_baseline": s["tanh_over_relu"], "paper_ablated_over_baseline": s["paper_tanh_over_relu"],
+            "paper_where": "to 25% on CIFAR-10"}
 
 
 def ci(pair, digits: int = 2) -> str:
@@ -155,10 +171,12 @@ def scale_section(p: dict) -> list[str]:
         f"- **Data**: `{d['path']}`, {'a synthetic set (shapes x textures, `twocol synth`)' if synthetic else 'a prepared dataset'}"
         f": {d['classes']} classes, {d['train']} training and {d['val']} validation images of "
         f"{d['image_size']}x{d['image_size']} px; crops of {p['input_size']} px.",
-        f"- **Nets**: `{p['configs']['twocol']}` and `{p['configs']['onecol']}` ({p['preset']} preset), "
-        f"overrides: two-column `{' '.join(p['overrides']['twocol']) or 'none'}`; one-column "
-        f"`{' '.join(p['overrides']['onecol']) or 'none'}`"
-        + (f"; dropout {p['dropout']:g}" if "dropout" in p else "") + ".",
+        f"- **Nets**: `{p['configs']['twocol']}`"
+        + (f" and `{p['configs']['onecol']}`" if p["configs"].get("onecol") else " (no one-column net in this run)")
+        + f" ({p['preset']} preset), overrides: two-column `{' '.join(p['overrides']['twocol']) or 'none'}`"
+        + (f"; one-column `{' '.join(p['overrides']['onecol']) or 'none'}`" if p["configs"].get("onecol") else "")
+        + (f"; dropout {p['dropout']:g}" if "dropout" in p else "")
+        + (f" ({p['dropout_convention']})" if p.get("dropout") and "dropout_convention" in p else "") + ".",
         f"- **Protocol**: {schedule_text(p)}; seeds {p['seeds']} (every net and ablation trained on each), "
         f"10-patch test on the validation split; {p['placement']}, torch threads per run: {p['threads']}; "
         f"{timing}.",
@@ -187,15 +205,16 @@ def targets_line(p: dict) -> list[str]:
     t = p.get("targets")
     if not t:
         return []
-    c = p["comparison"]["top1"]["onecol_minus_twocol"]
     abl = [a["top1_minus_baseline"][1] for a in p["ablations"].values()]
-    met = target(c, t["twocol_vs_onecol"]).endswith(": met") and all(
-        h is not None and h <= t["ablation"] for h in abl)
+    met = all(h is not None and h <= t["ablation"] for h in abl) and (
+        not p["comparison"] or target(p["comparison"]["top1"]["onecol_minus_twocol"], t["twocol_vs_onecol"]).endswith(": met"))
     return [f"Targets for the 95% half-widths (top-1 points): two-vs-one <= {t['twocol_vs_onecol']:.1f}, each "
             f"ablation <= {t['ablation']:.1f}: **{'all met' if met else 'not all met'}** (per row below).", ""]
 
 
 def paper_section(p: dict) -> list[str]:
+    if not p["comparison"]:
+        return ["## The two-column net vs the one-GPU comparison net", "", "Not run (--no-onecol).", ""]
     c, paper = p["comparison"], p["paper"]
     limit = p.get("targets", {}).get("twocol_vs_onecol")
     lines = ["## The two-column net vs the one-GPU comparison net (the paper's 1.7% / 1.2%)", "",
@@ -228,33 +247,78 @@ def ablation_section(p: dict) -> list[str]:
     if not p["ablations"]:
         return ["## Ablations", "", "Not run (--no-ablations).", ""]
     limit = p.get("targets", {}).get("ablation")
-    lines = ["## Ablations (each against the two-column baseline of the same seed)", "",
+    lines = ["## Ablations (each against its baseline, the two-column net unless said below, of the same seed)", "",
              "Change in 10-patch error (ablated minus baseline, points; positive: the feature helps). "
              "Each ablation is `twocol train --ablation NAME` (twocol/ablations.py); the overrides it "
              "applied to this config are listed under the table.", ""]
     rows = []
     for name, a in p["ablations"].items():
         effect = a.get("paper_minus_baseline", {})
-        rows.append([ABLATION_LABELS.get(name, name), signed_ci(a["top1_minus_baseline"]),
+        rows.append([label(name), signed_ci(a["top1_minus_baseline"]),
                      signed_ci(a["top5_minus_baseline"]), a["claim"],
-                     reading(a["top1_minus_baseline"], effect.get("top1"),
-                             *ABLATION_DIRECTIONS.get(name, ("error rises without it", "error falls without it"))),
-                     target(a["top1_minus_baseline"], limit), seeds_above(p, name)])
+                     reading(a["top1_minus_baseline"], effect.get("top1"), *directions(name)),
+                     target(a["top1_minus_baseline"], limit), seeds_above(p, name, a.get("baseline", "twocol"))])
     lines += table(["ablation", "top-1 change", "top-5 change", "paper's claim", "reading (top-1)",
                     "half-width vs target", "seeds with more top-1 error"], rows)
-    lines += [""] + [f"- `--ablation {name}`: `{' '.join(a['overrides'])}`" for name, a in p["ablations"].items()]
-    speed = p["ablations"].get("tanh", {}).get("epochs_to_threshold")
-    if speed:
-        def fmt(v):
-            return ", ".join("never" if e is None else str(e) for e in v)
-        ratio = speed["tanh_over_relu"]
-        lines += ["", f"ReLU vs tanh, epochs to {speed['threshold']:.1f}% training top-1 error (per seed): "
-                      f"ReLU {fmt(speed['relu'])}; tanh {fmt(speed['tanh'])}; tanh / ReLU "
-                      + (f"**{ratio:.2f}x**" if ratio is not None else "not measurable (a net never got there)")
-                      + f" (paper: {speed['paper_tanh_over_relu']:.0f}x to 25% on CIFAR-10; the threshold here: "
-                      + speed.get("threshold_rule", "halfway between chance and the ReLU nets' final training error")
-                      + ")."]
+    lines.append("")
+    for name, a in p["ablations"].items():
+        line = f"- `--ablation {name}`: `{' '.join(a['overrides'])}`"
+        if a.get("baseline", "twocol") != "twocol":
+            line += (f"; the two-column config lacks what it takes away, so its baseline is that config with "
+                     f"`{' '.join(a['baseline_overrides'])}`")
+            if a.get("ran_as") == "twocol":
+                line += ", and the ablated net is the two-column config itself (its runs are the two-column net's)"
+        lines.append(line)
+
+    def fmt(v):
+        return ", ".join("never" if e is None else str(e) for e in v)
+
+    for name, a in p["ablations"].items():
+        speed = speed_of(a)
+        if speed:
+            base, mine = speed["labels"]
+            ratio = speed["ablated_over_baseline"]
+            lines += ["", f"{base} vs {mine}, epochs to {speed['threshold']:.1f}% training top-1 error (per seed): "
+                          f"{base} {fmt(speed['baseline'])}; {mine} {fmt(speed['ablated'])}; {mine} / {base} "
+                          + (f"**{ratio:.2f}x**" if ratio is not None else "not measurable (a net never got there)")
+                          + f" (paper: {speed['paper_ablated_over_baseline']:g}x, {speed['paper_where']}; the threshold "
+                          f"here: {speed['threshold_rule']})."]
+        g = a.get("gap")
+        if g:
+            lines += ["", f"{label(name)}, overfitting: {g['measure']}: baseline {signed_ci(g['baseline'])}, "
+                          f"ablated {signed_ci(g['ablated'])}; ablated minus baseline {signed_ci(g['ablated_minus_baseline'])}: "
+                          f"{reading(g['ablated_minus_baseline'], None, 'the gap widens', 'the gap narrows')}."]
     return lines + [""]
+
+
+def same_runs(a: dict, b: dict, tag: str = "twocol") -> tuple[int, int]:
+    """(seeds on which `tag`'s runs in results a and b have the same top-1 and top-5, seeds both have)."""
+    mine = {r["seed"]: (r["top1"], r["top5"]) for r in a["runs"].get(tag, [])}
+    theirs = {r["seed"]: (r["top1"], r["top5"]) for r in b["runs"].get(tag, [])}
+    both = sorted(set(mine) & set(theirs))
+    return sum(mine[s] == theirs[s] for s in both), len(both)
+
+
+def subset_section(sub: dict, full: dict | None) -> list[str]:
+    """The comparisons a later `bench.paper --ablations ...` run added to the full protocol's. Its
+    two-column runs are the full protocol's baseline retrained: the same errors on every seed
+    show that the code changed nothing the full protocol's numbers rest on."""
+    names = ", ".join(sub["ablations"]) or "none"
+    command = f"python -m bench.paper --ablations {names}" + (" --no-onecol" if not sub["comparison"] else "")
+    lines = [f"## Comparisons run on their own ({sub['_file']})", "",
+             f"`{command}`: {len(sub['seeds'])} seeds, {schedule_text(sub)}, the same data and configs as the protocol "
+               f"above unless said here; {env_line(sub['environment'])}; {sub['wall_s'] / 60:.1f} min for its "
+               f"{sum(len(r) for r in sub['runs'].values())} runs ({sub.get('jobs', 1)} at a time, load average "
+               f"{sub['load_average'][0]:.1f} at the start and {sub['load_average'][1]:.1f} at the end)."]
+    if full is not None:
+        same, both = same_runs(sub, full)
+        if both:
+            verdict = ("the same top-1 and top-5 errors on every seed: the code these runs used changed nothing "
+                       "the full protocol's results above rest on" if same == both else
+                       f"the same errors on only {same} of {both} seeds: the full protocol's results above are "
+                       "not those of this code")
+            lines[-1] += (f" Its two-column runs retrain the full protocol's baseline ({full['_file']}): {verdict}.")
+    return lines + [""] + targets_line(sub) + ablation_section(sub)
 
 
 def throughput_section(t: dict) -> list[str]:
@@ -422,6 +486,8 @@ def markdown(found: dict) -> str:
         lines += scale_section(p) + targets_line(p) + paper_section(p) + ablation_section(p)
     else:
         lines += ["## The paper's comparisons", "", "No results yet: run `make bench`.", ""]
+    if "paper-subset" in found:
+        lines += subset_section(found["paper-subset"], found.get("paper"))
     for kind, section in (("throughput", throughput_section), ("kernels", kernels_section), ("data", data_section),
                           ("e2e", e2e_section), ("profile", profile_section)):
         lines += [line for key, v in found.items() if key.split("-")[0] == kind for line in section(v)]
@@ -437,7 +503,7 @@ def chart(found: dict, path: Path) -> None:
     fig, axes = plt.subplots(1, 3, figsize=(16, 5))
     p = found.get("paper")
     ax = axes[0]
-    if p:
+    if p and p["comparison"]:
         c = p["comparison"]
         keys = (("top1", "top-1"), ("top5", "top-5"))
         diffs = [c[k]["onecol_minus_twocol"] for k, _ in keys]
@@ -450,19 +516,22 @@ def chart(found: dict, path: Path) -> None:
         ax.set_xlabel("one-column minus two-column error, points")
         ax.set_title(f"two vs one column, {len(p['seeds'])} paired seeds", fontsize=10)
         ax.legend(fontsize=8)
+    sub = found.get("paper-subset")
+    ablations = {**(sub["ablations"] if sub else {}), **(p["ablations"] if p else {})}
+    if ablations:
         ax = axes[1]
-        names = list(p["ablations"])
+        names = list(ablations)
         if names:
             ys = range(len(names))
-            ms = [p["ablations"][n]["top1_minus_baseline"] for n in names]
+            ms = [ablations[n]["top1_minus_baseline"] for n in names]
             ax.barh(list(ys), [m for m, _ in ms], xerr=[h or 0 for _, h in ms], capsize=4, color="tab:green",
                     label="this run")
-            ax.plot([p["ablations"][n]["paper_minus_baseline"].get("top1", float("nan")) for n in names], list(ys),
+            ax.plot([ablations[n]["paper_minus_baseline"].get("top1", float("nan")) for n in names], list(ys),
                     "rD", markersize=7, label="paper (ImageNet)")
             ax.axvline(0, color="grey", lw=0.8)
-            ax.set_yticks(list(ys), [ABLATION_LABELS.get(n, n) for n in names])
+            ax.set_yticks(list(ys), [label(n) for n in names])
             ax.set_xlabel("top-1 error change, points (positive: the feature helps)")
-            ax.set_title("ablations vs the two-column baseline", fontsize=10)
+            ax.set_title("ablations vs their baselines", fontsize=10)
             ax.legend(fontsize=8)
     ax = axes[2]
     bars = []

@@ -75,7 +75,7 @@ def test_ablations_compose_and_name_unknown_ones():
     assert cfg.model.activation == "tanh" and cfg.data.lighting_std == 0 and cfg.model.pool.kernel == 2
     with pytest.raises(ConfigError, match="unknown ablation 'lrn'; the ablations are lrn_off, pool_2x2"):
         ablation_overrides(config("tiny_twocol"), ["lrn"])
-    assert set(ABLATIONS) == {"lrn_off", "pool_2x2", "tanh", "lighting_off"}
+    assert set(ABLATIONS) == {"lrn_off", "pool_2x2", "tanh", "lighting_off", "conv3_off", "conv4_off", "dropout_off"}
 
 
 def twocol(capsys, *args):
@@ -90,7 +90,9 @@ def test_cli_applies_what_the_bench_applies(capsys):
     code, out, err = twocol(capsys, *args, "--ablation", "pool_2x2", "--ablation", "lrn_off")
     assert code == 0, err
     by_hand = twocol(capsys, *args, *ablation_overrides(config("tiny_twocol"), ["pool_2x2", "lrn_off"]))[1]
-    assert json.loads(out) == json.loads(by_hand)
+    described, hand = json.loads(out), json.loads(by_hand)
+    assert [a["name"] for a in described.pop("ablations")] == ["pool_2x2", "lrn_off"] and hand.pop("ablations") == []
+    assert described == hand
     base = json.loads(twocol(capsys, *args)[1])
     assert json.loads(out)["total_params"] == base["total_params"]
     assert json.loads(out)["layers"] != base["layers"]  # pool1, conv2 and conv5 outputs differ

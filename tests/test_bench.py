@@ -15,6 +15,7 @@ from twocol.devices import Placement
 from twocol.model import build_model
 
 from bench import paper
+from bench import report as bench_report
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -41,11 +42,11 @@ def handmade_paper():
                       "onecol_minus_twocol": paper.paired(runs["twocol"], runs["onecol"], k),
                       "paper_onecol_minus_twocol": {"top1": 1.7, "top5": 1.23}[k]} for k in ("top1", "top5")}
     ablations = {name: {"overrides": ablation_overrides(load_config("configs/tiny_twocol.yaml"), [name]),
-                        "claim": paper.CLAIMS[name][0], "paper_minus_baseline": paper.CLAIMS[name][1],
+                        "claim": ABLATIONS[name].claim, "paper_minus_baseline": ABLATIONS[name].paper_effect,
                         "top1_minus_baseline": paper.paired(runs["twocol"], runs[name], "top1"),
                         "top5_minus_baseline": paper.paired(runs["twocol"], runs[name], "top5")}
                  for name in ("lrn_off", "lighting_off", "tanh")}
-    ablations["tanh"]["epochs_to_threshold"] = paper.tanh_speed(runs["twocol"], runs["tanh"], 50.0, 10)
+    ablations["tanh"]["epochs_to_threshold"] = paper.speed(runs["twocol"], runs["tanh"], ABLATIONS["tanh"].speed, 50.0, 10)
     return {"benchmark": "paper", "preset": "cpu", "configs": {"twocol": "configs/small_twocol.yaml",
                                                                "onecol": "configs/small_onecol.yaml"},
             "overrides": {"twocol": ["model.fc_widths=[64,64]"], "onecol": ["model.fc_widths=[128,128]"]},
@@ -83,9 +84,8 @@ def rows_of(md: str, first_cell: str) -> list[list[str]]:
 
 
 def report(results: Path) -> str:
-    r = subprocess.run([sys.executable, "-m", "bench.report", "--results", str(results)], cwd=ROOT,
-                       capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr[-3000:]
+    """bench/report.py in this process (its command line is run by test_report_without_results_says_so)."""
+    assert bench_report.main(["--results", str(results)]) == 0
     return (results / "latest.md").read_text()
 
 
@@ -151,27 +151,60 @@ def test_report_with_one_seed_and_nothing_else(tmp_path):
     assert "## Throughput" not in md
 
 
+def test_report_adds_the_comparisons_a_later_run_made_on_their_own(tmp_path):
+    """A `bench.paper --ablations ... --no-onecol` file beside the full protocol's: its rows get a
+    section of their own, and its two-column runs are checked against the full protocol's."""
+    full = handmade_paper()
+    (tmp_path / "2030-01-02-paper.json").write_text(json.dumps(full))
+    sub = json.loads(json.dumps(full))
+    sub["comparison"] = {}
+    sub["runs"] = {"twocol": full["runs"]["twocol"],
+                   "conv4_off": [run_of("conv4_off", 0, 44.0, 10.0), run_of("conv4_off", 1, 46.0, 12.0)]}
+    sub["ablations"] = {"conv4_off": {"overrides": ["model.layers_off=[conv4]"], "claim": "about 2% top-1",
+                                      "paper_minus_baseline": {"top1": 2.0},
+                                      "top1_minus_baseline": paper.paired(sub["runs"]["twocol"], sub["runs"]["conv4_off"], "top1"),
+                                      "top5_minus_baseline": paper.paired(sub["runs"]["twocol"], sub["runs"]["conv4_off"], "top5")}}
+    (tmp_path / "2030-01-03-paper-subset.json").write_text(json.dumps(sub))
+    md = report(tmp_path)
+    assert "## Comparisons run on their own (2030-01-03-paper-subset.json)" in md
+    assert "`python -m bench.paper --ablations conv4_off --no-onecol`: 2 seeds" in md
+    assert "the same top-1 and top-5 errors on every seed" in md
+    (row,) = rows_of(md, "conv4_off" if "conv4_off" not in ABLATIONS else ABLATIONS["conv4_off"].label)
+    assert row[1] == "+4.00 ± 0.00" and row[4].startswith("resolved") and row[6] == "2 / 2"
+    assert rows_of(md, "top-1")[0][3] == "+3.00 ± 0.00"  # the full protocol's table is still there
+    sub["runs"]["twocol"][1]["top1"] += 0.5  # a baseline that no longer trains the same
+    (tmp_path / "2030-01-03-paper-subset.json").write_text(json.dumps(sub))
+    assert "the same errors on only 1 of 2 seeds" in report(tmp_path)
+
+
 def test_report_without_results_says_so(tmp_path):
     r = subprocess.run([sys.executable, "-m", "bench.report", "--results", str(tmp_path)], cwd=ROOT,
                        capture_output=True, text=True)
     assert r.returncode == 1 and "no results" in r.stderr
 
 
+@pytest.mark.slow
 def test_paper_protocol_end_to_end_at_a_toy_scale(tmp_path):
     data = synthesize(tmp_path / "synth", classes=10, per_class=10, image_size=44, val_per_class=3, workers=1)
     out = tmp_path / "results" / "2030-01-02-paper.json"
+    # Three of the ablations (each run is seconds here): one with a speed claim, one with a
+    # net of another size, and one against a baseline of its own (the tiny net has no dropout).
     r = subprocess.run([sys.executable, "-m", "bench.paper", "--preset", "cpu", "--data", str(data), "--seeds", "1",
-                        "--epochs", "1", "--runs", str(tmp_path / "runs"), "--out", str(out), "data.batch_size=16"],
+                        "--epochs", "1", "--runs", str(tmp_path / "runs"), "--out", str(out), "data.batch_size=16",
+                        "--ablations", "tanh,conv4_off,dropout_off"],
                        cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-3000:]
     res = json.loads(out.read_text())
     assert res["epochs"] == 1 and res["seeds"] == [0] and res["preset"] == "cpu"
     assert res["data"]["classes"] == 10 and res["data"]["train"] == 100 and res["data"]["val"] == 30
     assert "data.batch_size=16" in res["overrides"]["twocol"] and "data.batch_size=16" in res["overrides"]["onecol"]
-    assert set(res["runs"]) == {"twocol", "onecol", *ABLATIONS} and res["jobs"] == 2
+    # dropout_off of a net without dropout: against the net with dropout, and itself the baseline net
+    assert set(res["runs"]) == {"twocol", "onecol", "tanh", "conv4_off", "dropout_off_baseline", "dropout_off"}
+    assert res["jobs"] == 2
     cfg = load_config(res["configs"]["twocol"], res["overrides"]["twocol"])
     for name, a in res["ablations"].items():  # what `twocol train --ablation NAME` applies
         assert a["overrides"] == ablation_overrides(cfg, [name])
+        assert a["baseline"] == ("dropout_off_baseline" if name == "dropout_off" else "twocol")
     # Two runs at a time in worker processes: the same result as a run in this process.
     again = paper.train_and_test(res["configs"]["twocol"], res["overrides"]["twocol"], 0, data, "cpu",
                                  tmp_path / "again", "twocol")
@@ -187,9 +220,10 @@ def test_paper_protocol_end_to_end_at_a_toy_scale(tmp_path):
         assert 0 <= run["top1"] <= 100 and 0 <= run["top5"] <= run["top1"]
     assert res["comparison"]["top1"]["onecol_minus_twocol"] == [one["top1"] - two["top1"], None]
     assert res["comparison"]["top1"]["paper_onecol_minus_twocol"] == 1.7
-    assert res["ablations"]["tanh"]["epochs_to_threshold"]["relu"] in ([1], [None])
+    assert res["ablations"]["tanh"]["epochs_to_threshold"]["baseline"] in ([1], [None])
     md = report(out.parent)
     assert "10 classes, 100 training and 30 validation images of 44x44 px" in md
+    assert rows_of(md, "conv4 removed") and rows_of(md, "dropout off") and "dropout off, overfitting:" in md
 
 
 def stub_torchvision(made: list):

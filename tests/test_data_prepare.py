@@ -2,8 +2,6 @@
 import io
 import json
 import os
-import subprocess
-import sys
 import time
 
 import numpy as np
@@ -17,7 +15,7 @@ from twocol.data.synth import ensure_synthetic, synthesize
 from twocol.data.prepare import prepare
 from twocol.errors import DataError
 
-from conftest import config
+from conftest import config, twocol_in_process as twocol
 
 
 def noise(h, w, seed):
@@ -156,14 +154,16 @@ def test_flat_val_folder_with_a_labels_file(source, tmp_path):
 
 
 def test_prepare_errors_name_the_problem(tmp_path):
+    src = tmp_path / "src"  # not tmp_path itself: a destination inside the source is refused
+    src.mkdir()
     with pytest.raises(DataError, match="no train/ folder"):
-        prepare(tmp_path, tmp_path / "out")
-    (tmp_path / "train/a").mkdir(parents=True)
-    (tmp_path / "train/b").mkdir()
-    (tmp_path / "val").mkdir()
-    (tmp_path / "val/x.JPEG").write_bytes(b"")
+        prepare(src, tmp_path / "out")
+    (src / "train/a").mkdir(parents=True)
+    (src / "train/b").mkdir()
+    (src / "val").mkdir()
+    (src / "val/x.JPEG").write_bytes(b"")
     with pytest.raises(DataError, match="--val-labels"):
-        prepare(tmp_path, tmp_path / "out")
+        prepare(src, tmp_path / "out")
 
 
 def small_synth(path, **kw):
@@ -250,17 +250,13 @@ def test_ensure_synthetic_makes_once_then_reuses(tmp_path, capsys):
                                                 "data.image_size=64"))
 
 
-def twocol(*args):
-    return subprocess.run([sys.executable, "-m", "twocol", *args], capture_output=True, text=True)
-
-
-def test_cli_prepare_and_synth(source, tmp_path):
-    r = twocol("prepare", str(source), str(tmp_path / "p"), "--size", "16", "--workers", "2")
-    assert r.returncode == 0, r.stderr
-    assert "12 train and 4 val images of 16x16, 2 classes" in r.stdout and "skipped 3 file(s)" in r.stderr
-    r = twocol("synth", str(tmp_path / "p"), "--classes", "2", "--per-class", "4", "--size", "16")
-    errors = [l for l in r.stderr.splitlines() if l.startswith("twocol: error:")]
-    assert r.returncode == 2 and len(errors) == 1 and "other settings" in errors[0] and "Traceback" not in r.stderr
+def test_cli_prepare_and_synth(source, tmp_path, capsys):
+    code, out, err = twocol(capsys, "prepare", source, tmp_path / "p", "--size", "16", "--workers", "2")
+    assert code == 0, err
+    assert "12 train and 4 val images of 16x16, 2 classes" in out and "skipped 3 file(s)" in err
+    code, _, err = twocol(capsys, "synth", tmp_path / "p", "--classes", "2", "--per-class", "4", "--size", "16")
+    errors = [l for l in err.splitlines() if l.startswith("twocol: error:")]
+    assert code == 2 and len(errors) == 1 and "other settings" in errors[0] and "Traceback" not in err
 
 
 @pytest.mark.slow

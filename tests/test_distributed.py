@@ -6,11 +6,10 @@ import sys
 import pytest
 import torch
 
+from conftest import TINY_TRAIN
 from ddp_worker import train as train_in_process
-from test_train import TINY  # the same tiny net
 from twocol.checkpoint import load_checkpoint, restore
 from twocol.config import load_config
-from twocol.data.synth import synthesize
 from twocol.devices import Placement
 from twocol.distributed import World, placement_for
 from twocol.errors import CheckpointError, PlacementError
@@ -20,6 +19,7 @@ from twocol.optim import LRSchedule, make_optimizer
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
 
 
+@pytest.mark.slow
 def test_two_processes_equal_one_process_with_the_doubled_batch(tmp_path):
     """DDP averages the two ranks' gradients, so 2 x batch 8 takes the same steps as 1 x batch 16
     (float64; they differ only by the order of the floating-point sums)."""
@@ -59,16 +59,17 @@ def test_mid_epoch_checkpoint_refuses_another_number_of_processes(tmp_path):
     assert restore(ckpt, tmp_path / "c.pt", net, opt, sched, cfg, World()).epoch == 1
 
 
-def test_torchrun_trains_with_two_cpu_pairs_and_writes_one_checkpoint(tmp_path):
-    data = synthesize(tmp_path / "synth", classes=4, per_class=300, image_size=44, val_per_class=50, workers=2)
+@pytest.mark.slow
+def test_torchrun_trains_with_two_cpu_pairs_and_writes_one_checkpoint(tiny_set, tmp_path):
+    data = tiny_set
     run = tmp_path / "run"
     r = subprocess.run(TORCHRUN + ["-m", "twocol", "train", "--gpus", "cpu",
                                    "--data", str(data), "--run-dir", str(run), "train.epochs=1",
-                                   "--check-isolation", *TINY], capture_output=True, text=True, timeout=600)
+                                   "--check-isolation", *TINY_TRAIN], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     ckpt = load_checkpoint(run / "checkpoint.pt")
-    # 1200 images, 2 shards of 600, 18 full batches of 32 each: each image at most once
-    assert ckpt["world_size"] == 2 and ckpt["step"] == 18 and len(ckpt["rng_per_rank"]) == 2
+    # 160 images, 2 shards of 80, 2 full batches of 32 each: each image at most once
+    assert ckpt["world_size"] == 2 and ckpt["step"] == 2 and len(ckpt["rng_per_rank"]) == 2
     assert ckpt["metrics"]["val_top1_error"] is not None
     assert r.stdout.count("epoch 1/1") == 1  # only rank 0 speaks
     # and it resumes on one process (epoch-end checkpoint)

@@ -4,8 +4,6 @@ the plan puts it; a run records it and goes on, and stops with exit 2 and a chec
 there are too many."""
 import json
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -16,21 +14,20 @@ from twocol.checkpoint import load_checkpoint
 from twocol.data import loader as loader_module
 from twocol.data.layout import CHECKSUMS, open_dataset
 from twocol.data.loader import make_loader
-from twocol.data.synth import synthesize
 from twocol.devices import Placement
 
-from conftest import config
+from conftest import (LOADER_BACKENDS, LOADER_BATCH, LOADER_CROP, LOADER_SIZE, config, one_line_error, train_args,
+                      twocol_in_process as twocol)
 
-SIZE, CROP, BATCH = 20, 16, 8
-BACKENDS = ["torch", pytest.param("dali", marks=pytest.mark.skipif(
-    loader_module.dali_problem("cpu") is not None, reason="DALI does not run here"))]
+SIZE, CROP, BATCH = LOADER_SIZE, LOADER_CROP, LOADER_BATCH
+BACKENDS = LOADER_BACKENDS
 KINDS = ["empty", "garbage", "truncated", "wrong_size"]
 
 
-@pytest.fixture(scope="module")
-def clean(tmp_path_factory):
-    return synthesize(tmp_path_factory.mktemp("data") / "s", classes=3, per_class=12, image_size=SIZE,
-                      val_per_class=5, workers=1)
+@pytest.fixture
+def clean(loader_root):
+    """The session's loader set (read-only)."""
+    return loader_root
 
 
 @pytest.fixture
@@ -142,9 +139,8 @@ def test_a_file_dali_fails_on_while_reading_is_judged_by_pillow(clean, root, kin
 def test_crc_check_finds_a_change_that_keeps_the_size(clean, root):
     i, rel = victim(loader(clean))
     corrupt(root / rel, "same_size")
-    assert loader(root).excluded == {}  # the default check only compares sizes
-    assert loader(root, "train", "data.verify_files=crc").excluded == {i: f"CRC-32 differs from {CHECKSUMS} "
-                                                                         "(changed since it was stored)"}
+    assert loader(root, "train", "data.verify_files=size").excluded == {}  # only compares sizes
+    assert loader(root).excluded == {i: f"CRC-32 differs from {CHECKSUMS} (changed since it was stored)"}
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -183,29 +179,15 @@ def test_an_image_only_pillow_decodes_is_decoded_not_skipped(clean, root):
     assert all(torch.equal(x[0], y[0]) and torch.equal(x[1], y[1]) for x, y in zip(a, b))
 
 
-# Through the command line, as a user meets it.
-
-TINY = ["-c", "configs/tiny_twocol.yaml", "model.num_classes=4", "train.log_every=5", "data.workers=0"]
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return synthesize(tmp_path_factory.mktemp("tiny") / "s", classes=4, per_class=64, image_size=44,
-                      val_per_class=8, workers=1)
-
-
-def train(data, run, *extra):
-    return subprocess.run([sys.executable, "-m", "twocol", "train", "--gpus", "cpu", "--data", str(data),
-                           "--run-dir", str(run), *TINY, *extra], capture_output=True, text=True)
-
+# Through the command line (in this process), as a user meets it, on the session's tiny_set.
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_training_goes_on_past_a_bad_image_and_records_it(tiny, tmp_path, backend):
-    data = shutil.copytree(tiny, tmp_path / "data")
+def test_training_goes_on_past_a_bad_image_and_records_it(tiny_set, tmp_path, backend, capsys):
+    data = shutil.copytree(tiny_set, tmp_path / "data")
     rel = open_dataset(data).train[17][0]
     corrupt(data / rel, "truncated")
-    r = train(data, tmp_path / "run", "train.epochs=2", f"data.loader={backend}")
-    assert r.returncode == 0, r.stderr[-2000:]
+    code, _, err = twocol(capsys, *train_args(data, tmp_path / "run", "train.epochs=2", f"data.loader={backend}"))
+    assert code == 0, err
     lines = (tmp_path / "run" / "bad_images.tsv").read_text().splitlines()
     assert lines[0].startswith("# epoch") and [l.split("\t")[:3] for l in lines[1:]] == [
         ["1", "train", rel], ["2", "train", rel]]
@@ -214,15 +196,15 @@ def test_training_goes_on_past_a_bad_image_and_records_it(tiny, tmp_path, backen
     assert all("feed_bytes" in r for r in rows if r["kind"] == "step")
 
 
-def test_too_many_bad_images_stop_the_run_with_exit_2_and_a_checkpoint(tiny, tmp_path):
-    data = shutil.copytree(tiny, tmp_path / "data")
+def test_too_many_bad_images_stop_the_run_with_exit_2_and_a_checkpoint(tiny_set, tmp_path, capsys):
+    data = shutil.copytree(tiny_set, tmp_path / "data")
     (data / CHECKSUMS).unlink()  # found while reading, mid-epoch
     items = open_dataset(data).train
-    for k in range(0, len(items), 12):  # 22 of 256 (9%)
+    for k in range(0, len(items), 12):  # 14 of 160 (9%)
         corrupt(data / items[k][0], "garbage")
-    r = train(data, tmp_path / "run", "train.epochs=2")
-    assert r.returncode == 2 and "Traceback" not in r.stderr
-    (line,) = r.stderr.strip().splitlines()
+    code, _, err = twocol(capsys, *train_args(data, tmp_path / "run", "train.epochs=2"))
+    one_line_error(code, err)
+    line = err.strip()
     assert "images of epoch 1 are bad (more than data.max_bad_fraction=0.01)" in line
     assert "bad_images.tsv" in line and "--resume" in line
     ckpt = load_checkpoint(tmp_path / "run" / "checkpoint.pt")

@@ -608,6 +608,7 @@ def test_cuda_thread_layout_and_launch_arithmetic_on_the_cpu(tmp_path):
     assert int(double_max) == ops.cuda_max_size(torch.float64)
 
 
+@pytest.mark.slow
 def test_nvcc_compiles_the_cuda_kernels_for_sm_90(tmp_path):
     """CI has nvcc but no GPU: a CUDA error must still fail it. ptxas's resource report
     (registers, stack, spills per kernel) is in the message of a failure; the object and the

@@ -2,8 +2,6 @@
 two-device cost model (handmade layer times worked out by hand) and the command end to end."""
 import json
 import math
-import subprocess
-import sys
 
 import pytest
 
@@ -14,6 +12,8 @@ from twocol.describe import describe
 from twocol.devices import Placement
 from twocol.profile import analyse, profile_training
 from twocol.timeline import step_timelines, summarize
+
+from conftest import twocol_in_process as twocol
 
 
 def X(name, ts, dur, cat="cpu_op", tid=1, **args):
@@ -167,15 +167,11 @@ def test_interconnects_default_and_given():
     assert interconnects([8, 64]) == [("8 GB/s", 8), ("64 GB/s", 64)]
 
 
-def twocol(*args):
-    return subprocess.run([sys.executable, "-m", "twocol", *args], capture_output=True, text=True)
-
-
-def test_profile_command_on_the_cpu_simulation(tmp_path):
-    r = twocol("profile", "-c", "configs/tiny_twocol.yaml", "--gpus", "cpu", "--steps", "2", "--warmup", "1",
-               "--link-gbps", "8", "--link-gbps", "450", "-o", str(tmp_path))
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert "both columns at once 0.0% of the step" in r.stdout and "one device, columns in series" in r.stdout
+def test_profile_command_on_the_cpu_simulation(tmp_path, capsys):
+    code, out, err = twocol(capsys, "profile", "-c", "configs/tiny_twocol.yaml", "--gpus", "cpu", "--steps", "2",
+                            "--warmup", "1", "--link-gbps", "8", "--link-gbps", "450", "-o", tmp_path)
+    assert code == 0, err[-3000:]
+    assert "both columns at once 0.0% of the step" in out and "one device, columns in series" in out
     assert (tmp_path / "timeline.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (tmp_path / "trace.json.gz").stat().st_size > 0
     p = json.loads((tmp_path / "profile.json").read_text())

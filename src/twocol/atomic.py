@@ -9,6 +9,7 @@ deletes those whose writer is gone.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from pathlib import Path
@@ -45,7 +46,8 @@ def atomic_write(path: str | Path, data: bytes | str | Callable[[BinaryIO], None
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # (a read-only folder) the write's own error is the one to tell
+            tmp.unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
 

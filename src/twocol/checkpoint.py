@@ -4,7 +4,9 @@ torch.load(weights_only=True)), and how it is checked against the net it is load
 A checkpoint is a dict of tensors and plain values only (no pickled objects):
   format, model, optimizer, schedule, epoch, batch (position in the epoch), step, rng (rank 0's
   generators), rng_per_rank, world_size (processes under torchrun), config (the resolved
-  config), metrics (the last epoch's row of metrics.jsonl).
+  config), metrics (the last epoch's row of metrics.jsonl), classes (the dataset's class names,
+  label order), origin (the run's --data, resolved, and --gpus; None for their defaults).
+Checkpoints written before classes and origin existed lack them: nothing is checked or reused.
 
 Every field is checked before it is used (`restore`, `load_model_state`): a file that is not
 what this code wrote, or was edited, is a CheckpointError naming the field, never a traceback.
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import pickle
 import zipfile
 from dataclasses import dataclass
@@ -30,6 +33,9 @@ from .model import build_model
 from .rng import rng_problem, rng_states, seed_everything, set_rng_states
 
 FORMAT = 1
+# Bounds of a checkpoint's position: far beyond any run (the paper's took 90 epochs of 10,000
+# steps), so that an edited field cannot claim 10^30 epochs.
+MAX_EPOCHS, MAX_STEPS = 10 ** 6, 10 ** 12
 
 
 @dataclass
@@ -44,7 +50,8 @@ class RunState:
 def claim_run_dir(run_dir: Path, resume: Path | None, world: World):
     """Hold `run_dir` for this run (rank 0 does, under torchrun): another process asking for it
     gets a LockError naming our pid. Temporary files of a save that was killed are removed; a
-    new run (no `resume`) refuses a directory that holds a checkpoint."""
+    new run (no `resume`) refuses a directory that holds a checkpoint, and so does a resumed
+    one, unless that checkpoint is the one it resumes."""
     if not world.is_main:
         yield
         return
@@ -54,32 +61,72 @@ def claim_run_dir(run_dir: Path, resume: Path | None, world: World):
         if resume is None and ckpt.exists():
             raise CheckpointError(f"{run_dir} holds the checkpoint of an earlier run: continue it with "
                                   f"--resume {ckpt}, or give another --run-dir")
+        if resume is not None and ckpt.exists() and not same_file(ckpt, resume):
+            raise CheckpointError(f"{run_dir} holds the checkpoint of another run, which continuing {resume} there "
+                                  f"would replace; give another --run-dir")
         yield
+
+
+def same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+class _Recorded:
+    """A file whose write errors are kept: torch.save turns an OSError of the file it writes
+    (disk full) into a RuntimeError that has lost the reason ('unexpected pos ...')."""
+
+    def __init__(self, f):
+        self.f, self.error = f, None
+
+    def write(self, data) -> int:
+        try:
+            return self.f.write(data)
+        except OSError as e:
+            self.error = e
+            raise
+
+    def flush(self) -> None:
+        self.f.flush()
 
 
 def save_checkpoint(path: str | Path, state: dict) -> None:
     """Written atomically: a crash at any moment leaves the old checkpoint or the new one. A
-    failed write (disk full, read-only folder) is a CheckpointError with the OS's reason; the
-    previous checkpoint is then untouched."""
+    failed write (disk full, read-only folder, an error of the file system) is a
+    CheckpointError naming the path and the OS's reason; the previous checkpoint is then
+    untouched."""
     path = Path(path)
+    out = None
+
+    def write(f):
+        nonlocal out
+        out = _Recorded(f)
+        torch.save({"format": FORMAT, **state}, out)
+
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with shielded():  # a second Ctrl-C waits for the save to end
-            atomic_write(path, lambda f: torch.save({"format": FORMAT, **state}, f))
-    except OSError as e:
+            atomic_write(path, write)
+    except (OSError, RuntimeError) as e:
+        if isinstance(e, RuntimeError) and (out is None or out.error is None):
+            raise  # not a failed write: a bug, shown as one
+        e = out.error if isinstance(e, RuntimeError) else e
         kept = "the previous checkpoint is unchanged" if path.exists() else "no checkpoint was written"
         raise CheckpointError(f"cannot write {path}: {e.strerror or e}; {kept}") from None
 
 
 def checkpoint_state(net, optimizer, schedule, state: RunState, cfg: Config, metrics: dict,
-                     world: World) -> dict:
+                     world: World, about: dict | None = None) -> dict:
     """The whole state of a run. Collective under torchrun (every rank's RNG states are
-    gathered), so every rank calls it; `save` then writes it from rank 0."""
+    gathered), so every rank calls it; `save` then writes it from rank 0. `about`: the run's
+    classes and origin."""
     rng = gather_objects(rng_states(), world)
     return {"model": net.state_dict(), "optimizer": optimizer.state_dict(),
             "schedule": schedule.state_dict(), "epoch": state.epoch, "batch": state.batch,
             "step": state.step, "rng": rng[0], "rng_per_rank": rng, "world_size": world.size,
-            "config": cfg.to_dict(), "metrics": metrics}
+            "config": cfg.to_dict(), "metrics": metrics, **(about or {})}
 
 
 def save(path: Path, state: dict, world: World) -> None:
@@ -105,13 +152,13 @@ def restore(ckpt: dict, path: Path, net, optimizer, schedule, cfg: Config, world
         if field not in ckpt:
             bad(field, "is missing (not a checkpoint that `twocol train` can resume)")
     epoch, batch, step = ckpt["epoch"], ckpt["batch"], ckpt["step"]
-    if not _whole(epoch):
-        bad("epoch", f"must be a whole number >= 0, got {show(epoch)}")
+    if not _whole(epoch) or epoch > MAX_EPOCHS:
+        bad("epoch", f"must be a whole number in 0..{MAX_EPOCHS:,}, got {show(epoch)}")
     if not _whole(batch) or (batches is not None and batch > batches):
         bad("batch", f"must be a whole number in 0..{batches if batches is not None else 'batches per epoch'}"
                      f" (the position in the epoch), got {show(batch)}")
-    if not _whole(step, batch):
-        bad("step", f"must be a whole number >= batch ({batch}), got {show(step)}")
+    if not _whole(step, batch) or step > MAX_STEPS:
+        bad("step", f"must be a whole number in {batch} (batch)..{MAX_STEPS:,}, got {show(step)}")
     saved_world = ckpt.get("world_size", 1)
     if not _whole(saved_world, 1):
         bad("world_size", f"must be a whole number >= 1, got {show(saved_world)}")
@@ -146,6 +193,44 @@ def restore(ckpt: dict, path: Path, net, optimizer, schedule, cfg: Config, world
     else:  # other shards now: give each rank a fresh stream derived from the run's position
         seed_everything(cfg.train.seed + 1000 * step + world.rank)
     return RunState(epoch=epoch, batch=batch, step=step)
+
+
+def recorded_classes(ckpt: dict, path: str | Path) -> list[str] | None:
+    """The class names a checkpoint was trained on; None for a checkpoint older than them."""
+    classes = ckpt.get("classes")
+    if classes is not None and not (isinstance(classes, list) and all(isinstance(c, str) for c in classes)):
+        raise CheckpointError(f"{path}: classes must be a list of class names, got {show(classes)}")
+    return classes
+
+
+def check_same_classes(ckpt: dict, path: str | Path, classes: list[str], root: str | Path) -> None:
+    """Refuse a dataset (at `root`, with `classes`) whose class names or order differ from
+    those the checkpoint was trained on: its labels would mean other classes."""
+    theirs = recorded_classes(ckpt, path)
+    if theirs is None or list(classes) == theirs:
+        return
+    i = next(k for k in range(max(len(theirs), len(classes)))
+             if k >= len(theirs) or k >= len(classes) or theirs[k] != classes[k])
+
+    def name(names):
+        return show(names[i], 60) if i < len(names) else "missing"
+
+    raise CheckpointError(f"{path} was trained on other classes than {root}: class {i} is {name(theirs)} in the "
+                          f"checkpoint, {name(classes)} in the dataset ({len(theirs)} and {len(classes)} classes)")
+
+
+def resumed_origin(ckpt: dict, path: str | Path, data: str | None, gpus: str | None) -> tuple[str | None, str | None]:
+    """(--data, --gpus) for a run resumed from `ckpt`: those given now, else the ones it was
+    started with. A recorded dataset that is gone is a CheckpointError naming it."""
+    origin = ckpt.get("origin", {})
+    if not (isinstance(origin, dict) and all(isinstance(origin.get(k), (str, type(None))) for k in ("data", "gpus"))):
+        raise CheckpointError(f"{path}: origin must hold data and gpus (each a string or null), got {show(origin)}")
+    if data is None and origin.get("data") is not None:
+        data = origin["data"]
+        if not Path(data).is_dir():
+            raise CheckpointError(f"{path} continues a run on the dataset {data}, which is not there any more (moved "
+                                  f"or deleted?); give its place with --data")
+    return data, gpus if gpus is not None else origin.get("gpus")
 
 
 def check_optimizer_state(saved, optimizer, net, path: Path) -> None:
@@ -221,18 +306,36 @@ def load_checkpoint(path: str | Path) -> dict:
     return ckpt
 
 
+def stored_config(ckpt: dict) -> dict:
+    """The config a checkpoint was trained with, as a mapping. One written before
+    model.dropout_convention existed was trained with torch.nn.Dropout, so it reads as
+    "inverted" (not today's default)."""
+    stored = ckpt["config"]
+    if "dropout_convention" not in stored.get("model", {}):
+        stored = {**stored, "model": {**stored.get("model", {}), "dropout_convention": "inverted"}}
+    return stored
+
+
 def checkpoint_config(ckpt: dict, path: str | Path) -> Config:
     try:
-        return config_from_dict(ckpt["config"], source=f"config stored in {path}")
+        return config_from_dict(stored_config(ckpt), source=f"config stored in {path}")
     except ConfigError as e:
         raise CheckpointError(str(e)) from None
+
+
+def eval_dropout_scale(cfg: Config) -> float:
+    """What evaluation multiplies fc6's and fc7's outputs by: 1 - dropout under the paper's
+    convention, 1 under the inverted one."""
+    m = cfg.model
+    return 1.0 - m.dropout if m.dropout_convention == "paper" else 1.0
 
 
 def check_same_architecture(ckpt: dict, cfg: Config, path: str | Path) -> None:
     """Refuse a checkpoint whose net differs from the config's (by any model setting)."""
     # Read through the config classes, so a key added since the checkpoint was written compares
-    # as its default.
-    stored = checkpoint_config(ckpt, path).to_dict()["model"]
+    # as its default (or, for the dropout convention, as what such a checkpoint was trained with).
+    stored_cfg = checkpoint_config(ckpt, path)
+    stored = stored_cfg.to_dict()["model"]
     wanted = cfg.to_dict()["model"]
 
     def diff(a, b, prefix=""):
@@ -244,8 +347,16 @@ def check_same_architecture(ckpt: dict, cfg: Config, path: str | Path) -> None:
                 yield f"{prefix}{k}: checkpoint {show(va)}, config {show(vb)}"
 
     diffs = list(diff(stored, wanted))
-    # Dropout changes no weight: a net trained with one rate may be evaluated with another.
+    # Dropout changes no weight, so a net may go on training at another rate; but what the
+    # trained weights expect at test must stay what they were trained for.
     diffs = [d for d in diffs if not d.startswith("dropout")]
+    trained, asked = eval_dropout_scale(stored_cfg), eval_dropout_scale(cfg)
+    if trained != asked:
+        m = cfg.model
+        diffs.append(f"dropout: the checkpoint's net multiplies fc6 and fc7 by {trained:g} at test (model.dropout "
+                     f"{stored['dropout']:g}, {stored['dropout_convention']}), the config's by {asked:g} "
+                     f"({m.dropout:g}, {m.dropout_convention}); override model.dropout and "
+                     "model.dropout_convention to match")
     if diffs:
         raise CheckpointError(f"{path} holds another architecture: model.{diffs[0]}"
                               + (f" (and {len(diffs) - 1} more)" if len(diffs) > 1 else ""))

@@ -32,6 +32,12 @@ MAX_STRING = 10_000
 # 256; a larger side than this only multiplies every buffer (a mean image of S x S x 3 int64
 # sums per worker) for no use.
 MAX_IMAGE_SIDE = 2048
+# Images per class of a synthetic set (data.synth_per_class, synth --per-class and
+# --val-per-class): 100,000 of 1,000 classes would already be 10^8 files.
+MAX_SYNTH_PER_CLASS = 100_000
+# train.seed seeds numpy's legacy generator, which takes 0..2**32 - 1, plus each process's
+# rank under torchrun: the seed itself stays below 2**31.
+MAX_SEED = 2 ** 31 - 1
 # libyaml's parser when PyYAML has it (the wheels do): it is iterative and limits nesting,
 # where the pure-Python one recurses (and takes about a minute for 60 KB of brackets here).
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -111,7 +117,16 @@ class ModelConfig:
     spatial_norm: SpatialNormConfig = field(default_factory=SpatialNormConfig)
     pool: PoolConfig = field(default_factory=PoolConfig)
     padding: PaddingConfig = field(default_factory=PaddingConfig)
+    # Middle conv layers removed from every column (the paper's section 7 depth claim): conv3
+    # and/or conv4; the next layer reads what the removed one read (model.conv_inputs).
+    layers_off: list[str] = field(default_factory=list)
     dropout: float = 0.5
+    # "paper": training zeroes each fc6/fc7 output with probability `dropout`, unscaled, and
+    # evaluation multiplies them by 1 - dropout (section 4.2, the 2012 code). "inverted": the
+    # kept outputs are divided by 1 - dropout in training, nothing at test (torch.nn.Dropout).
+    # A checkpoint written before this key existed was trained "inverted" and reads as such
+    # (checkpoint.checkpoint_config).
+    dropout_convention: Literal["paper", "inverted"] = "paper"
 
 
 @dataclass
@@ -208,9 +223,10 @@ class DataConfig:
     # Batches each loader prepares ahead (DALI's prefetch queue; batches per torch worker).
     prefetch: int = 2
     workers: int = 2
-    # Start-up check of the stored files against the dataset's checksums.txt: "size" (a stat
-    # per file), "crc" (also reads every file and checks its CRC-32), "off".
-    verify_files: Literal["size", "crc", "off"] = "size"
+    # Start-up check of the stored files against the dataset's checksums.txt: "crc" (the
+    # CRC-32 of every file; a file unchanged since it last matched is not read again), "size"
+    # (a stat per file), "off".
+    verify_files: Literal["size", "crc", "off"] = "crc"
     # A training epoch in which more than this share of the images is bad (unreadable, not
     # a decodable image, or of the wrong size) stops the run (exit 2, with a checkpoint).
     max_bad_fraction: float = 0.01
@@ -256,6 +272,11 @@ def _type_name(tp) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
+# YAML 1.1 (PyYAML) reads these words, unquoted, as booleans; a key whose allowed values hold
+# one of them (train.amp: off, data.verify_files: off) takes the boolean back as that word.
+_YAML_BOOL_WORDS = {True: ("on", "yes", "true"), False: ("off", "no", "false")}
+
+
 def _coerce(value, tp, key: str, source: str):
     """Check `value` against the annotation `tp`; return it converted (int -> float only)."""
     origin = get_origin(tp)
@@ -265,6 +286,12 @@ def _coerce(value, tp, key: str, source: str):
             raise ConfigError(f"{source}: {key} must be a mapping, got {show(value)}")
         return _build(tp, value, key + ".", source)
     if origin is Literal:
+        if isinstance(value, bool):
+            words = [a for a in get_args(tp) if isinstance(a, str) and a.lower() in _YAML_BOOL_WORDS[value]]
+            if len(words) != 1:
+                raise ConfigError(f"{source}: {key} must be {_type_name(tp)}, got {show(value)} (YAML reads "
+                                  f"{'/'.join(_YAML_BOOL_WORDS[value])} unquoted as a boolean)")
+            return words[0]
         if value not in get_args(tp):
             raise bad
         return value
@@ -446,11 +473,31 @@ def config_from_dict(data: dict, source: str = "checkpoint", overrides: list[str
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: a config must be a mapping, got {show(data)}")
     check_bounded(data, source)
-    cfg = _build(Config, data, "", source)
+    stages = [(_build(Config, data, "", source), source)]
     for ov in overrides:
-        cfg = _build(Config, _merge(cfg.to_dict(), parse_override(ov)), "", f"override '{_short(ov)}'")
-    validate(cfg, source)
+        where = f"override '{_short(ov)}'"
+        stages.append((_build(Config, _merge(stages[-1][0].to_dict(), parse_override(ov)), "", where), where))
+    cfg = stages[-1][0]
+    try:
+        validate(cfg, source)
+    except ConfigError:
+        # Blame what made the config invalid: the override after the last valid stage, or the
+        # file itself when no stage was valid (an override may also repair a file's value).
+        culprit = source
+        for (before, _), (_, where) in zip(reversed(stages[:-1]), reversed(stages[1:])):
+            if _valid(before):
+                culprit = where
+                break
+        validate(cfg, culprit)
     return cfg
+
+
+def _valid(cfg: Config) -> bool:
+    try:
+        validate(cfg, "")
+    except ConfigError:
+        return False
+    return True
 
 
 def validate(cfg: Config, source: str) -> None:
@@ -470,6 +517,8 @@ def validate(cfg: Config, source: str) -> None:
     need(m.lrn.size % 2 == 1 and m.lrn.size > 0, "model.lrn.size", "must be a positive odd number")
     need(m.spatial_norm.size % 2 == 1, "model.spatial_norm.size", "must be odd")
     need(0.0 <= m.dropout < 1.0, "model.dropout", "must be in [0, 1)")
+    need(set(m.layers_off) <= {"conv3", "conv4"} and len(set(m.layers_off)) == len(m.layers_off),
+         "model.layers_off", f"may name conv3 and conv4, each once; got {show(m.layers_off)}")
     need(m.num_classes > 1, "model.num_classes", "must be at least 2")
     need(m.input_size > 0, "model.input_size", "must be positive")
     need(m.conv1.kernel <= m.input_size, "model.conv1.kernel", "must not exceed model.input_size")
@@ -479,19 +528,23 @@ def validate(cfg: Config, source: str) -> None:
     need(cfg.data.image_size >= m.input_size, "data.image_size", "must be at least model.input_size")
     need(cfg.data.image_size <= MAX_IMAGE_SIDE, "data.image_size", f"must be at most {MAX_IMAGE_SIDE}")
     need(cfg.data.workers >= 0, "data.workers", "must be >= 0 (0: load in the training process)")
-    need(1 <= cfg.data.synth_per_class <= 100_000, "data.synth_per_class", "must be in 1..100000")
+    need(1 <= cfg.data.synth_per_class <= MAX_SYNTH_PER_CLASS, "data.synth_per_class",
+         f"must be in 1..{MAX_SYNTH_PER_CLASS}")
     need(cfg.data.batch_size > 0, "data.batch_size", "must be positive")
     need(cfg.data.crop_chunk > 0, "data.crop_chunk", "must be positive")
     need(cfg.data.flip_chunk > 0, "data.flip_chunk", "must be positive")
     need(cfg.data.lighting_until_epoch is None or cfg.data.lighting_until_epoch >= 0,
          "data.lighting_until_epoch", "must be >= 0 (or null: every epoch)")
     need(0.0 <= cfg.data.hw_decoder_load <= 1.0, "data.hw_decoder_load", "must be in [0, 1]")
-    need(cfg.data.prefetch > 0, "data.prefetch", "must be positive")
+    # Each slot holds a whole batch (DALI's on the GPU); both loaders' default is 2. DALI asked
+    # for 10^8 slots had not started after 10 minutes here (CPU decoder, tiny set).
+    need(0 < cfg.data.prefetch <= 64, "data.prefetch", "must be in 1..64 (batches prepared ahead)")
     need(0.0 <= cfg.data.max_bad_fraction < 1.0, "data.max_bad_fraction", "must be in [0, 1)")
     need(cfg.data.lighting_std >= 0, "data.lighting_std", "must be >= 0")
     need(cfg.data.input_scale > 0, "data.input_scale", "must be positive")
     need(cfg.optim.lr > 0, "optim.lr", "must be positive")
     need(cfg.train.epochs > 0, "train.epochs", "must be positive")
+    need(0 <= cfg.train.seed <= MAX_SEED, "train.seed", f"must be in 0..{MAX_SEED}")
     need(cfg.train.log_every > 0, "train.log_every", "must be positive")
     sch = cfg.schedule
     need(0 < sch.factor < 1, "schedule.factor", "must be in (0, 1)")

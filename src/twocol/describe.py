@@ -30,6 +30,8 @@ def describe(cfg: Config, placement: Placement) -> dict:
     for column, col in net.columns():
         for name in LAYERS:
             mod = getattr(col, name)
+            if mod is None:  # removed by model.layers_off
+                continue
             hooks.append(mod.register_forward_hook(record(name, column, mod)))
     hooks.append(net.fc8.register_forward_hook(record("fc8", "A", net.fc8)))
     side = cfg.model.input_size

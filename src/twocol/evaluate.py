@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from . import sim
-from .checkpoint import load_net
+from .checkpoint import check_same_classes, load_net, recorded_classes
 from .config import Config
 from .data.loader import make_loader
 from .data.synth import dataset_root
@@ -76,12 +76,16 @@ def evaluate_checkpoints(paths: list[str | Path], data: str | Path | None, place
     `data` (None: the config's built-in synthetic set). Every checkpoint must hold the
     architecture of `cfg` (default: the first checkpoint's own config, which also sets the
     data settings)."""
-    nets = []
+    nets, trained_on = [], []
     for path in paths:
-        net, net_cfg, _ = load_net(path, placement, cfg)
+        net, net_cfg, ckpt = load_net(path, placement, cfg)
         cfg = cfg or net_cfg
         nets.append(net)
-    loader = make_loader(cfg, dataset_root(cfg, data), split, placement, train=False, ten_crop=ten_crop)
+        trained_on.append(recorded_classes(ckpt, path))  # not the whole checkpoint: its weights are in the net
+    root = dataset_root(cfg, data)
+    loader = make_loader(cfg, root, split, placement, train=False, ten_crop=ten_crop)
+    for path, classes in zip(paths, trained_on):
+        check_same_classes({"classes": classes}, path, loader.dataset.classes, root)
     with sim.isolation(check_isolation):
         errors = evaluate(nets, loader.epoch(0))
     bad = loader.take_bad()

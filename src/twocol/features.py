@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from .atomic import atomic_write
-from .checkpoint import load_net
+from .checkpoint import check_same_classes, load_net
 from .data.loader import make_loader
 from .devices import Placement
 from .errors import DataError
@@ -52,7 +52,8 @@ def load_features(feats: str | Path) -> tuple[np.ndarray, dict]:
 @torch.no_grad()
 def extract(net, batches, out: np.ndarray) -> list[int]:
     """Write net.last_hidden of every batch into consecutive rows of `out` (eval mode: no
-    dropout, so the same image always gives the same row). Returns the labels seen."""
+    dropout masks, so the same image always gives the same row; under the paper's convention
+    the rows are fc7's outputs times the keep probability). Returns the labels seen."""
     was_training = net.training
     net.eval()
     labels, row = [], 0
@@ -84,6 +85,7 @@ def save_features(ckpt: str | Path, data_root: str | Path, split: str, out: str 
         cfg.data.batch_size = batch_size
         check_size(cfg, placement)
     loader = make_loader(cfg, Path(data_root), split, placement, train=False)
+    check_same_classes(saved, ckpt, loader.dataset.classes, data_root)
     manifest = loader.dataset.split(split)
     npy, meta_path = feature_paths(out)
     npy.parent.mkdir(parents=True, exist_ok=True)

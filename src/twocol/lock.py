@@ -5,9 +5,14 @@ pid. A second process asking for the same folder gets a LockError naming that pi
 `wait=True`, waits for it). The kernel drops the lock when its holder exits in any way (SIGKILL
 and power cuts included), so a lock is never left stale; a left-over `.lock` file is harmless.
 flock is not reliable on some network file systems (old NFS); there two hosts are not kept apart.
+
+A flock belongs to the open file, which a forked child (a DataLoader worker) shares: a child
+closes its copies at once, so that a holder killed with SIGKILL frees the folder at once, not
+when its orphaned workers notice and exit seconds later.
 """
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import time
@@ -23,6 +28,7 @@ class DirLock:
     within a process: a nested DirLock of a folder this process holds is a no-op."""
 
     _held: dict[str, int] = {}  # folder (resolved) -> nesting depth, in this process
+    _fds: dict[str, int] = {}   # folder (resolved) -> the locked file's descriptor
 
     def __init__(self, folder: str | Path, what: str = "folder", wait: bool = False, on_wait=None):
         self.folder, self.what, self.wait, self.on_wait = Path(folder), what, wait, on_wait
@@ -77,6 +83,7 @@ class DirLock:
         os.write(fd, f"{os.getpid()}\n".encode())
         self.fd = fd
         DirLock._held[self.key] = 1
+        DirLock._fds[self.key] = fd
         return self
 
     def release(self) -> None:
@@ -85,11 +92,22 @@ class DirLock:
         DirLock._held[self.key] -= 1
         if DirLock._held[self.key] == 0:
             del DirLock._held[self.key]
+            DirLock._fds.pop(self.key, None)
         if self.fd is not None:
             # Removed while still locked, so that no one can lock the old file after we let go.
-            self.path.unlink(missing_ok=True)
+            # A folder that became read-only keeps it (harmless, see above); the error that
+            # ends the run, such as a checkpoint that could not be written, is the one to tell.
+            with contextlib.suppress(OSError):
+                self.path.unlink(missing_ok=True)
             os.close(self.fd)
             self.fd = None
+
+    @staticmethod
+    def _forget_in_child() -> None:
+        for fd in DirLock._fds.values():
+            os.close(fd)
+        DirLock._held.clear()  # the child's release() is then a no-op: the parent holds on
+        DirLock._fds.clear()
 
     def __enter__(self) -> "DirLock":
         return self.acquire()
@@ -97,3 +115,6 @@ class DirLock:
     def __exit__(self, *exc) -> bool:
         self.release()
         return False
+
+
+os.register_at_fork(after_in_child=DirLock._forget_in_child)

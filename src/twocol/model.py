@@ -64,11 +64,26 @@ def feature_sides(m: ModelConfig) -> dict[str, int]:
     sides["pool1"] = pool("pool1", sides["conv1"])
     sides["conv2"] = conv("conv2", sides["pool1"], 5)
     sides["pool2"] = pool("pool2", sides["conv2"])
-    sides["conv3"] = conv("conv3", sides["pool2"], 3)
-    sides["conv4"] = conv("conv4", sides["conv3"], 3)
-    sides["conv5"] = conv("conv5", sides["conv4"], 3)
-    sides["pool5"] = pool("pool5", sides["conv5"])
+    last = sides["pool2"]
+    for name in conv_inputs(m, 1):  # conv3..conv5, less those model.layers_off removes
+        last = sides[name] = conv(name, last, 3)
+    sides["pool5"] = pool("pool5", last)
     return sides
+
+
+def conv_inputs(m: ModelConfig, columns: int) -> dict[str, int]:
+    """Input channels of each of conv3, conv4, conv5 that the config keeps, in one column of a
+    net of `columns` columns: the width of the layer before it, doubled for conv3 in the
+    two-column net (the conv3 link brings the other column's pool2). A layer of model.layers_off
+    is gone: the next one reads what it read, from its own column only (without conv3 there is
+    no conv3 link, and the columns meet only at the fc links)."""
+    width, out = m.conv_widths[1], {}
+    for i, name in ((2, "conv3"), (3, "conv4"), (4, "conv5")):
+        if name in m.layers_off:
+            continue
+        out[name] = width * (columns if name == "conv3" else 1)
+        width = m.conv_widths[i]
+    return out
 
 
 def max_pool(m: ModelConfig) -> nn.MaxPool2d:
@@ -87,11 +102,13 @@ def size_estimate(m: ModelConfig) -> tuple[int, int]:
     f6, f7 = m.fc_widths
     cols = 2 if m.arch == "twocol" else 1  # a two-column layer sees both columns' inputs
     k = m.conv1.kernel
-    column = (3 * k * k * w1 + w1 + w1 * w2 * 25 + w2 + cols * w2 * w3 * 9 + w3 + w3 * w4 * 9 + w4
-              + w4 * w5 * 9 + w5 + cols * w5 * sides["pool5"] ** 2 * f6 + f6 + cols * f6 * f7 + f7)
+    widths = {"conv3": w3, "conv4": w4, "conv5": w5}
+    middle = conv_inputs(m, cols)
+    column = (3 * k * k * w1 + w1 + w1 * w2 * 25 + w2 + sum(c * widths[n] * 9 + widths[n] for n, c in middle.items())
+              + cols * w5 * sides["pool5"] ** 2 * f6 + f6 + cols * f6 * f7 + f7)
     params = cols * column + cols * f7 * m.num_classes + m.num_classes
     acts = cols * (w1 * (sides["conv1"] ** 2 + sides["pool1"] ** 2) + w2 * (sides["conv2"] ** 2 + sides["pool2"] ** 2)
-                   + (w3 + w4 + w5) * sides["conv3"] ** 2 + w5 * sides["pool5"] ** 2 + f6 + f7) + m.num_classes
+                   + sum(widths[n] * sides[n] ** 2 for n in middle) + w5 * sides["pool5"] ** 2 + f6 + f7) + m.num_classes
     return params, acts
 
 
@@ -146,14 +163,43 @@ class ActNorm(nn.Module):
         return x
 
 
-class Column(nn.Module):
-    """One column: conv1..conv5 and fc6, fc7. Input widths of conv3, fc6 and fc7 include what
-    arrives from the other column (if any)."""
+class Dropout(nn.Module):
+    """Dropout at rate `rate` by `convention` (docs/design.md, section 4).
 
-    def __init__(self, m: ModelConfig, conv3_in: int, fc6_in: int, fc7_in: int):
+    "paper" (section 4.2; the 2012 code's dropout layer, src/layer.cu:1126-1135): in training
+    each output is kept with probability keep = 1 - rate and zeroed otherwise, unscaled; at
+    test (eval mode) every output is multiplied by keep. "inverted" (torch.nn.Dropout): the
+    kept outputs are divided by keep in training and nothing happens at test."""
+
+    def __init__(self, rate: float, convention: str):
+        super().__init__()
+        self.keep, self.convention = 1.0 - rate, convention
+
+    def forward(self, x):
+        if self.keep == 1.0:
+            return x
+        if self.convention == "inverted":
+            return F.dropout(x, 1.0 - self.keep, self.training)
+        if self.training:
+            # The same draws as F.dropout's mask for the same generator state.
+            return x * torch.empty_like(x).bernoulli_(self.keep)
+        return x * self.keep
+
+    def extra_repr(self) -> str:
+        return f"keep={self.keep:g}, convention={self.convention}"
+
+
+class Column(nn.Module):
+    """One column of a net of `columns` columns: conv1..conv5 (less any of model.layers_off,
+    which are None) and fc6, fc7. Input widths of conv3, fc6 and fc7 include what arrives from
+    the other column (if any)."""
+
+    def __init__(self, m: ModelConfig, columns: int):
         super().__init__()
         w1, w2, w3, w4, w5 = m.conv_widths
         f6, f7 = m.fc_widths
+        middle = conv_inputs(m, columns)
+        fc6_in, fc7_in = columns * w5 * feature_sides(m)["pool5"] ** 2, columns * f6
         act = nn.ReLU if m.activation == "relu" else nn.Tanh
         self.conv1_pad = conv1_geometry(m)[1]
         self.conv1 = nn.Conv2d(3, w1, m.conv1.kernel, stride=m.conv1.stride)
@@ -163,19 +209,17 @@ class Column(nn.Module):
         self.conv2 = nn.Conv2d(w1, w2, 5, padding=pad.conv2)
         self.norm2 = ActNorm(m, 2)
         self.pool2 = max_pool(m)
-        self.conv3 = nn.Conv2d(conv3_in, w3, 3, padding=pad.conv3)
-        self.act3 = act()
-        self.conv4 = nn.Conv2d(w3, w4, 3, padding=pad.conv4)
-        self.act4 = act()
-        self.conv5 = nn.Conv2d(w4, w5, 3, padding=pad.conv5)
-        self.act5 = act()
+        for name, out in (("conv3", w3), ("conv4", w4), ("conv5", w5)):
+            on = name in middle
+            setattr(self, name, nn.Conv2d(middle[name], out, 3, padding=getattr(pad, name)) if on else None)
+            setattr(self, "act" + name[-1], act() if on else None)
         self.pool5 = max_pool(m)
         self.fc6 = nn.Linear(fc6_in, f6)
         self.act6 = act()
-        self.drop6 = nn.Dropout(m.dropout)
+        self.drop6 = Dropout(m.dropout, m.dropout_convention)
         self.fc7 = nn.Linear(fc7_in, f7)
         self.act7 = act()
-        self.drop7 = nn.Dropout(m.dropout)
+        self.drop7 = Dropout(m.dropout, m.dropout_convention)
 
     def to_pool2(self, x):
         x = F.pad(x, (0, self.conv1_pad, 0, self.conv1_pad))
@@ -183,8 +227,10 @@ class Column(nn.Module):
         return self.pool2(self.norm2(self.conv2(x)))
 
     def to_pool5(self, x):
-        x = self.act4(self.conv4(self.act3(self.conv3(x))))
-        return torch.flatten(self.pool5(self.act5(self.conv5(x))), 1)
+        for conv, act in ((self.conv3, self.act3), (self.conv4, self.act4), (self.conv5, self.act5)):
+            if conv is not None:
+                x = act(conv(x))
+        return torch.flatten(self.pool5(x), 1)
 
     def to_fc6(self, x):
         return self.drop6(self.act6(self.fc6(x)))
@@ -200,13 +246,12 @@ class TwoColumnNet(nn.Module):
 
     def __init__(self, m: ModelConfig, placement: Placement):
         super().__init__()
-        w, f = m.conv_widths, m.fc_widths
-        side5 = feature_sides(m)["pool5"]
         self.placement = placement
-        self.col_a = Column(m, conv3_in=2 * w[1], fc6_in=2 * w[4] * side5 ** 2, fc7_in=2 * f[0])
-        self.col_b = Column(m, conv3_in=2 * w[1], fc6_in=2 * w[4] * side5 ** 2, fc7_in=2 * f[0])
-        self.fc8 = nn.Linear(2 * f[1], m.num_classes)
-        self.links = {name: Link(name) for name in self.LINKS}
+        self.col_a = Column(m, 2)
+        self.col_b = Column(m, 2)
+        self.fc8 = nn.Linear(2 * m.fc_widths[1], m.num_classes)
+        # Without conv3 (model.layers_off) nothing crosses before fc6: no conv3 link.
+        self.links = {name: Link(name) for name in self.LINKS if name != "conv3" or self.col_a.conv3 is not None}
         self.run_a = ColumnRuntime("A", placement.a)
         self.run_b = ColumnRuntime("B", placement.b)
 
@@ -260,7 +305,7 @@ class TwoColumnNet(nn.Module):
             pool2_a = self.col_a.to_pool2(x.a)
         with b:
             pool2_b = self.col_b.to_pool2(x.b)
-        conv3_in_a, conv3_in_b = self.exchange("conv3", pool2_a, pool2_b)
+        conv3_in_a, conv3_in_b = self.exchange("conv3", pool2_a, pool2_b) if "conv3" in self.links else (pool2_a, pool2_b)
         with a:
             pool5_a = self.col_a.to_pool5(conv3_in_a)
         with b:
@@ -292,11 +337,9 @@ class OneColumnNet(nn.Module):
 
     def __init__(self, m: ModelConfig, placement: Placement):
         super().__init__()
-        w, f = m.conv_widths, m.fc_widths
-        side5 = feature_sides(m)["pool5"]
         self.placement = placement
-        self.col_a = Column(m, conv3_in=w[1], fc6_in=w[4] * side5 ** 2, fc7_in=f[0])
-        self.fc8 = nn.Linear(f[1], m.num_classes)
+        self.col_a = Column(m, 1)
+        self.fc8 = nn.Linear(m.fc_widths[1], m.num_classes)
         self.run_a = ColumnRuntime("A", placement.a)
         self.links: dict[str, Link] = {}
 

@@ -19,12 +19,26 @@ from .errors import DataError
 BAR = 20
 
 
+def duration(seconds: float) -> str:
+    """A time left or taken, for people: '42 s', '7 min 05 s', '3 h 07 min', '2 d 05 h'."""
+    s = max(0, round(seconds))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    if s < 86400:
+        return f"{s // 3600} h {s % 3600 // 60:02d} min"
+    return f"{s // 86400} d {s % 86400 // 3600:02d} h"
+
+
 class Progress:
     """`Progress(label, total)`, then `.update(done)` (or `.update(done, text)`) and `.close()`;
     `.line(text)` prints a line that stays. Without `text` a line reads
-    'label: done/total (pct%) rate/s elapsed s'."""
+    'label: done/total (pct%) rate/s elapsed s, time left'. `done`: work finished before this
+    process started (a resumed run): shown in the count, not in the rate."""
 
-    def __init__(self, label: str, total: int, stream=None, every: float | None = None, enabled: bool = True):
+    def __init__(self, label: str, total: int, stream=None, every: float | None = None, enabled: bool = True,
+                 done: int = 0):
         self.label, self.total = label, total
         self.stream = stream if stream is not None else sys.stderr
         self.tty = self.stream.isatty()
@@ -32,15 +46,17 @@ class Progress:
         self.enabled = enabled  # under torchrun only rank 0 speaks
         self.start = time.perf_counter()
         self.last = -float("inf")
-        self.done, self.text = 0, None
+        self.before = self.done = done
+        self.text = None
 
     def _status(self) -> str:
         if self.text is not None:
             return self.text
         elapsed = time.perf_counter() - self.start
-        rate = self.done / elapsed if elapsed > 0 else 0.0
+        rate = (self.done - self.before) / elapsed if elapsed > 0 else 0.0
         pct = 100.0 * self.done / self.total if self.total else 100.0
-        return f"{self.label}: {self.done}/{self.total} ({pct:.0f}%) {rate:.0f}/s {elapsed:.0f} s"
+        left = f", {duration((self.total - self.done) / rate)} left" if 0 < rate and self.done < self.total else ""
+        return f"{self.label}: {self.done}/{self.total} ({pct:.0f}%) {rate:.0f}/s {elapsed:.0f} s{left}"
 
     def _write(self, text: str) -> None:
         if self.enabled:
@@ -64,6 +80,19 @@ class Progress:
 
     def close(self) -> None:
         self.line(self._status())
+
+
+def waited(items):
+    """Each item of `items` with the seconds its `next()` blocked: (item, seconds). For a
+    loader, the time the step waited for its batch."""
+    items = iter(items)
+    while True:
+        start = time.perf_counter()
+        try:
+            item = next(items)
+        except StopIteration:
+            return
+        yield item, time.perf_counter() - start
 
 
 class MetricsLog:

@@ -55,7 +55,8 @@ def label_layers(net: nn.Module) -> list:
         return hook
 
     spans = [(column, layer, getattr(col, first), getattr(col, last))
-             for column, col in net.columns() for layer, (first, last) in LAYER_SPANS.items()]
+             for column, col in net.columns() for layer, (first, last) in LAYER_SPANS.items()
+             if getattr(col, first) is not None]  # not a layer model.layers_off removed
     spans.append(("A", "fc8", net.fc8, net.fc8))
     for column, layer, first, last in spans:
         name = f"{LAYER_LABEL}{column}:{layer}"

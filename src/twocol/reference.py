@@ -11,7 +11,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .config import ModelConfig
-from .model import ActNorm, TwoColumnNet, conv1_geometry, feature_sides, max_pool
+from .model import ActNorm, Dropout, TwoColumnNet, conv1_geometry, conv_inputs, feature_sides, max_pool
 
 
 class GroupedNet(nn.Module):
@@ -31,14 +31,17 @@ class GroupedNet(nn.Module):
         self.conv2 = nn.Conv2d(2 * w[0], 2 * w[1], 5, padding=pad.conv2, groups=2)
         self.norm2 = ActNorm(m, 2)
         self.pool = max_pool(m)
-        self.conv3 = nn.Conv2d(2 * w[1], 2 * w[2], 3, padding=pad.conv3)
-        self.conv4 = nn.Conv2d(2 * w[2], 2 * w[3], 3, padding=pad.conv4, groups=2)
-        self.conv5 = nn.Conv2d(2 * w[3], 2 * w[4], 3, padding=pad.conv5, groups=2)
+        # conv3 is dense (both columns' pool2), the others grouped; a layer of model.layers_off is None.
+        middle = conv_inputs(m, 2)
+        for i, name in ((2, "conv3"), (3, "conv4"), (4, "conv5")):
+            groups = 1 if name == "conv3" else 2
+            setattr(self, name, nn.Conv2d(middle[name] * groups, 2 * w[i], 3,
+                                          padding=getattr(pad, name), groups=groups) if name in middle else None)
         self.fc6 = nn.Linear(2 * w[4] * side5 ** 2, 2 * f[0])
         self.fc7 = nn.Linear(2 * f[0], 2 * f[1])
         self.fc8 = nn.Linear(2 * f[1], m.num_classes)
         self.act = act()
-        self.drop = nn.Dropout(m.dropout)
+        self.drop = Dropout(m.dropout, m.dropout_convention)
         self.to(device)
 
     @staticmethod
@@ -51,8 +54,10 @@ class GroupedNet(nn.Module):
         x = F.pad(x, (0, self.conv1_pad, 0, self.conv1_pad))
         x = self.pool(self._per_half(self.norm1, self.conv1(x)))
         x = self.pool(self._per_half(self.norm2, self.conv2(x)))
-        x = self.act(self.conv4(self.act(self.conv3(x))))
-        x = torch.flatten(self.pool(self.act(self.conv5(x))), 1)
+        for conv in (self.conv3, self.conv4, self.conv5):
+            if conv is not None:
+                x = self.act(conv(x))
+        x = torch.flatten(self.pool(x), 1)
         x = self.drop(self.act(self.fc6(x)))
         x = self.drop(self.act(self.fc7(x)))
         return self.fc8(x)
@@ -63,6 +68,8 @@ class GroupedNet(nn.Module):
         a, b = net.col_a, net.col_b
         for name in ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7"):
             mine = getattr(self, name)
+            if mine is None:
+                continue
             for attr in ("weight", "bias"):
                 parts = [getattr(getattr(c, name), attr).to(mine.weight.device) for c in (a, b)]
                 getattr(mine, attr).copy_(torch.cat(parts, 0))

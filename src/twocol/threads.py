@@ -9,10 +9,20 @@ Idle threads must also sleep rather than spin: OpenMP's default lets a thread th
 work spin first, harmless alone but, with another process on the same cores, each burns the
 other's time (README: two runs side by side). The CLI (twocol.cli) therefore sets
 OMP_WAIT_POLICY=PASSIVE unless the user set it, before torch loads: OpenMP reads it only then.
+
+No count may exceed those CPUs: a thread count above them (`--threads`, OMP_NUM_THREADS) or a
+worker count (`data.workers`, `prepare --workers`, `synth --workers`) is lowered to them with
+one line on stderr, `at_most_cpus`. More threads than CPUs only take turns on them, and torch
+told to use 100,000 crashed here (a segmentation fault). A count below the least that means
+something is refused (ConfigError, exit 2).
+OMP_NUM_THREADS itself is harmless at torch's import (its OpenMP caps the value it reads to the
+CPUs); only the count torch is then told to use matters.
 """
 from __future__ import annotations
 
+import functools
 import os
+import sys
 from pathlib import Path
 
 import torch
@@ -88,17 +98,35 @@ def available_cpus() -> tuple[int, str]:
     return cpus, why
 
 
+@functools.lru_cache(maxsize=None)
+def note(text: str) -> None:
+    """Print `text` on stderr, once per process (a setting met by two loaders is told once)."""
+    print(f"twocol: {text}", file=sys.stderr, flush=True)
+
+
+def at_most_cpus(n: int, what: str) -> int:
+    """`n` (of `what`: '--threads 64'), lowered to the CPUs this process may use, saying so."""
+    cpus, why = available_cpus()
+    if n <= cpus:
+        return n
+    note(f"{what} is more than the {cpus} CPU(s) this process may use ({why}): using {cpus}")
+    return cpus
+
+
 def choose_threads(requested: int | None = None) -> tuple[int, str]:
     """(threads, why) by the rule of the module docstring."""
     if requested is not None:
         if requested < 1:
             raise ConfigError(f"--threads must be at least 1, got {requested}")
-        return requested, "--threads"
+        return at_most_cpus(requested, f"--threads {requested}"), "--threads"
     env = os.environ.get("OMP_NUM_THREADS", "").strip()
     if env:
-        if not (env.isascii() and env.isdigit() and int(env) >= 1):
+        if not (env.isascii() and env.isdigit() and env.strip("0")):
             raise ConfigError(f"OMP_NUM_THREADS={env[:20]!r} is not a whole number >= 1")
-        return int(env), "OMP_NUM_THREADS"
+        # Any count of 19 digits or more is as absurd as 10**18 (and int() refuses 4,300 digits).
+        n = int(env) if len(env) < 19 else 10 ** 18
+        shown = env if len(env) <= 20 else env[:17] + "..."
+        return at_most_cpus(n, f"OMP_NUM_THREADS={shown}"), "OMP_NUM_THREADS"
     return available_cpus()
 
 

@@ -17,9 +17,10 @@ import torch
 
 from . import sim
 from .atomic import atomic_write
-from .checkpoint import RunState, checkpoint_state, claim_run_dir, load_checkpoint, restore, save
+from .checkpoint import (RunState, check_same_classes, checkpoint_state, claim_run_dir, load_checkpoint, restore,
+                         same_file, save)
 from .config import Config
-from .data.bad import BadImageLog, TooManyBadImages, bad_image_stop
+from .data.bad import BadImageLog
 from .data.loader import make_loader
 from .devices import Placement
 from .distributed import World, all_sum, wrap
@@ -28,7 +29,7 @@ from .evaluate import evaluate_sharded
 from .interrupt import Interrupted, StopFlag
 from .metrics import COLOUR_KEY, column_scores, topk_errors
 from .model import build_model
-from .monitor import MetricsLog, Progress
+from .monitor import MetricsLog, Progress, duration, waited
 from .optim import LRSchedule, make_optimizer
 from .rng import seed_everything
 from .step import train_step
@@ -36,23 +37,61 @@ from .step import train_step
 
 class Window:
     """Sums of loss, top-1 and top-5 mistakes over some steps, kept on the device so that a
-    step never waits for the GPU to read them; read (and summed over ranks) when logged."""
+    step never waits for the GPU to read them; read (and summed over ranks) when logged. Also
+    the seconds spent waiting for the loader's next batch (`data_wait`: their share of the
+    window's wall time, averaged over ranks)."""
 
     def __init__(self, device: torch.device):
         self.sums = [torch.zeros((), device=device, dtype=torch.float64) for _ in range(3)]
         self.batches = self.images = 0
+        self.wait = 0.0
         self.start = time.perf_counter()
 
-    def add(self, loss, wrong1, wrong5, images: int) -> None:
+    def add(self, loss, wrong1, wrong5, images: int, wait: float = 0.0) -> None:
         for acc, v in zip(self.sums, (loss, wrong1, wrong5)):
             acc += v
-        self.batches, self.images = self.batches + 1, self.images + images
+        self.batches, self.images, self.wait = self.batches + 1, self.images + images, self.wait + wait
 
     def means(self, world: World) -> dict:
-        loss, w1, w5, images = all_sum([t.item() for t in self.sums] + [self.images], self.sums[0].device, world)
+        wall = time.perf_counter() - self.start
+        loss, w1, w5, images, wait_share = all_sum([t.item() for t in self.sums] + [self.images, self.wait / wall],
+                                                   self.sums[0].device, world)
         batches = self.batches * world.size
         return {"loss": loss / batches, "top1_error": w1 / images, "top5_error": w5 / images,
-                "images_per_s": images / (time.perf_counter() - self.start)}
+                "images_per_s": images / wall, "data_wait": wait_share / world.size}
+
+    def time_left(self, batch: int, batches: int, epochs_after: int) -> dict:
+        """Estimated seconds left in the epoch (now at `batch` of `batches`) and in the run
+        (`epochs_after` more epochs), at the pace of this window (the epoch so far); training steps only (the
+        validation passes come on top)."""
+        per_batch = (time.perf_counter() - self.start) / max(1, self.batches)
+        epoch = (batches - batch) * per_batch
+        return {"eta_epoch_s": epoch, "eta_run_s": epoch + epochs_after * batches * per_batch}
+
+
+class TooManyBadImages(DataError):
+    """More bad images than a run accepts (one line, exit code 2)."""
+
+
+def bad_image_stop(loader, bad_log: BadImageLog, epoch: int, excluded: int, runtime_bad: int, labels,
+                   world: World) -> tuple[int, str | None]:
+    """Record the bad images of the batch just read; returns the epoch's count of bad images
+    found while reading (`excluded` were found at start) and, when the run must stop, why.
+    Every rank decides together (under torchrun) before the step, so that none is left
+    waiting in it."""
+    bad = loader.take_bad()
+    bad_log.record(epoch + 1, "train", bad)
+    runtime_bad += sum(1 for b in bad if b.index not in loader.excluded)
+    total, n, limit = excluded + runtime_bad, loader.num_images, loader.cfg.data.max_bad_fraction
+    why = None
+    if total > limit * n:
+        why = (f"{total} of the {n} images of epoch {epoch + 1} are bad (more than data.max_bad_fraction="
+               f"{limit:g})")
+    elif labels.shape[0] == 0:
+        why = f"every image of a batch of epoch {epoch + 1} is bad"
+    if world.active and all_sum([float(why is not None)], labels.device, world)[0] > 0 and why is None:
+        why = "another process met too many bad images"
+    return runtime_bad, why
 
 
 def train_one_epoch(net, optimizer, loader, cfg: Config, state: RunState, log: MetricsLog, progress: Progress,
@@ -66,10 +105,13 @@ def train_one_epoch(net, optimizer, loader, cfg: Config, state: RunState, log: M
     epoch, window = Window(device), Window(device)
     net.reset_link_bytes()
     loader.reset_feed_bytes()
-    # Bad images of the epoch: those found at start are known for all of it, the others are
-    # counted as they are met (in a resumed epoch, from the batch it resumes at).
+    # Bad images of the epoch: those found at start are known (and recorded) for all of it, the
+    # others are counted as they are met (in a resumed epoch, from the batch it resumes at).
     excluded, runtime_bad = loader.excluded_in(state.epoch), 0
-    for images, labels in loader.epoch(state.epoch, start_batch=state.batch):
+    if bad_log is not None:
+        bad_log.record(state.epoch + 1, "train", excluded)
+    excluded = len(excluded)
+    for (images, labels), wait in waited(loader.epoch(state.epoch, start_batch=state.batch)):
         if bad_log is not None:
             runtime_bad, why = bad_image_stop(loader, bad_log, state.epoch, excluded, runtime_bad, labels, world)
             if why is not None:
@@ -78,12 +120,13 @@ def train_one_epoch(net, optimizer, loader, cfg: Config, state: RunState, log: M
         state.batch, state.step = state.batch + 1, state.step + 1
         w1, w5 = topk_errors(logits.detach(), labels)
         for sums in (epoch, window):
-            sums.add(loss.detach(), w1, w5, labels.shape[0])
+            sums.add(loss.detach(), w1, w5, labels.shape[0], wait)
         if state.batch % cfg.train.log_every == 0 or state.batch == total:
             means = window.means(world)
             if not math.isfinite(means["loss"]):  # NaN and inf stay in a sum (all ranks see the same)
                 raise TrainingDiverged(f"the loss became non-finite in epoch {state.epoch + 1} by step {state.step}")
             row = {"kind": "step", "epoch": state.epoch + 1, "batch": state.batch, "step": state.step, **means,
+                   **epoch.time_left(state.batch, total, cfg.train.epochs - state.epoch - 1),
                    "lr": optimizer.param_groups[0]["lr"], "link_bytes": net.link_bytes(),
                    "feed_bytes": loader.feed_bytes()}
             log.record(**row)
@@ -92,7 +135,8 @@ def train_one_epoch(net, optimizer, loader, cfg: Config, state: RunState, log: M
             progress.update(state.batch, f"epoch {row['epoch']} [{state.batch}/{total}] loss {row['loss']:.3f} "
                             f"top1 {100 * row['top1_error']:.1f}% top5 {100 * row['top5_error']:.1f}% "
                             f"lr {row['lr']:.2g} {row['images_per_s']:.0f} img/s links {moved / 2 ** 20:.1f} MiB"
-                            f" feed {fed / 2 ** 20:.1f} MiB")
+                            f" feed {fed / 2 ** 20:.1f} MiB data wait {100 * row['data_wait']:.0f}%; left: epoch "
+                            f"{duration(row['eta_epoch_s'])}, run {duration(row['eta_run_s'])}")
             window = Window(device)
             net.reset_link_bytes()
             loader.reset_feed_bytes()
@@ -105,16 +149,17 @@ def train_one_epoch(net, optimizer, loader, cfg: Config, state: RunState, log: M
 
 
 def train(cfg: Config, placement: Placement, data_root: Path, run_dir: Path, resume: Path | None = None,
-          check_isolation: bool = False, stream=sys.stdout, world: World = World()) -> dict:
+          check_isolation: bool = False, stream=sys.stdout, world: World = World(), origin: dict | None = None) -> dict:
     """Train `cfg` on `placement` with the dataset at `data_root`, writing to `run_dir`
     (metrics.jsonl, config.json, checkpoint.pt), which this process holds meanwhile; returns
-    the last epoch's metrics."""
+    the last epoch's metrics. `origin`: what the checkpoint records of how the run was
+    started (--data, --gpus) for a later --resume."""
     with claim_run_dir(run_dir, resume, world):
-        return _train(cfg, placement, data_root, run_dir, resume, check_isolation, stream, world)
+        return _train(cfg, placement, data_root, run_dir, resume, check_isolation, stream, world, origin)
 
 
 def _train(cfg: Config, placement: Placement, data_root: Path, run_dir: Path, resume: Path | None,
-           check_isolation: bool, stream, world: World) -> dict:
+           check_isolation: bool, stream, world: World, origin: dict | None) -> dict:
     if world.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
     log = MetricsLog(run_dir / "metrics.jsonl", enabled=world.is_main)
@@ -134,8 +179,10 @@ def _train(cfg: Config, placement: Placement, data_root: Path, run_dir: Path, re
     # Plain lines off a terminal: one per logged step (a bar redrawn in place on one).
     progress = Progress("train", len(train_loader), stream, every=0, enabled=world.is_main)
     state, metrics = RunState(), {}
+    about = {"classes": list(train_loader.dataset.classes), "origin": origin or {"data": None, "gpus": None}}
     if resume is not None:
         ckpt = load_checkpoint(resume)
+        check_same_classes(ckpt, resume, about["classes"], data_root)
         state = restore(ckpt, resume, net, optimizer, schedule, cfg, world, batches=len(train_loader))
         metrics = ckpt.get("metrics", {})
         log.keep_until(state.step, state.epoch, metrics)  # rows past the checkpoint are work it lacks
@@ -147,6 +194,8 @@ def _train(cfg: Config, placement: Placement, data_root: Path, run_dir: Path, re
     if world.is_main:
         atomic_write(run_dir / "config.json", json.dumps(cfg.to_dict(), indent=2))
     ckpt_path = run_dir / "checkpoint.pt"
+    if resume is not None and not same_file(resume, ckpt_path):  # continued in another run directory
+        save(ckpt_path, checkpoint_state(net, optimizer, schedule, state, cfg, metrics, world, about), world)
     progress.line(f"training {cfg.name} on {placement}" + (f" x {world.size} processes" if world.active else "")
                   + f": {len(train_loader)} batches of {cfg.data.batch_size} per epoch"
                   + (" per process" if world.active else "") + f", {cfg.train.epochs} epochs, "
@@ -160,12 +209,12 @@ def _train(cfg: Config, placement: Placement, data_root: Path, run_dir: Path, re
             except Interrupted:
                 if not all(torch.isfinite(p).all() for p in net.parameters()):
                     raise TrainingDiverged(f"stopped by signal with non-finite weights; kept {ckpt_path}") from None
-                save(ckpt_path, checkpoint_state(net, optimizer, schedule, state, cfg, metrics, world), world)
+                save(ckpt_path, checkpoint_state(net, optimizer, schedule, state, cfg, metrics, world, about), world)
                 progress.line(f"stopped by signal {stop.signal} at epoch {state.epoch + 1} batch {state.batch}; "
                               f"checkpoint {ckpt_path}; continue with --resume {ckpt_path}")
                 raise
             except TooManyBadImages as e:
-                save(ckpt_path, checkpoint_state(net, optimizer, schedule, state, cfg, metrics, world), world)
+                save(ckpt_path, checkpoint_state(net, optimizer, schedule, state, cfg, metrics, world, about), world)
                 raise TooManyBadImages(f"{e}: see {run_dir / 'bad_images.tsv'}; checkpoint {ckpt_path} (repair or "
                                        f"re-prepare the data, then --resume {ckpt_path})") from None
             except TrainingDiverged as e:
@@ -180,7 +229,7 @@ def _train(cfg: Config, placement: Placement, data_root: Path, run_dir: Path, re
                        "val_top1_error": val["top1_error"], "val_top5_error": val["top5_error"],
                        "seconds": time.perf_counter() - start, COLOUR_KEY: column_scores(net)}
             # Checkpoint first: the log never claims an epoch that the checkpoint lacks.
-            save(ckpt_path, checkpoint_state(net, optimizer, schedule, state, cfg, metrics, world), world)
+            save(ckpt_path, checkpoint_state(net, optimizer, schedule, state, cfg, metrics, world, about), world)
             log.record(**metrics)
             progress.line(f"epoch {state.epoch}/{cfg.train.epochs}: train loss {metrics.get('train_loss', float('nan')):.3f} "
                           f"val top1 {100 * val['top1_error']:.2f}% top5 {100 * val['top5_error']:.2f}% "

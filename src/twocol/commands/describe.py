@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+from ..ablations import ABLATIONS
 from ..describe import describe
 from ..devices import Placement
 from .common import add_config_arguments, config_of
@@ -16,7 +17,9 @@ def add_arguments(p) -> None:
 
 
 def format_tables(d: dict) -> str:
-    out = [f"{d['config']} ({d['arch']}): input {'x'.join(map(str, d['input']))}, {d['placement']}", ""]
+    out = [f"{d['config']} ({d['arch']}): input {'x'.join(map(str, d['input']))}, {d['placement']}"]
+    out += [f"ablation {a['name']}: {a['what']} (the paper: {a['claim']})" for a in d.get("ablations", [])]
+    out.append("")
     out.append(f"{'layer':<7}{'column':<8}{'device':<9}{'output':<16}{'params':>12}")
     for r in d["layers"]:
         out.append(f"{r['layer']:<7}{r['column']:<8}{r['device']:<9}{'x'.join(map(str, r['output'])):<16}{r['params']:>12,}")
@@ -38,5 +41,6 @@ def format_tables(d: dict) -> str:
 
 def run(args) -> int:
     d = describe(config_of(args), Placement.parse(args.gpus))
+    d["ablations"] = [{"name": n, "what": ABLATIONS[n].what, "claim": ABLATIONS[n].claim} for n in args.ablation]
     print(json.dumps(d, indent=2) if args.json else format_tables(d))
     return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from ..checkpoint import load_checkpoint
+from ..checkpoint import load_checkpoint, resumed_origin, stored_config
 from ..config import config_from_dict
 from ..data.synth import dataset_root
 from ..distributed import barrier, gather_objects, init, placement_for, shutdown, world_from_env
@@ -34,14 +34,21 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     set_threads(args.threads)
     resume = Path(args.resume) if args.resume else None
+    data, gpus = args.data, args.gpus
+    if resume is not None:
+        if args.config is None:
+            refuse_ablations_without_config(args)
+        ckpt = load_checkpoint(resume)
+        # Continue on the run's own dataset and devices unless given anew.
+        data, gpus = resumed_origin(ckpt, resume, data, gpus)
     if resume is not None and args.config is None:
         # Continue with the run's own config (overrides still apply, e.g. train.epochs=...).
-        refuse_ablations_without_config(args)
-        cfg = config_from_dict(load_checkpoint(resume)["config"], f"config stored in {resume}", args.overrides)
+        cfg = config_from_dict(stored_config(ckpt), f"config stored in {resume}", args.overrides)
     else:
         cfg = config_of(args, path=args.config or DEFAULT_CONFIG)
+    ckpt = None  # train() reads it again: not two copies of the weights in memory
     world = world_from_env()
-    placement = placement_for(world, args.gpus)
+    placement = placement_for(world, gpus)
     init(world, placement)
     try:
         if args.run_dir:
@@ -51,13 +58,14 @@ def run(args) -> int:
         else:  # rank 0's clock names the run for every rank
             run_dir = gather_objects(Path(cfg.train.out_dir) / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}", world)[0]
         if world.is_main:
-            data_root = dataset_root(cfg, args.data)
+            data_root = dataset_root(cfg, data)
         barrier(world)  # the others wait while rank 0 makes the synthetic set
         if not world.is_main:
-            data_root = dataset_root(cfg, args.data)
+            data_root = dataset_root(cfg, data)
+        origin = {"data": str(Path(data).resolve()) if data is not None else None, "gpus": gpus}
         try:
             final = train(cfg, placement, data_root, run_dir, resume=resume,
-                          check_isolation=args.check_isolation, world=world)
+                          check_isolation=args.check_isolation, world=world, origin=origin)
         except Interrupted as e:
             return exit_code(e.signum)
     finally:

@@ -1,23 +1,27 @@
 """Bad images after `prepare`: found, skipped, recorded, and a run stopped when there are many.
 
 A stored image is bad when its file no longer matches checksums.txt (checked when a loader
-starts: the size by default, the CRC-32 too with data.verify_files=crc), when it cannot be
-decoded, or when it decodes to another size than the dataset's. Both loaders find the same bad
-images (the DALI loader falls back to `read_image` whenever DALI fails on a batch, so every
-verdict is this module's), leave each out of its batch and report it as a `BadImage`.
+starts: the CRC-32 by default, cached per file; only the size with data.verify_files=size),
+when it cannot be decoded, or when it decodes to another size than the dataset's. Both loaders
+find the same bad images (the DALI loader falls back to `read_image` whenever DALI fails on a
+batch, so every verdict is this module's; a file corrupted in place, which DALI's decoder may
+pass where Pillow's fails, is found by its CRC before either decodes it), leave each out of its
+batch and report it as a `BadImage`. Both turn an image as its EXIF orientation says.
 
 What stays deterministic: the epoch plan is never changed. A batch that holds a bad image is
 delivered without it (one image smaller); every other image keeps its batch, position and
 augmentation. Whether an image is bad depends only on its file, so a run resumed at any batch
 drops the same images and sees the same batches as an uninterrupted one (as long as nobody
 repairs or breaks files in between). A batch whose every image is bad, or a training epoch
-with more than data.max_bad_fraction of its images bad, stops the run (train.py).
+with more than data.max_bad_fraction of its images bad, stops the run (train.py: this package
+only reports what it skipped).
 
 A run records each bad image in RUN/bad_images.tsv (epoch, split, path, reason; once per epoch
 in which it was met) and as a "bad_image" row of metrics.jsonl.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import warnings
@@ -26,21 +30,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
-from ..distributed import World, all_sum
-from ..errors import DataError
-from .layout import CHECKSUMS, Dataset, read_checksums
+from ..atomic import atomic_write
+from .layout import CHECKSUMS, VERIFIED, Dataset, read_checksums
 
 REASON_CHARS = 300  # a reason is one line of at most this many characters
 
 
 class ImageProblem(Exception):
     """A stored image that cannot be used; the message is the reason."""
-
-
-class TooManyBadImages(DataError):
-    """More bad images than a run accepts (one line, exit code 2)."""
 
 
 @dataclass(frozen=True)
@@ -61,6 +60,9 @@ def read_image(path: Path, size: int) -> np.ndarray:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             with Image.open(path) as im:
+                # Turned as its EXIF orientation says, as DALI's decoders turn it (in place: an
+                # upright image is not copied).
+                ImageOps.exif_transpose(im, in_place=True)
                 pixels = np.asarray(im if im.mode == "RGB" else im.convert("RGB"))
     except Exception as e:  # Pillow raises OSError, SyntaxError, ValueError, ... for a bad file
         msg = str(e) or type(e).__name__
@@ -113,20 +115,45 @@ def jpeg_problem(head: bytes, tail: bytes, path: Path, size: int) -> str | None:
         i += 2 + int.from_bytes(head[i + 2:i + 4], "big")
 
 
-def _read(path: Path, whole: bool, ends: bool) -> tuple[int, bytes | None, bytes, bytes]:
-    """(size, the whole file or None, its first _HEAD bytes, its last 2) with one open; only
-    the size (a stat) when neither `whole` nor `ends` is asked for."""
+def _read(path: Path, whole: bool, ends: bool) -> tuple[bytes | None, bytes, bytes]:
+    """(the whole file or None, its first _HEAD bytes, its last 2) with one open; nothing
+    when neither `whole` nor `ends` is asked for."""
     if not (whole or ends):
-        return os.stat(path).st_size, None, b"", b""
+        return None, b"", b""
     fd = os.open(path, os.O_RDONLY)
     try:
-        length = os.fstat(fd).st_size
         if whole:
-            data = os.pread(fd, length, 0)
-            return length, data, data[:_HEAD], data[-2:]
-        return length, None, os.pread(fd, _HEAD, 0), os.pread(fd, 2, max(0, length - 2))
+            data = b"".join(iter(lambda: os.read(fd, 1 << 20), b""))
+            return data, data[:_HEAD], data[-2:]
+        return None, os.pread(fd, _HEAD, 0), os.pread(fd, 2, max(0, os.fstat(fd).st_size - 2))
     finally:
         os.close(fd)
+
+
+def read_verified(root: Path) -> dict[str, tuple[int, int, int, int]]:
+    """VERIFIED: relative path -> (size, mtime_ns, ctime_ns, CRC-32) of each file whose CRC
+    was last found equal to checksums.txt's; {} when there is none or it cannot be read (it is
+    a cache: the files are then read again)."""
+    out = {}
+    try:
+        text = (root / VERIFIED).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return out
+    for line in text.splitlines():
+        parts = line.rsplit(" ", 4)
+        try:
+            out[parts[0]] = (int(parts[1]), int(parts[2]), int(parts[3]), int(parts[4], 16))
+        except (ValueError, IndexError):
+            return {}  # a damaged cache is no cache
+    return out
+
+
+def write_verified(root: Path, verified: dict[str, tuple[int, int, int, int]]) -> None:
+    """A dataset that cannot be written (read-only, shared) keeps no cache: its files are read
+    at every start."""
+    with contextlib.suppress(OSError):
+        atomic_write(root / VERIFIED, "".join(f"{rel} {size} {m} {c} {crc:08x}\n"
+                                              for rel, (size, m, c, crc) in sorted(verified.items())))
 
 
 def check_files(dataset: Dataset, split: str, mode: str,
@@ -135,35 +162,48 @@ def check_files(dataset: Dataset, split: str, mode: str,
     that no longer matches checksums.txt, the indices of the other files that are no plain
     JPEG of jpeg_size x jpeg_size).
 
-    mode "size" compares sizes (a stat per file), "crc" also reads each file for its CRC-32,
-    "off" compares nothing (nor does a set without checksums.txt: bad files are then found
-    when read). The JPEG check (with jpeg_size) reads each file's first bytes and last two:
-    the DALI loader gives DALI only files that pass it, since some malformed files crash
-    DALI's decoder (a segmentation fault) instead of raising an error."""
+    mode "crc" compares each file's CRC-32 with checksums.txt's, reading only the files that
+    changed (size, mtime or ctime) since they were last found equal (VERIFIED, the cache, is
+    in the dataset's folder); "size" compares only sizes (a stat per file: a file corrupted
+    in place is then found, or not, by each loader's decoder); "off" compares nothing (nor
+    does a set without checksums.txt). The JPEG check (with jpeg_size) reads each file's first
+    bytes and last two: the DALI loader gives DALI only files that pass it, since some
+    malformed files crash DALI's decoder (a segmentation fault) instead of raising an error."""
     sums = read_checksums(dataset.root / CHECKSUMS) if mode != "off" else None
     if sums is None and jpeg_size is None:
         return {}, set()
+    crc = mode == "crc" and sums is not None
+    verified = read_verified(dataset.root) if crc else {}
+    fresh = {}
     bad, odd = {}, set()
     for i, (rel, _) in enumerate(dataset.split(split)):
         path = dataset.root / rel
+        want = sums.get(rel) if sums is not None else None
         try:
-            length, data, head, tail = _read(path, mode == "crc" and sums is not None, jpeg_size is not None)
+            st = os.stat(path)
+            stamp = (st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+            whole = crc and want is not None and verified.get(rel) != (*stamp, want[1])
+            data, head, tail = _read(path, whole, jpeg_size is not None)
         except OSError as e:
             bad[i] = one_line(f"unreadable: {e.strerror or e}")
             continue
         if sums is not None:
-            want = sums.get(rel)
             if want is None:
                 bad[i] = f"not in {CHECKSUMS}"
                 continue
+            length = len(data) if data is not None else st.st_size
             if length != want[0]:
                 bad[i] = f"{length} bytes, {CHECKSUMS} says {want[0]} (changed since it was stored)"
                 continue
-            if data is not None and zlib.crc32(data) != want[1]:
-                bad[i] = f"CRC-32 differs from {CHECKSUMS} (changed since it was stored)"
-                continue
+            if data is not None:
+                if zlib.crc32(data) != want[1]:
+                    bad[i] = f"CRC-32 differs from {CHECKSUMS} (changed since it was stored)"
+                    continue
+                fresh[rel] = (*stamp, want[1])
         if jpeg_size is not None and jpeg_problem(head, tail, path, jpeg_size) is not None:
             odd.add(i)
+    if fresh:
+        write_verified(dataset.root, {rel: v for rel, v in {**verified, **fresh}.items() if rel in sums})
     return bad, odd
 
 
@@ -199,24 +239,3 @@ class BadImageLog:
                 if self.rank is not None:
                     row["rank"] = self.rank
                 metrics.write(json.dumps(row) + "\n")
-
-
-def bad_image_stop(loader, bad_log: BadImageLog, epoch: int, excluded: int, runtime_bad: int, labels,
-                   world: World) -> tuple[int, str | None]:
-    """Record the bad images of the batch just read; returns the epoch's count of bad images
-    found while reading (`excluded` were found at start) and, when the run must stop, why.
-    Every rank decides together (under torchrun) before the step, so that none is left
-    waiting in it."""
-    bad = loader.take_bad()
-    bad_log.record(epoch + 1, "train", bad)
-    runtime_bad += sum(1 for b in bad if b.index not in loader.excluded)
-    total, n, limit = excluded + runtime_bad, loader.num_images, loader.cfg.data.max_bad_fraction
-    why = None
-    if total > limit * n:
-        why = (f"{total} of the {n} images of epoch {epoch + 1} are bad (more than data.max_bad_fraction="
-               f"{limit:g})")
-    elif labels.shape[0] == 0:
-        why = f"every image of a batch of epoch {epoch + 1} is bad"
-    if world.active and all_sum([float(why is not None)], labels.device, world)[0] > 0 and why is None:
-        why = "another process met too many bad images"
-    return runtime_bad, why

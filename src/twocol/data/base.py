@@ -107,9 +107,12 @@ class Loader(abc.ABC):
         """Images the plan asks for per epoch from this shard (bad ones included)."""
         return self._num_images
 
-    def excluded_in(self, epoch: int) -> int:
-        """How many of the files left out at start epoch `epoch` asks for."""
-        return int(np.isin(self.plan(epoch).index, list(self.excluded)).sum()) if self.excluded else 0
+    def excluded_in(self, epoch: int) -> list[BadImage]:
+        """The files left out at start that epoch `epoch` asks for, in the plan's order."""
+        if not self.excluded:
+            return []
+        return [BadImage(int(i), self.files[i], self.excluded[int(i)]) for i in self.plan(epoch).index
+                if int(i) in self.excluded]
 
     def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[tuple[ColumnInputs, torch.Tensor]]:
         if epoch < 0 or not 0 <= start_batch <= len(self):

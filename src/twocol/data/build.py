@@ -31,6 +31,7 @@ from ..atomic import atomic_write, remove_stale_temps, temp_path
 from ..errors import DataError
 from ..lock import LOCK, DirLock
 from ..monitor import Progress
+from ..threads import at_most_cpus, available_cpus
 from .layout import CHECKSUMS, CLASSES, FORMAT, META, PARTIAL, REPORT, SPLITS, STATS, write_checksums, write_manifest
 from .lighting import pca
 
@@ -83,16 +84,22 @@ def store(path: Path, data: bytes, durable: bool) -> None:
     """Write a stored image or a chunk's result: atomic_write (fsynced) when durable, else the
     same temporary file and rename without the fsyncs, for a throwaway set such as the e2e
     bench's (two fsyncs a file cost milliseconds each on some disks, minutes for 10,000 files
-    written by 16 processes at once). Either way a reader never sees half a file."""
-    if durable:
-        atomic_write(path, data)
-        return
-    tmp = temp_path(path)
+    written by 16 processes at once). Either way a reader never sees half a file. A failed
+    write (a full disk) names the file: the OS's error for write() names none."""
     try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
+        if durable:
+            atomic_write(path, data)
+            return
+        tmp = temp_path(path)
+        try:
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+    except OSError as e:
+        if e.filename is None:
+            e.filename = str(path)
         raise
 
 
@@ -203,13 +210,27 @@ def check_destination(root: Path, params: dict) -> dict | None:
     return None
 
 
+def worker_count(workers: int | None) -> int:
+    """prepare's and synth's --workers: None -> the CPUs this process may use; at least 1."""
+    if workers is None:
+        return available_cpus()[0]
+    if workers < 1:
+        raise DataError(f"--workers must be at least 1, got {workers}")
+    return at_most_cpus(workers, f"--workers {workers}")
+
+
 def _one_writer(build_fn):
     """Run `build_fn(root, ...)` holding the lock of `root`: a second writer of the same
     dataset gets a LockError naming the first one's pid."""
     @functools.wraps(build_fn)
     def locked(root: Path, **kw):
         with DirLock(root, "dataset"):
-            return build_fn(Path(root), **kw)
+            try:
+                return build_fn(Path(root), **kw)
+            except OSError as e:  # a write of the dataset's own files (stats, manifests) names none
+                if e.filename is None:
+                    e.filename = str(root)
+                raise
     return locked
 
 
@@ -254,8 +275,8 @@ def build(root: Path, *, params: dict, classes: list[str], work: dict[str, list[
         else:
             results[c.name] = saved
     total = sum(len(c.items) for c in chunks)
-    progress = Progress(label, total)
     done = total - sum(len(c.items) for c in todo)
+    progress = Progress(label, total, done=done)  # the rate counts this run's images only
     progress.update(done)
     if workers <= 1 or len(todo) <= 1:
         for c in todo:

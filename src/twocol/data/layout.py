@@ -11,6 +11,9 @@
                               what the loaders check the files against at start (data/bad.py);
                               sets made before it existed lack it: rerunning the same prepare
                               or synth command adds it
+    DST/verified.txt          "<relative path> <bytes> <mtime_ns> <ctime_ns> <CRC-32>" per image whose
+                              CRC was last found equal to checksums.txt's: the start-up check
+                              reads only the files that changed since (a cache, rewritten by it)
     DST/train/<class>/*.jpg, DST/val/<class>/*.jpg   the images, S x S RGB baseline JPEG
     DST/.partial/             work state while a run is unfinished (removed when it completes)
 """
@@ -31,6 +34,7 @@ FORMAT = 1
 SPLITS = ("train", "val")
 META, CLASSES, STATS, REPORT, PARTIAL = "meta.json", "classes.txt", "stats.npz", "report.txt", ".partial"
 CHECKSUMS = "checksums.txt"
+VERIFIED = "verified.txt"
 
 
 def write_manifest(path: Path, items: list[tuple[str, int]]) -> None:

@@ -3,6 +3,7 @@ DALI where it runs (decoding on column A's GPU or on the host) or from the torch
 fallback."""
 from __future__ import annotations
 
+import dataclasses
 import functools
 import io
 from pathlib import Path
@@ -14,6 +15,7 @@ from PIL import Image
 from ..config import Config
 from ..devices import Placement
 from ..errors import DataError
+from ..threads import at_most_cpus
 from .base import Loader
 from .layout import open_dataset
 from .torch_loader import TorchLoader
@@ -104,6 +106,9 @@ def make_loader(cfg: Config, root: Path, split: str, placement: Placement, *, tr
         raise DataError(f"{root} has {len(dataset.classes)} classes but the config's model.num_classes "
                         f"is {cfg.model.num_classes}")
     which, decoder = choose_backend(cfg, placement, backend)
+    workers = at_most_cpus(cfg.data.workers, f"data.workers={cfg.data.workers}")
+    if workers != cfg.data.workers:  # the run's own config (and checkpoint) keeps the value asked for
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, workers=workers))
     args = (cfg, dataset, split, placement)
     kw = dict(train=train, ten_crop=ten_crop, seed=seed, shard_id=shard_id, num_shards=num_shards)
     if which == "dali":

@@ -19,7 +19,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..config import MAX_IMAGE_SIDE
 from ..errors import DataError
-from .build import BadImage, Item, build, printable
+from .build import BadImage, Item, build, printable, worker_count
 
 
 def to_rgb(im: Image.Image) -> Image.Image:
@@ -227,6 +227,22 @@ def scan(src: Path, val_labels: Path | None) -> tuple[list[str], dict[str, list[
     return classes, work, skipped
 
 
+def refuse_overlap(src: Path, dst: Path) -> None:
+    """A destination inside the source tree would become part of it (a new class folder of
+    SRC/train, say, or a rerun reading its own output); a source inside the destination would
+    be written over. Compared with symbolic links resolved, SRC/train and SRC/val included
+    (each may lead elsewhere, as scan allows)."""
+    out = dst.resolve()
+    for name, folder in (("", src), ("train", src / "train"), ("val", src / "val")):
+        tree = folder.resolve()
+        where = f"{src}" + (f" (its {name}/ folder, {tree})" if name else "")
+        if out == tree or out.is_relative_to(tree):
+            raise DataError(f"destination {dst} is {'the' if out == tree else 'inside the'} source {where}; "
+                            "give a folder outside the source")
+        if tree.is_relative_to(out):
+            raise DataError(f"source {where} is inside the destination {dst}; give a folder outside the source")
+
+
 def prepare(src: Path, dst: Path, size: int = 256, quality: int = 90, workers: int | None = None,
             val_labels: Path | None = None) -> dict:
     """Prepare `src` into `dst`; returns the dataset's meta (counts, skipped files)."""
@@ -239,8 +255,10 @@ def prepare(src: Path, dst: Path, size: int = 256, quality: int = 90, workers: i
         raise DataError(f"--quality must be in 1..100, got {quality}")
     if size > MAX_IMAGE_SIDE:
         raise DataError(f"--size must be at most {MAX_IMAGE_SIDE}, got {size}")
+    workers = worker_count(workers)
+    refuse_overlap(src, dst)
     classes, work, skipped = scan(src, val_labels)
     params = {"kind": "prepared", "source": str(src.resolve()), "image_size": size, "quality": quality}
     return build(dst, params=params, classes=classes, work=work, produce=functools.partial(load_source, size=size),
-                 size=size, quality=quality, workers=workers or os.cpu_count() or 1, label="prepare",
+                 size=size, quality=quality, workers=workers, label="prepare",
                  skipped=skipped)

@@ -15,16 +15,15 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from ..config import MAX_IMAGE_SIDE, Config
+from ..config import MAX_IMAGE_SIDE, MAX_SYNTH_PER_CLASS, Config
 from ..errors import DataError
 from ..lock import DirLock
-from .build import Item, build
+from .build import Item, build, worker_count
 from .layout import META, open_dataset
 
 SHAPES = ("disk", "square", "triangle", "cross", "ring", "star", "hexagon", "crescent")
@@ -192,14 +191,15 @@ def synthesize(dst: Path, classes: int, per_class: int, seed: int = 0, image_siz
                val_per_class: int | None = None, workers: int | None = None) -> Path:
     """Write the synthetic set (train: per_class images per class; val: val_per_class, by
     default a fifth of per_class) in prepare's layout; resumes an interrupted run. Returns dst."""
-    if per_class < 1 or not 8 <= image_size <= MAX_IMAGE_SIDE:
-        raise DataError(f"the synthetic set needs per_class >= 1 and image_size in 8..{MAX_IMAGE_SIDE} "
-                        f"(got {per_class}, {image_size})")
+    if not 1 <= per_class <= MAX_SYNTH_PER_CLASS or not 8 <= image_size <= MAX_IMAGE_SIDE:
+        raise DataError(f"the synthetic set needs per_class in 1..{MAX_SYNTH_PER_CLASS} and image_size in "
+                        f"8..{MAX_IMAGE_SIDE} (got {per_class}, {image_size})")
     val_per_class = max(1, per_class // 5) if val_per_class is None else val_per_class
-    if val_per_class < 1:
-        raise DataError(f"val_per_class must be at least 1, got {val_per_class}")
+    if not 1 <= val_per_class <= MAX_SYNTH_PER_CLASS:
+        raise DataError(f"val_per_class must be in 1..{MAX_SYNTH_PER_CLASS}, got {val_per_class}")
     if seed < 0:
         raise DataError(f"the seed must be >= 0, got {seed}")
+    workers = worker_count(workers)
     names = class_names(classes)
     work = {split: [Item((split, label, i), f"{split}/{names[label]}/{split}-{label:02d}-{i:05d}.jpg", label)
                     for label in range(classes) for i in range(n)]
@@ -208,7 +208,7 @@ def synthesize(dst: Path, classes: int, per_class: int, seed: int = 0, image_siz
               "seed": seed, "image_size": image_size, "quality": QUALITY}
     build(Path(dst), params=params, classes=names, work=work,
           produce=functools.partial(render, seed=seed, size=image_size, classes=classes),
-          size=image_size, quality=QUALITY, workers=workers or os.cpu_count() or 1, label=f"synth {dst}")
+          size=image_size, quality=QUALITY, workers=workers, label=f"synth {dst}")
     return Path(dst)
 
 

@@ -69,8 +69,11 @@ class TorchLoader(Loader):
 
     def _batches(self, plan: EpochPlan, start: int):
         workers, prefetch = self.cfg.data.workers, self.cfg.data.prefetch
-        # Pinned (RawBatch.pin_memory) by the DataLoader's pinning thread, ahead of use.
+        # Pinned (RawBatch.pin_memory) by the DataLoader's pinning thread, ahead of use. Each
+        # iteration draws its workers' base seed from `generator`: from torch's global one by
+        # default, which would shift the dropout masks of every later step, and differently in
+        # a run resumed mid-epoch (nothing here is random: the plan holds every parameter).
         yield from torch.utils.data.DataLoader(
             _Batches(self, plan, start), batch_size=None, shuffle=False, num_workers=workers,
             collate_fn=_collate, pin_memory=self.feeder.pin, worker_init_fn=_one_thread if workers else None,
-            prefetch_factor=prefetch if workers else None)
+            prefetch_factor=prefetch if workers else None, generator=torch.Generator().manual_seed(self.seed))

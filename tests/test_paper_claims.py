@@ -1,0 +1,172 @@
+"""The paper's last two claims as ablations, and every ablation defined once: a middle conv layer
+removed (section 7's depth claim), dropout off (section 4.2), and the one entry per ablation that
+the CLI, `twocol describe`, bench/paper.py and bench/report.py read."""
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import config, twocol_in_process
+from test_bench import ROOT, handmade_paper, report, rows_of
+from twocol.ablations import ABLATIONS, ablation_overrides, apply_ablations
+from twocol.devices import Placement
+from twocol.data.synth import synthesize
+from twocol.errors import ConfigError
+from twocol.model import TwoColumnNet, build_model, count_parameters, size_estimate
+from twocol.reference import GroupedNet
+
+from bench import paper
+
+
+def conv(c_in, c_out, k):
+    return c_in * c_out * k * k + c_out
+
+
+def test_depth_ablations_at_full_size_have_the_parameters_counted_by_hand():
+    base = config("alexnet_paper")
+    # conv4 (192 -> 192, 3x3) goes from both columns; conv5 reads conv3's 192 maps, as many as before.
+    conv4_off = 60_965_224 - 2 * conv(192, 192, 3)
+    # conv3 (256 = both columns' pool2 -> 192) goes, and conv4 reads its own column's 128 pool2 maps.
+    conv3_off = 60_965_224 - 2 * conv(256, 192, 3) - 2 * (conv(192, 192, 3) - conv(128, 192, 3))
+    assert (conv4_off, conv3_off) == (60_301_288, 59_858_920)
+    for name, want in (("conv4_off", conv4_off), ("conv3_off", conv3_off)):
+        cfg = apply_ablations(base, [name])
+        with torch.device("meta"):  # shapes only: no 60M-weight init
+            net = TwoColumnNet(cfg.model, Placement.cpu())
+        assert count_parameters(net) == want == size_estimate(cfg.model)[0], name
+    with torch.device("meta"):
+        net = TwoColumnNet(apply_ablations(base, ["conv3_off"]).model, Placement.cpu())
+    assert set(net.links) == {"fc6", "fc7", "fc8"} and net.col_a.conv3 is None
+    assert net.col_a.conv4.in_channels == 128 and net.col_a.conv5.in_channels == 192
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,params", [("conv4_off", 60_301_288), ("conv3_off", 59_858_920)])
+def test_describe_shows_the_full_size_depth_ablations(capsys, name, params):
+    code, out, err = twocol_in_process(capsys, "describe", "-c", "configs/alexnet_paper.yaml", "--gpus", "cpu",
+                                       "--json", "--ablation", name)
+    assert code == 0, err
+    d = json.loads(out)
+    assert d["total_params"] == params and name[:5] not in {r["layer"] for r in d["layers"]}
+
+
+def test_describe_shows_the_depth_ablations_at_the_cpu_scale(capsys):
+    args = ["describe", "-c", "configs/tiny_twocol.yaml", "--gpus", "cpu", "--json"]
+    base = json.loads(twocol_in_process(capsys, *args)[1])
+    rows = {}
+    for name in ("conv4_off", "conv3_off"):
+        code, out, err = twocol_in_process(capsys, *args, "--ablation", name)
+        assert code == 0, err
+        rows[name] = json.loads(out)
+    # tiny_twocol per column: conv2 16, conv3 24 (from both columns' 16), conv4 24, conv5 16.
+    assert base["total_params"] == 1_132_522
+    assert rows["conv4_off"]["total_params"] == 1_132_522 - 2 * conv(24, 24, 3) == 1_122_106
+    assert rows["conv3_off"]["total_params"] == 1_132_522 - 2 * conv(32, 24, 3) - 2 * (conv(24, 24, 3) - conv(16, 24, 3))
+    layers = {n: {(r["layer"], r["column"]): r for r in d["layers"]} for n, d in rows.items()}
+    assert ("conv4", "A") not in layers["conv4_off"] and layers["conv4_off"][("conv5", "B")]["params"] == conv(24, 16, 3)
+    assert ("conv3", "B") not in layers["conv3_off"] and layers["conv3_off"][("conv4", "A")]["params"] == conv(16, 24, 3)
+    assert [link["link"] for link in rows["conv3_off"]["links"]] == ["fc6", "fc7", "fc8"]
+    assert [link["link"] for link in rows["conv4_off"]["links"]] == ["conv3", "fc6", "fc7", "fc8"]
+    assert rows["conv3_off"]["ablations"][0]["claim"] == ABLATIONS["conv3_off"].claim
+    code, out, _ = twocol_in_process(capsys, "describe", "-c", "configs/tiny_twocol.yaml", "--gpus", "cpu",
+                                     "--ablation", "conv4_off")
+    assert code == 0 and "ablation conv4_off: conv4 removed from both columns" in out and "1,122,106" in out
+
+
+@pytest.mark.parametrize("off", [["conv4"], ["conv3"]])
+def test_a_net_without_a_middle_layer_is_the_grouped_net_without_it_in_float64(off):
+    """The columns meet only at the links (the isolation checker is on), and compute what the
+    one-device grouped net computes, forward and backward."""
+    cfg = config("tiny_twocol", f"model.layers_off={off}")
+    net = build_model(cfg, Placement.cpu(), seed=1).double().eval()
+    ref = GroupedNet(cfg.model, torch.device("cpu")).double().eval().copy_from(net)
+    x = torch.randn(3, 3, 40, 40, dtype=torch.float64)
+    out, out_ref = net(x), ref(x)
+    torch.testing.assert_close(out, out_ref, rtol=1e-10, atol=1e-12)
+    F.cross_entropy(out, torch.tensor([0, 1, 2])).backward()
+    F.cross_entropy(out_ref, torch.tensor([0, 1, 2])).backward()
+    torch.testing.assert_close(torch.cat([net.col_a.conv5.weight.grad, net.col_b.conv5.weight.grad]),
+                               ref.conv5.weight.grad, rtol=1e-9, atol=1e-12)
+    assert ("conv3" in net.links) == ("conv3" not in off)
+
+
+def test_depth_and_dropout_ablations_refuse_what_they_cannot_be():
+    with pytest.raises(ConfigError, match="conv4_off: the config has no conv4 to remove"):
+        ablation_overrides(config("tiny_twocol", "model.layers_off=[conv4]"), ["conv4_off"])
+    with pytest.raises(ConfigError, match="model.layers_off may name conv3 and conv4"):
+        config("tiny_twocol", "model.layers_off=[conv5]")
+    assert ablation_overrides(config("tiny_twocol"), ["conv3_off", "conv4_off"]) == [
+        "model.layers_off=[conv3]", "model.layers_off=[conv3, conv4]"]
+    assert ablation_overrides(config("alexnet_paper"), ["dropout_off"]) == ["model.dropout=0"]
+    # A config with dropout is its own baseline; one without gets the paper's dropout first.
+    assert ABLATIONS["dropout_off"].baseline(config("alexnet_paper")) == []
+    assert ABLATIONS["dropout_off"].baseline(config("tiny_twocol")) == ["model.dropout=0.5",
+                                                                         "model.dropout_convention=paper"]
+
+
+def test_every_ablation_is_one_entry_that_the_report_reads(tmp_path):
+    for name, a in ABLATIONS.items():
+        assert a.name == name and a.what and a.claim and a.label and len(a.directions) == 2
+    p = handmade_paper()
+    twocol = p["runs"]["twocol"]
+    # dropout_off of a net without dropout, as the CPU preset runs it: the baseline has dropout
+    # (1 point less error, slower training, a gap of -1), the ablated runs are the two-column net's.
+    base = [dict(r, tag="dropout_off_baseline", top1=r["top1"] - 1, train_top1_by_epoch=[85.0, 70.0, 55.0, 45.0],
+                 gap_top1=-1.0) for r in twocol]
+    runs = [dict(r, tag="dropout_off", gap_top1=2.0) for r in twocol]
+    p["runs"].update(dropout_off_baseline=base, dropout_off=runs)
+    a = ABLATIONS["dropout_off"]
+    p["ablations"]["dropout_off"] = {
+        "overrides": ["model.dropout=0"], "baseline": "dropout_off_baseline", "ran_as": "twocol",
+        "baseline_overrides": ["model.dropout=0.5", "model.dropout_convention=paper"],
+        "claim": a.claim, "paper_minus_baseline": a.paper_effect,
+        "top1_minus_baseline": paper.paired(base, runs, "top1"), "top5_minus_baseline": paper.paired(base, runs, "top5"),
+        "epochs_to_threshold": paper.speed(base, runs, a.speed, None, 10), "gap": paper.gap(base, runs)}
+    (tmp_path / "2030-01-02-paper.json").write_text(json.dumps(p))
+    md = report(tmp_path)
+    (row,) = rows_of(md, "dropout off")
+    assert row[1] == "+1.00 ± 0.00" and row[3] == a.claim and row[4] == "resolved: error rises without dropout"
+    assert row[6] == "2 / 2"
+    # Threshold: halfway between chance (90) and the dropout nets' final 45: 67.5, reached in epoch 2
+    # without dropout and 3 with it.
+    assert ("with dropout vs without, epochs to 67.5% training top-1 error (per seed): with dropout 3, 3; "
+            "without 2, 2; without / with dropout **0.67x** (paper: 0.5x, dropout roughly doubles") in md
+    assert "baseline -1.00 ± 0.00, ablated +2.00 ± 0.00; ablated minus baseline +3.00 ± 0.00: resolved: the gap widens." in md
+    assert ("- `--ablation dropout_off`: `model.dropout=0`; the two-column config lacks what it takes away, so its "
+            "baseline is that config with `model.dropout=0.5 model.dropout_convention=paper`, and the ablated net "
+            "is the two-column config itself") in md
+    (tanh,) = rows_of(md, "tanh instead of ReLU")
+    assert tanh[3] == ABLATIONS["tanh"].claim
+
+
+@pytest.mark.slow
+def test_the_new_comparisons_run_alone_end_to_end_at_a_toy_scale(tmp_path):
+    """`bench/paper.py --ablations conv4_off,dropout_off --no-onecol`: the tiny net has no dropout,
+    so dropout_off runs against the tiny net with the paper's dropout, and is the tiny net itself."""
+    data = synthesize(tmp_path / "synth", classes=10, per_class=6, image_size=44, val_per_class=2, workers=1)
+    out = tmp_path / "results" / "2030-01-02-paper.json"
+    r = subprocess.run([sys.executable, "-m", "bench.paper", "--preset", "cpu", "--data", str(data), "--seeds", "1",
+                        "--epochs", "1", "--ablations", "conv4_off,dropout_off", "--no-onecol", "--jobs", "1",
+                        "--runs", str(tmp_path / "runs"), "--out", str(out), "data.batch_size=16"],
+                       cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads(out.read_text())
+    assert set(res["runs"]) == {"twocol", "conv4_off", "dropout_off_baseline", "dropout_off"}
+    assert res["comparison"] == {} and res["configs"]["onecol"] is None
+    assert res["runs"]["conv4_off"][0]["params"] == 1_122_106
+    drop = res["ablations"]["dropout_off"]
+    assert drop["baseline"] == "dropout_off_baseline" and drop["ran_as"] == "twocol"
+    assert drop["baseline_overrides"] == ["model.dropout=0.5", "model.dropout_convention=paper"]
+    assert res["runs"]["dropout_off"][0]["top1"] == res["runs"]["twocol"][0]["top1"]
+    base, mine = res["runs"]["dropout_off_baseline"][0], res["runs"]["dropout_off"][0]
+    assert drop["top1_minus_baseline"] == [mine["top1"] - base["top1"], None]
+    assert drop["gap"]["ablated_minus_baseline"] == [mine["gap_top1"] - base["gap_top1"], None]
+    assert mine["gap_top1"] == mine["centre_top1"] - mine["train_top1_by_epoch"][-1]
+    assert drop["epochs_to_threshold"]["labels"] == ["with dropout", "without"]
+    assert res["ablations"]["conv4_off"]["baseline"] == "twocol"
+    md = report(out.parent)
+    assert rows_of(md, "conv4 removed") and rows_of(md, "dropout off") and "Not run (--no-onecol)." in md
+    assert "dropout off, overfitting: validation top-1" in md and "with dropout vs without, epochs to" in md

@@ -1,0 +1,131 @@
+"""`--resume` alone continues a run as it was started (its dataset and devices, recorded in the
+checkpoint), into another run directory too; a checkpoint's position is bounded; a checkpoint
+used on a dataset of other classes (train --resume, eval, features) is refused, naming the first
+class that differs."""
+import shutil
+
+import pytest
+import torch
+
+from twocol.checkpoint import load_checkpoint
+from twocol.cli import main
+from twocol.data.layout import CLASSES
+from twocol.data.synth import synthesize
+
+from conftest import one_line_error, twocol_in_process as twocol
+
+TINY = ["-c", "configs/tiny_twocol.yaml", "model.num_classes=4", "data.batch_size=16", "data.loader=torch",
+        "data.workers=0"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return synthesize(tmp_path_factory.mktemp("data") / "s", classes=4, per_class=8, image_size=44,
+                      val_per_class=2, workers=1)
+
+
+@pytest.fixture(scope="module")
+def trained(data, tmp_path_factory):
+    """A finished run of one epoch on the 4-class set, with --data and --gpus given."""
+    run = tmp_path_factory.mktemp("trained") / "run"
+    assert main(["train", "--gpus", "cpu", "--threads", "1", "--data", str(data), "--run-dir", str(run), *TINY,
+                 "train.epochs=1"]) == 0
+    return run
+
+
+@pytest.fixture
+def run(trained, tmp_path):
+    return shutil.copytree(trained, tmp_path / "run")
+
+
+def tamper(path, change):
+    ckpt = torch.load(path, weights_only=True)
+    change(ckpt)
+    torch.save(ckpt, path)
+
+
+def test_a_checkpoint_records_the_runs_dataset_devices_and_classes(data, trained):
+    ckpt = load_checkpoint(trained / "checkpoint.pt")
+    assert ckpt["origin"] == {"data": str(data.resolve()), "gpus": "cpu"}
+    assert ckpt["classes"] == (data / CLASSES).read_text().splitlines()
+
+
+def test_resume_alone_continues_on_the_runs_dataset(run, capsys):
+    code, out, err = twocol(capsys, "train", "--resume", run / "checkpoint.pt", "--threads", "1", "train.epochs=2")
+    assert code == 0, err
+    assert load_checkpoint(run / "checkpoint.pt")["epoch"] == 2
+
+
+def test_resume_alone_continues_on_the_runs_devices(run, capsys):
+    tamper(run / "checkpoint.pt", lambda c: c["origin"].update(gpus="5,6"))  # as if started with --gpus 5,6
+    code, _, err = twocol(capsys, "train", "--resume", run / "checkpoint.pt", "--threads", "1", "train.epochs=2")
+    one_line_error(code, err, "--gpus '5,6'")
+
+
+def test_resume_of_a_moved_dataset_names_the_recorded_path(data, run, tmp_path, capsys):
+    moved = shutil.copytree(data, tmp_path / "copy")
+    tamper(run / "checkpoint.pt", lambda c: c["origin"].update(data=str(tmp_path / "gone")))
+    code, _, err = twocol(capsys, "train", "--resume", run / "checkpoint.pt", "--threads", "1", "train.epochs=2")
+    one_line_error(code, err, f"dataset {tmp_path / 'gone'}, which is not there any more", "--data")
+    code, _, err = twocol(capsys, "train", "--resume", run / "checkpoint.pt", "--threads", "1", "--data", moved,
+                          "train.epochs=2")
+    assert code == 0, err
+
+
+def test_resume_into_a_new_run_directory_writes_its_checkpoint_there(run, tmp_path, capsys):
+    new = tmp_path / "new"
+    code, out, err = twocol(capsys, "train", "--resume", run / "checkpoint.pt", "--threads", "1", "--run-dir", new)
+    assert code == 0 and f"checkpoint {new / 'checkpoint.pt'}" in out, err
+    a, b = load_checkpoint(run / "checkpoint.pt"), load_checkpoint(new / "checkpoint.pt")
+    assert (a["epoch"], a["step"]) == (b["epoch"], b["step"]) == (1, 2)
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    # ... but never over another run's checkpoint
+    other = shutil.copytree(run, tmp_path / "other")
+    code, _, err = twocol(capsys, "train", "--resume", run / "checkpoint.pt", "--threads", "1", "--run-dir", other)
+    one_line_error(code, err, f"{other} holds the checkpoint of another run")
+
+
+@pytest.mark.parametrize("field,value,needle", [
+    ("epoch", 10 ** 30, "epoch must be a whole number in 0..1,000,000"),
+    ("step", 10 ** 13, "step must be a whole number in 0 (batch)..1,000,000,000,000"),
+    ("classes", "cats", "classes must be a list of class names"),
+    ("origin", {"data": 7}, "origin must hold data and gpus"),
+])
+def test_a_checkpoint_field_out_of_bounds_is_refused_by_name(run, capsys, field, value, needle):
+    tamper(run / "checkpoint.pt", lambda c: c.update({field: value}))
+    code, _, err = twocol(capsys, "train", "--resume", run / "checkpoint.pt", "--threads", "1", "train.epochs=2")
+    one_line_error(code, err, str(run / "checkpoint.pt"), needle)
+
+
+@pytest.fixture(scope="module")
+def other_classes(data, tmp_path_factory):
+    """The same images, with two class names swapped; and a set of 3 classes."""
+    swapped = shutil.copytree(data, tmp_path_factory.mktemp("swapped") / "s")
+    names = (data / CLASSES).read_text().splitlines()
+    names[1], names[2] = names[2], names[1]
+    (swapped / CLASSES).write_text("\n".join(names) + "\n")
+    fewer = synthesize(tmp_path_factory.mktemp("fewer") / "s", classes=3, per_class=4, image_size=44,
+                       val_per_class=2, workers=1)
+    return names, swapped, fewer
+
+
+def test_eval_features_and_resume_refuse_a_dataset_of_other_classes(trained, other_classes, tmp_path, capsys):
+    names, swapped, fewer = other_classes
+    ckpt = trained / "checkpoint.pt"
+    first = f"class 1 is {names[2]!r} in the checkpoint, {names[1]!r} in the dataset (4 and 4 classes)"
+    for command in (["eval", "--ckpt", ckpt, "--gpus", "cpu", "data.loader=torch", "data.workers=0"],
+                    ["features", "--ckpt", ckpt, "--gpus", "cpu", "-o", tmp_path / "f"],
+                    ["train", "--resume", ckpt, "--run-dir", tmp_path / "r", "train.epochs=2"]):
+        code, _, err = twocol(capsys, *command, "--threads", "1", "--data", swapped)
+        one_line_error(code, err, f"{ckpt} was trained on other classes than {swapped}: {first}")
+    code, _, err = twocol(capsys, "eval", "--ckpt", ckpt, "--gpus", "cpu", "--threads", "1", "--data", fewer,
+                          "data.loader=torch", "data.workers=0")
+    one_line_error(code, err, "class 3 is", "in the checkpoint, missing in the dataset (4 and 3 classes)")
+
+
+def test_a_checkpoint_without_class_names_is_evaluated_unchecked(run, other_classes, capsys):
+    _, swapped, _ = other_classes
+    tamper(run / "checkpoint.pt", lambda c: (c.pop("classes"), c.pop("origin")))
+    code, out, err = twocol(capsys, "eval", "--ckpt", run / "checkpoint.pt", "--gpus", "cpu", "--threads", "1",
+                            "--data", swapped, "data.loader=torch", "data.workers=0")
+    assert code == 0 and "top-1 error" in out, err
