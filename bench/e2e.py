@@ -17,6 +17,8 @@ for 10,000 files on 16, the whole time bench/gpu_check.sh gives this bench; this
   cpu  configs/small_twocol.yaml at the paper's geometry (256 px stored, 224 crops, conv1 stride
        4; widths /4), batch 128: the paper net takes seconds per step on a few cores, this one a
        fraction of that, so the loaders have something to keep up with
+  tiny configs/tiny_twocol.yaml on 40 px crops (--preset tiny): a dry run's, checking that
+       every feed runs, not how fast
 
 The feeds, each for --steps steps after --warmup:
 
@@ -26,10 +28,11 @@ The feeds, each for --steps steps after --warmup:
              copied to the GPU and normalised there, as training does)
   torch      torch DataLoader workers decoding with Pillow
 
-A step is the training loop's (forward, cross entropy, backward, the paper's update). Each row:
-images/s over the timed steps, and data_wait_fraction, the share of that wall time the host
-spent waiting for the next batch. Writes bench/results/<date>-e2e-<cpu|gpu-name>.json (or
---out), again after each feed, so that a run cut short keeps the rows it measured.
+A step is training's own (twocol.step.train_step: forward, cross entropy, backward, the
+paper's update). Each row: images/s over the timed steps, and data_wait_fraction, the share of
+that wall time the host spent waiting for the next batch. Writes
+bench/results/<date>-e2e-<cpu|gpu-name>.json (or --out) before the first feed and again after
+each, so that a run cut short keeps the rows it measured and lists the feeds it did not reach.
 """
 from __future__ import annotations
 
@@ -46,7 +49,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from bench.env import environment, write_result
 from twocol.config import load_config
@@ -58,12 +60,14 @@ from twocol.devices import Placement
 from twocol.inputs import ColumnInputs
 from twocol.model import build_model
 from twocol.optim import make_optimizer
-from twocol.train import autocast
+from twocol.step import train_step
 
 PRESETS = {
     "gpu": ("configs/alexnet_paper.yaml", ["data.batch_size=128"]),
     "cpu": ("configs/small_twocol.yaml", ["data.image_size=256", "model.input_size=224", "model.conv1.stride=4",
                                           "data.batch_size=128"]),
+    # A dry run's (bench/gpu_check.sh --dry-run): the tiny net on 40 px crops of the stored files.
+    "tiny": ("configs/tiny_twocol.yaml", ["data.image_size=256"]),
 }
 FEEDS = ("synthetic", "dali-gpu", "dali-cpu", "torch")
 TARGET_DALI_GPU_OVER_SYNTHETIC = 0.90  # issue 14, on one H100/H200 with both columns on it
@@ -126,7 +130,9 @@ def feed(step, batch, device: torch.device) -> None:
 
 
 def endless(loader):
-    """The loader's batches, epoch after epoch."""
+    """The loader's batches, epoch after epoch (an epoch without a batch would loop forever)."""
+    if len(loader) == 0:
+        raise ValueError(f"{len(loader.files)} images make no batch of {loader.batch_size}")
     for epoch in itertools.count():
         yield from loader.epoch(epoch)
 
@@ -150,20 +156,17 @@ def measure(batches, step, device: torch.device, steps: int, warmup: int, sync) 
     return {"images_per_s": images / wall, "data_wait_fraction": waited / wall, "wall_s": wall, "images": images}
 
 
-def trainer(cfg, placement: Placement):
-    """One training step of cfg's net on placement, as train.py takes it."""
-    net = build_model(cfg, placement, seed=0)
-    net.use_streams(placement.a.type == "cuda")
+def trainer(cfg, placement: Placement, net=None):
+    """One training step of cfg's net (a fresh one, seed 0, unless `net` is given) on
+    placement: training's own (twocol.step)."""
+    if net is None:
+        net = build_model(cfg, placement, seed=0)
+        net.use_streams(placement.a.type == "cuda")
     net.train()
     opt = make_optimizer(net, cfg.optim)
 
     def step(images, labels):
-        with autocast(cfg, placement.a):
-            logits = net(images)
-        loss = F.cross_entropy(logits.float(), labels)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        train_step(net, opt, images, labels, cfg.train.amp, placement.a)
     return step
 
 
@@ -180,6 +183,9 @@ def main(argv=None) -> int:
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                    help="DALI threads / DataLoader processes (default: every core, %(default)s)")
     p.add_argument("--feeds", default=",".join(FEEDS), help="comma-separated (default: %(default)s)")
+    p.add_argument("--preset", choices=list(PRESETS), default=None,
+                   help="the net (default: gpu with a GPU, else cpu; tiny: a dry run's)")
+    p.add_argument("--batch", type=int, default=128, help="images per step (default: %(default)s)")
     p.add_argument("--data-dir", type=Path, default=Path("data"))
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
@@ -189,9 +195,9 @@ def main(argv=None) -> int:
     if placement.a != placement.b:
         p.error("the end-to-end bench puts both columns on one device: --gpus cpu or one GPU id")
     gpu = placement.a.type == "cuda"
-    preset = "gpu" if gpu else "cpu"
+    preset = args.preset or ("gpu" if gpu else "cpu")
     config, overrides = PRESETS[preset]
-    overrides = overrides + [f"data.workers={args.workers}"]
+    overrides = overrides + [f"data.workers={args.workers}", f"data.batch_size={args.batch}"]
     cfg = load_config(config, overrides)
     steps = args.steps or (50 if gpu else 20)
     warmup = args.warmup if args.warmup is not None else (5 if gpu else 2)
@@ -226,7 +232,7 @@ def main(argv=None) -> int:
                   "batch": cfg.data.batch_size, "steps": steps, "warmup": warmup,
                   "load_average": [load_start[0], os.getloadavg()[0]], "torch_threads": torch.get_num_threads(),
                   "target": {"dali_gpu_over_synthetic": TARGET_DALI_GPU_OVER_SYNTHETIC}, "rows": rows,
-                  "complete": len(rows) == len(names)}
+                  "complete": len(rows) == len(names), "not_reached": names[len(rows):]}
         write_result(record, out)
 
     def sync():
@@ -234,6 +240,7 @@ def main(argv=None) -> int:
             torch.cuda.synchronize(device)
 
     rows = []
+    write(rows)  # the plan, before any feed: a run cut short says what it did not reach
     for name in names:
         row = {"feed": name, "device": str(device), "cpu_workers": 0 if name == "synthetic" else args.workers}
         why_not = None
@@ -244,6 +251,7 @@ def main(argv=None) -> int:
         if why_not:
             row["skipped"] = why_not
             rows.append(row)
+            write(rows)
             print(f"{name:<10} skipped: {why_not}", flush=True)
             continue
         step = trainer(cfg, placement)

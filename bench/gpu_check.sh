@@ -1,58 +1,143 @@
 #!/usr/bin/env bash
-# Everything that needs a GPU, in one go, for whoever has one (docs/design.md, section 8): a machine
-# with a CUDA GPU, PyTorch, nvcc and ninja (torchvision and DALI optional). Needs no network: it builds twocol._C
-# in place against that machine's torch and imports twocol from src/.
+# Everything that needs a GPU, for whoever has one (docs/design.md, section 8): a machine with a
+# CUDA GPU, PyTorch, nvcc and ninja (torchvision and DALI optional). Needs no network: it builds
+# twocol._C in place against that machine's torch and imports twocol from src/.
 #
-#   bash bench/gpu_check.sh                      # results in $OUT, default bench/results/gpu
-#   OUT=/tmp/gpu SECTIONS="build:60 profile:50" bash bench/gpu_check.sh
-#   PACK=1 bash bench/gpu_check.sh               # leave only summary.txt and results.tgz in $OUT
+#   QUICK=1 bash bench/gpu_check.sh      # the headline, at most 4 minutes on an H200, build included
+#   bash bench/gpu_check.sh --rest       # the other GPU sections, not DALI's (5 minutes at most)
+#   bash bench/gpu_check.sh --dali       # the DALI sections, with DALI from .dali-all/ (2.3 minutes)
+#   bash bench/gpu_check.sh              # all of it (8 minutes at most): a machine with DALI installed
+#   bash bench/gpu_check.sh --dry-run    # every section's Python on the CPU at tiny sizes (CI runs it)
 #
-# Writes to $OUT: summary.txt (one line per section: ok, skipped or FAILED, seconds),
-# <section>.log for each section, and what the sections write: kernels.json, throughput.json
-# (torchvision's AlexNet and the levers, fp32 and bf16), throughput-compile.json, profile-off/,
-# profile-bf16/ and profile-off-one-stream/ (trace.json.gz, timeline.png, profile.json; each
-# profile.json also copied to profile-<name>.json) and e2e.json. Commit them as
-# bench/results/<date>-gpu-<card>/ (bench/report.py reads that folder). PACK=1 tars everything
-# but summary.txt into results.tgz, for machines that hand back only a few files.
+#   OUT=/tmp/gpu bash bench/gpu_check.sh                # results folder (default bench/results/gpu;
+#                                                       # a dry run's: a new temporary folder)
+#   SECTIONS="build:60 profile:50" bash bench/gpu_check.sh   # chosen sections, name:seconds
+#   PACK=1 ...                                          # leave only summary.txt and results.tgz
+#
+# The quick check: two-column vs grouped vs torchvision's AlexNet images/s at batch 128, fp32 and
+# bf16, eager and CUDA graphs (throughput.json); the fused kernels against copy bandwidth on rows
+# past the L2 (kernels.json); the end-to-end synthetic and torch + Pillow rows (e2e.json); the
+# profile's timeline.png (profile-off/); report.md beside them. Read it first.
+#
+# Writes to $OUT: summary.txt (one line per section: ok, skipped with the reason, or FAILED, and
+# seconds), <section>.log, and what the sections write: kernels.json, throughput.json (fp32 with
+# torch's TF32 defaults, fp32 with TF32 off, bf16; levers), throughput-compile.json, profile-off/,
+# profile-bf16/, profile-off-one-stream/ (trace.json.gz, timeline.png, profile.json; each
+# profile.json also copied to profile-<name>.json; profile-not-reached.txt while some are not
+# made), e2e.json, e2e-dali.json, report.md and report.png (bench/report.py over this run).
+# Every JSON is written before its first row and after each, listing what it has not reached, so
+# a section cut off by its time limit keeps its finished rows. Commit them as
+# bench/results/<date>-gpu-<card>/ (bench/report.py reads it).
 #
 # Each section is a function named section_<name>, run with a time limit; a failing section is
-# recorded and the next one runs. A section that cannot run on this machine prints one line
-# saying why and returns 77 (skipped). To add one: define section_<name>, add <name>:<seconds> to
-# SECTIONS below. The limits together stay within the 8 minutes the whole check may take
-# (measured sections took far less: build 30-40 s, model tests 21 s on an H200).
+# recorded and the next one runs. A section that cannot run here prints "skipped: <why>" as its
+# last line and returns 77. To add one: define section_<name> and add <name>:<seconds> to the
+# lists below. Measured on an H200 (2026-11-27, before this layout): build 30-40 s, model tests
+# 21 s, kernel tests 13 s, the old throughput section 16-17 s.
 #
-# DALI (for the dali_tests section and the e2e section's DALI feeds) on a GPU machine without
-# network or DALI: DALI and its libraries are about 166 MiB packed, more than one transfer to
-# such a machine carries (64 MiB). Make pieces where pip can download, in a folder git ignores:
-#     bash bench/dali_pieces.sh .dali-all     # .dali-all/dali.tar.xz.part-aa, -ab, -ac, join.sh, SHA256SUMS
-# then, back to back on the same GPU machine (it must stay up between them), one transfer per
-# piece, each copying its piece into /tmp/dali/ there:
-#     mkdir -p /tmp/dali && cp .dali-all/dali.tar.xz.part-aa /tmp/dali/      # carrying that piece
-#     ...                                                                     # one call per further piece
-# and with the last piece also join.sh and SHA256SUMS:
-#     cp <last piece> .dali-all/join.sh .dali-all/SHA256SUMS /tmp/dali/ &&
-#       bash /tmp/dali/join.sh /tmp/dali /tmp/dali-site &&
-#       PYTHONPATH=/tmp/dali-site PACK=1 bash bench/gpu_check.sh
-# Without DALI the e2e section still runs its synthetic and torch feeds and says in one line
-# that the DALI feeds were skipped.
+# On this project's lent GPU machine (the device tool's `run`; one H200, torch 2.11, no network,
+# no DALI; at most 64 MiB carried per call, ignored folders of the working tree kept while the
+# machine stays warm, about 30 s after a call): first make the DALI pieces here, where pip can
+# download (57 MiB each, into .dali-all/, which git ignores; the working tree is ~2 MiB):
+#     bash bench/dali_pieces.sh .dali-all
+# then three calls, each started within 30 s of the last one's answer; each does useful work on
+# its own, so a machine given back between them costs only the DALI sections (one line saying
+# which piece is missing), never the others:
+#   1. command: PACK=1 QUICK=1 bash bench/gpu_check.sh
+#      carry:   [".dali-all/dali.tar.xz.part-aa", ".dali-all/SHA256SUMS"]      timeout_s: 270
+#   2. command: PACK=1 bash bench/gpu_check.sh --rest
+#      carry:   [".dali-all/dali.tar.xz.part-ab"]                               timeout_s: 330
+#   3. command: PACK=1 bash bench/gpu_check.sh --dali
+#      carry:   [".dali-all/dali.tar.xz.part-ac"]                               timeout_s: 170
+# (one call per piece: with more pieces, more --rest-like calls; the last carries the last piece).
+# Each call's results come back as results.tgz and summary.txt; unpack each call's into a folder
+# of its own, bench/results/<date>-gpu-<card>-quick/, -rest/ and -dali/ (bench/report.py reads
+# each as a run), and commit them. Calls 2 and 3 rebuild
+# in seconds on a warm machine (build/ and src/twocol/_C*.so are ignored and stay). The section
+# limits of the three calls add up to 11.3 minutes, at most, of the device's 15; the machine's
+# start (a minute or two) comes on top. If time runs short, the quick call alone is the one
+# that matters: its report.md has the headline figures.
 set -u
 cd "$(dirname "$0")/.."
 
-OUT="${OUT:-bench/results/gpu}"
+MODE=full
+case "${1:-}" in
+  "") [ "${QUICK:-0}" = 1 ] && MODE=quick ;;
+  --quick) MODE=quick ;;
+  --rest) MODE=rest ;;
+  --dali) MODE=dali ;;
+  --dry-run) MODE=dry ;;
+  *) echo "usage: bash bench/gpu_check.sh [--quick|--rest|--dali|--dry-run]" >&2; exit 2 ;;
+esac
+
+if [ "$MODE" = dry ]; then
+  OUT="${OUT:-$(mktemp -d)}"
+  case "$(realpath -m "$OUT")/" in
+    "$(realpath "$PWD")/bench/results/"*)
+      echo "bench/gpu_check.sh: a dry run writes to a temporary folder, not under bench/results/" >&2; exit 2 ;;
+  esac
+else
+  OUT="${OUT:-bench/results/gpu}"
+fi
 mkdir -p "$OUT"
 OUT="$(cd "$OUT" && pwd)"
-if [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY=python3; fi
-export OUT PY PYTHONUNBUFFERED=1 PYTHONPATH="$PWD/src:$PWD${PYTHONPATH:+:$PYTHONPATH}"
+# The interpreter: $PY if set, else the project's .venv, else python3.
+if [ -z "${PY:-}" ]; then if [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY=python3; fi; fi
+# Compiled graphs in an ignored folder of the working tree: kept between calls on a warm machine.
+export TORCHINDUCTOR_CACHE_DIR="${TORCHINDUCTOR_CACHE_DIR:-$PWD/build/inductor}"
+export OUT PY MODE PYTHONUNBUFFERED=1 PYTHONPATH="$PWD/src:$PWD${PYTHONPATH:+:$PYTHONPATH}"
 
-# name:seconds, in order; 480 s together.
-SECTIONS="${SECTIONS:-build:75 kernel_tests:50 kernel_bench:30 model_tests:35 dali_tests:45 throughput:80 compile:50 profile:45 e2e:70}"
+# name:seconds, in order. full: 480 s together; quick: 240; rest: 300; dali: 140 (the three
+# calls 680 s: the lent machine's 15 minutes less a start and some slack).
+case $MODE in
+  quick) DEFAULT="build:65 kernel_bench:30 throughput:45 e2e:50 profile:35 report:15" ;;
+  rest) DEFAULT="build:45 kernel_tests:30 model_tests:25 kernel_bench:35 throughput:80 compile:45 profile:35 report:5" ;;
+  dali) DEFAULT="build:45 dali_tests:40 e2e_dali:50 report:5" ;;
+  dry) DEFAULT="build:10 kernel_tests:10 model_tests:10 dali_tests:10 kernel_bench:120 throughput:240 compile:240 profile:120 e2e:180 e2e_dali:60 report:60" ;;
+  *) DEFAULT="build:60 kernel_tests:40 kernel_bench:45 model_tests:30 throughput:100 compile:60 profile:40 e2e:55 dali_tests:45 report:5" ;;
+esac
+SECTIONS="${SECTIONS:-$DEFAULT}"
 
 need_gpu() {
   # Without a visible GPU the CUDA cases would skip and a section would pass for nothing.
   "$PY" -c "import torch; assert torch.cuda.is_available(), 'torch sees no CUDA device'"
 }
 
+dry() { [ "$MODE" = dry ]; }
+quick() { [ "$MODE" = quick ]; }
+
+# DALI from the carried pieces (.dali-all/: dali.tar.xz.part-*, SHA256SUMS; bench/dali_pieces.sh),
+# unpacked once into .dali/site; sets DALI_PROBLEM (one line) when it cannot be had. Run in this
+# shell, before the sections, so that they inherit PYTHONPATH.
+dali_from_pieces() {
+  local dir=.dali-all site=.dali/site piece
+  if "$PY" -c "import nvidia.dali" 2>/dev/null; then return; fi
+  if [ ! -f "$dir/SHA256SUMS" ]; then
+    DALI_PROBLEM="no $dir/SHA256SUMS (carried with the first call; the machine was given back since?)"; return
+  fi
+  while read -r _ piece; do
+    if [ ! -f "$dir/$piece" ]; then
+      DALI_PROBLEM="DALI piece $piece is missing from $dir (the machine was given back between the calls?)"; return
+    fi
+  done <"$dir/SHA256SUMS"
+  if ! (cd "$dir" && sha256sum --quiet -c SHA256SUMS >/dev/null 2>&1); then
+    DALI_PROBLEM="a DALI piece in $dir does not match SHA256SUMS (bad transfer): make the pieces again"; return
+  fi
+  if ! cmp -s "$dir/SHA256SUMS" "$site.sums"; then
+    rm -rf "$site" && mkdir -p "$site" &&
+      cat "$dir"/dali.tar.xz.part-* | xz -d | tar -C "$site" -xf - && cp "$dir/SHA256SUMS" "$site.sums" ||
+      { DALI_PROBLEM="the DALI pieces did not unpack into $site"; return; }
+  fi
+  export PYTHONPATH="$PWD/$site:$PYTHONPATH"
+  "$PY" -c "import nvidia.dali" 2>/dev/null || DALI_PROBLEM="DALI unpacked into $site but does not import"
+}
+
 section_build() {
+  if dry; then
+    "$PY" -c "from twocol import ops; assert ops.KERNELS_UNAVAILABLE is None, ops.KERNELS_UNAVAILABLE" || return 1
+    echo "skipped: dry run: twocol._C as installed (the CPU kernels load); nvcc builds only on a GPU machine"
+    return 77
+  fi
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv || true
   nvcc --version | tail -n 1
   # In place: src/twocol/_C*.so, with the CUDA sources since this torch has CUDA (setup.py).
@@ -64,63 +149,98 @@ assert ops.KERNELS_UNAVAILABLE is None, ops.KERNELS_UNAVAILABLE
 assert torch.cuda.is_available(), "torch sees no CUDA device"
 why_not = ops.fused_unsupported(torch.ones(1, 1, 1, 1, device="cuda"), 5, 2.0, 1e-4)
 assert why_not is None, why_not
+p = torch.cuda.get_device_properties(0)
 print(f"twocol._C has CUDA kernels: torch {torch.__version__}, CUDA {torch.version.cuda}, "
-      f"{torch.cuda.get_device_name(0)}")
+      f"{p.name}, L2 {p.L2_cache_size / 2 ** 20:.0f} MiB")
 EOF
 }
 
 section_kernel_tests() {
+  if dry; then echo "skipped: dry run: CI runs tests/test_kernels.py (its CUDA cases skip without a GPU)"; return 77; fi
   need_gpu || return 1
   "$PY" -m pytest -q -p no:cacheprovider -rs tests/test_kernels.py
-}
-
-section_kernel_bench() {
-  "$PY" -m bench.kernels --device cuda --out "$OUT/kernels.json"
 }
 
 section_model_tests() {
   # The two-column net on cuda:0 (column streams on and off) against the grouped reference
   # and the CPU simulation, and the captured (CUDA graph) step against eager steps.
+  if dry; then echo "skipped: dry run: CI runs tests/test_gpu.py (it skips without a GPU)"; return 77; fi
   need_gpu || return 1
   "$PY" -m pytest -q -p no:cacheprovider -rs tests/test_gpu.py
 }
 
+section_kernel_bench() {
+  # The quick check: the rows past an H100's or H200's L2 (both columns at N = 128).
+  if dry; then
+    "$PY" -m bench.kernels --device cpu --layers conv2_column --batches 1 --dtypes float32 --repeats 1 \
+      --pretend-l2-mib 1 --out "$OUT/kernels.json"
+  elif quick; then
+    "$PY" -m bench.kernels --device cuda --layers conv1,conv2 --batches 128 --out "$OUT/kernels.json"
+  else
+    "$PY" -m bench.kernels --device cuda --out "$OUT/kernels.json"
+  fi
+}
+
 section_throughput() {
-  # Training steps of the paper's net on one GPU: two columns on their own streams and on one
-  # stream, the one-column net, the grouped-conv equivalent, torchvision's AlexNet (skipped
-  # with one line without torchvision), and the levers one at a time; fp32 and bf16 autocast.
+  # Training steps of the paper's net on one GPU (twocol.step, as training takes them). Quick:
+  # two-column, grouped, torchvision's AlexNet, eager and captured, fp32 and bf16. Otherwise also
+  # one stream, the one-column net, fp32 with TF32 off, and the levers one at a time.
+  if dry; then
+    "$PY" -m bench.throughput --gpus cpu --config configs/tiny_twocol.yaml --batch 4 --steps 1 --warmup 1 \
+      --amp off,off-tf32-off,bf16 --variants twocol,grouped --torchvision \
+      --levers channels_last,cudnn_benchmark,foreach,cuda_graphs --out "$OUT/throughput.json"
+    return
+  fi
   need_gpu || return 1
-  "$PY" -c "import torchvision" 2>/dev/null || echo "torchvision is not importable here: its row is skipped"
-  "$PY" -m bench.throughput --gpus 0 --config configs/alexnet_paper.yaml --batch 128 --steps 20 --warmup 5 \
-    --amp off,bf16 --torchvision --levers channels_last,cudnn_benchmark,foreach,cuda_graphs \
-    --out "$OUT/throughput.json"
+  "$PY" -c "import torchvision" 2>/dev/null || echo "torchvision is not importable here: its rows are skipped"
+  if quick; then
+    "$PY" -m bench.throughput --gpus 0 --config configs/alexnet_paper.yaml --batch 128 --steps 20 --warmup 5 \
+      --amp off,bf16 --variants twocol,grouped --torchvision --levers cuda_graphs --out "$OUT/throughput.json"
+  else
+    "$PY" -m bench.throughput --gpus 0 --config configs/alexnet_paper.yaml --batch 128 --steps 20 --warmup 5 \
+      --amp off,off-tf32-off,bf16 --torchvision --levers channels_last,cudnn_benchmark,foreach,cuda_graphs \
+      --out "$OUT/throughput.json"
+  fi
 }
 
 section_compile() {
-  # torch.compile over the column stages, beside the plain nets; its own section because
-  # compiling takes most of its time (5 graphs per precision: the two columns share them, as
-  # torch's dynamo counters showed on the CPU; results are written after each precision). The fused ReLU+LRN op is compiled when it has a fake
-  # kernel, else the compiled variant runs TWOCOL_KERNELS=reference (the row says which).
+  # torch.compile over the column stages beside the plain net; bf16 first. Compiling takes most
+  # of the time; the JSON is written after every round of steps, warm-up rounds included, so a
+  # compile cut off by the limit still leaves the plain net's rows and says what it missed. The
+  # fused ReLU+LRN op is compiled when it has a fake kernel, else the compiled variant runs
+  # TWOCOL_KERNELS=reference (the row says which).
+  if dry; then
+    "$PY" -m bench.throughput --gpus cpu --config configs/tiny_twocol.yaml --batch 4 --steps 1 --warmup 1 \
+      --amp off --variants twocol --levers compile --compile-backend aot_eager --out "$OUT/throughput-compile.json"
+    return
+  fi
   need_gpu || return 1
-  "$PY" -m bench.throughput --gpus 0 --config configs/alexnet_paper.yaml --batch 128 --steps 10 --warmup 3 \
-    --amp off,bf16 --levers compile --out "$OUT/throughput-compile.json"
+  "$PY" -m bench.throughput --gpus 0 --config configs/alexnet_paper.yaml --batch 128 --steps 10 --warmup 2 \
+    --amp bf16,off --variants twocol --levers compile --out "$OUT/throughput-compile.json"
 }
 
 section_profile() {
   # twocol profile on the paper net: the timeline of both columns (column streams, as training
   # runs), in fp32 and bf16, and with one stream (no overlap: the cleanest layer times for the
-  # cost model); each checked for work in both lanes.
-  need_gpu || return 1
-  local name args
-  for name in off bf16 off-one-stream; do
+  # cost model); each checked for work in both lanes. Quick: fp32 only.
+  local name args names="off bf16 off-one-stream" run="-c configs/alexnet_paper.yaml --gpus 0 --steps 3 --warmup 2"
+  if dry; then
+    names=off run="-c configs/tiny_twocol.yaml --gpus cpu --steps 1 --warmup 0"
+  else
+    need_gpu || return 1
+    quick && names=off
+  fi
+  # The profiles not yet made, one per line, rewritten as each one finishes (gone when all are).
+  local left="$names"
+  echo "$left" | tr ' ' '\n' >"$OUT/profile-not-reached.txt"
+  for name in $names; do
     case $name in
       off) args="--amp off" ;;
       bf16) args="--amp bf16" ;;
       off-one-stream) args="--amp off --one-stream" ;;
     esac
     # shellcheck disable=SC2086
-    "$PY" -m twocol profile -c configs/alexnet_paper.yaml --gpus 0 --steps 3 --warmup 2 $args \
-      -o "$OUT/profile-$name" || return 1
+    "$PY" -m twocol profile $run $args -o "$OUT/profile-$name" || return 1
     cp "$OUT/profile-$name/profile.json" "$OUT/profile-$name.json"
     "$PY" - "$OUT/profile-$name.json" <<'EOF' || return 1
 import json, sys
@@ -134,24 +254,46 @@ host = tl["busy_us"]["host"] / max(tl["any_busy_us"], 1e-9)
 print(f"{sys.argv[1]}: kernels placed in both columns' lanes (CUDA streams {tl['streams']}); "
       f"host share of device work {100 * host:.1f}%; {tl['pieces_per_step']:.0f} kernels and copies per step")
 EOF
+    [ -s "$OUT/profile-$name/timeline.png" ] || { echo "no timeline.png in $OUT/profile-$name"; return 1; }
+    left=$(echo "$left" | tr ' ' '\n' | grep -vx "$name" | tr '\n' ' ')
+    echo "$left" | tr ' ' '\n' | grep . >"$OUT/profile-not-reached.txt" || rm -f "$OUT/profile-not-reached.txt"
   done
 }
 
+e2e() {
+  # bench/e2e.py with the feeds given; the paper net, batch 128, both columns on GPU 0, 10,000
+  # JPEGs at 256 px made here with every core (in data/, ignored: kept on a warm machine). Dry
+  # run: the tiny net, 40 JPEGs in $OUT.
+  if dry; then
+    "$PY" -m bench.e2e --gpus cpu --preset tiny --images 40 --batch 8 --steps 2 --warmup 1 --workers 1 \
+      --data-dir "$OUT/e2e-data" --feeds "$1" --out "$2"
+  else
+    need_gpu || return 1
+    "$PY" -m bench.e2e --gpus 0 --feeds "$1" --out "$2"
+  fi
+}
+
 section_e2e() {
-  # End to end from JPEG files (10,000 at 256 px, made here with every core): synthetic tensors,
-  # DALI GPU and CPU decode, torch + Pillow; the paper net, batch 128, both columns on GPU 0.
-  need_gpu || return 1
-  "$PY" -c "import nvidia.dali" 2>/dev/null ||
-    echo "nvidia.dali is not importable here: the DALI feeds are skipped (see the top of bench/gpu_check.sh)"
-  "$PY" -m bench.e2e --gpus 0 --out "$OUT/e2e.json"
+  # End to end from JPEG files: synthetic tensors (the ceiling) and torch + Pillow; in a full
+  # run also DALI's GPU and CPU decoding (skipped, one line each, where DALI is not importable).
+  if [ "$MODE" = full ]; then e2e synthetic,dali-gpu,dali-cpu,torch "$OUT/e2e.json"; else e2e synthetic,torch "$OUT/e2e.json"; fi
+}
+
+section_e2e_dali() {
+  # DALI's GPU and CPU decoding end to end, against the synthetic ceiling of the same run (a
+  # dry run: DALI's CPU decoding where DALI imports, each feed that cannot run skipped in its row).
+  if [ -n "${DALI_PROBLEM:-}" ]; then echo "skipped: $DALI_PROBLEM"; return 77; fi
+  e2e synthetic,dali-gpu,dali-cpu "$OUT/e2e-dali.json"
 }
 
 section_dali_tests() {
   # DALI's mixed (GPU) decoder against its CPU decoder on the same epoch plan, each column's
   # device fed by the pipeline, pinned copies, bad and unusual JPEGs (tests/test_gpu_data.py).
+  if dry; then echo "skipped: dry run: CI runs tests/test_gpu_data.py (it skips without a GPU)"; return 77; fi
+  if [ -n "${DALI_PROBLEM:-}" ]; then echo "skipped: $DALI_PROBLEM"; return 77; fi
   need_gpu || return 1
   if ! "$PY" -c "import nvidia.dali" 2>/dev/null; then
-    echo "skipped: nvidia.dali cannot be imported here (install nvidia-dali-cuda<CUDA major> to run it)"
+    echo "skipped: nvidia.dali cannot be imported here (install nvidia-dali-cuda<CUDA major>, or carry the pieces: see the top of bench/gpu_check.sh)"
     return 77
   fi
   # An importable DALI that cannot decode on the GPU is a failure, not a skip.
@@ -159,24 +301,40 @@ section_dali_tests() {
   "$PY" -m pytest -q -p no:cacheprovider -rs tests/test_gpu_data.py
 }
 
+section_report() {
+  # bench/report.py over this run's JSON files, as it reads a committed run folder.
+  local run
+  run="$OUT/report-input/$(date +%F)-gpu-$(if dry; then echo dry-run; else echo this-run; fi)"
+  rm -rf "$OUT/report-input" && mkdir -p "$run" || return 1
+  cp "$OUT"/*.json "$run"/ 2>/dev/null
+  "$PY" -m bench.report --results "$OUT/report-input" --out "$OUT/report.md" || return 1
+  rm -rf "$OUT/report-input"
+}
+
 run_section() {
   local name=$1 limit=$2 start=$SECONDS rc status
   echo "== $name (limit ${limit}s)"
-  export -f "section_$name" need_gpu
   timeout "$limit" bash -c "section_$name" >"$OUT/$name.log" 2>&1
   rc=$?
   case $rc in
     0) status=ok ;;
-    77) status=skipped; rc=0 ;;
+    77) status="skipped: $(tail -n 1 "$OUT/$name.log" | sed 's/^skipped: //')"; rc=0 ;;
     124) status="FAILED (timed out)" ;;
     *) status="FAILED (exit $rc)" ;;
   esac
-  printf '%-14s %-20s %4ds\n' "$name" "$status" $((SECONDS - start)) >>"$OUT/summary.txt"
+  printf '%-14s %5ds  %s\n' "$name" $((SECONDS - start)) "$status" >>"$OUT/summary.txt"
   tail -n 25 "$OUT/$name.log"
   return $rc
 }
 
+export -f need_gpu dry quick e2e $(compgen -A function section_)
 : >"$OUT/summary.txt"
+DALI_PROBLEM=""
+case " $SECTIONS" in
+  *" dali_tests:"* | *" e2e_dali:"*) dry || dali_from_pieces ;;
+esac
+export DALI_PROBLEM
+[ -n "$DALI_PROBLEM" ] && echo "DALI sections skipped: $DALI_PROBLEM"
 failed=0
 for entry in $SECTIONS; do
   run_section "${entry%%:*}" "${entry##*:}" || failed=1

@@ -2,13 +2,16 @@
 results file's rows (bench/throughput.py writes them; bench/report.py reads them, old files too)."""
 from __future__ import annotations
 
-TARGETS = {"twocol_over_grouped": 1.05, "twocol_over_torchvision_images_per_s": 1.0, "bf16_over_fp32_step": 0.75}
+TARGETS = {"twocol_over_grouped": 1.05, "twocol_over_torchvision_images_per_s": 1.0, "bf16_over_fp32_step": 0.75,
+           "twocol_over_grouped_graphed": 1.05, "twocol_over_torchvision_images_per_s_graphed": 1.0}
 BASELINE = ("twocol, column streams", "twocol")  # the plain two-column net: CUDA, CPU
+GRAPH = " + CUDA graph"  # a variant's name with its step captured and replayed
 
 
 def throughput_summary(results: list[dict], amps: list[str]) -> dict:
     """Per precision: two-column / grouped step time, column streams / one stream, two-column /
-    torchvision images/s, bf16 / fp32 step time, and each lever's step time over the plain net."""
+    torchvision images/s (each eager against eager and, with the _graphed suffix, CUDA graph
+    against CUDA graph), bf16 / fp32 step time, and each lever's step time over the plain net."""
     summary = {}
     fp32 = {r["variant"]: r["median_step_s"] for r in results if r["amp"] == "off" and "median_step_s" in r}
     for amp in amps:
@@ -17,12 +20,16 @@ def throughput_summary(results: list[dict], amps: list[str]) -> dict:
         if base is None:
             continue
         s = {}
-        if "grouped" in by:
-            s["twocol_over_grouped"] = base / by["grouped"]
+        for suffix, tail in (("", ""), ("_graphed", GRAPH)):
+            two = next((by[b + tail] for b in BASELINE if b + tail in by), None)
+            if two is None:
+                continue
+            if "grouped" + tail in by:
+                s["twocol_over_grouped" + suffix] = two / by["grouped" + tail]
+            if "torchvision alexnet" + tail in by:
+                s["twocol_over_torchvision_images_per_s" + suffix] = by["torchvision alexnet" + tail] / two
         if "twocol, one stream" in by:
             s["overlapped_over_serialised"] = base / by["twocol, one stream"]
-        if "torchvision alexnet" in by:
-            s["twocol_over_torchvision_images_per_s"] = by["torchvision alexnet"] / base
         fp32_base = next((fp32[b] for b in BASELINE if b in fp32), None)
         if amp == "bf16" and fp32_base:
             s["bf16_over_fp32_step"] = base / fp32_base

@@ -23,14 +23,17 @@ from twocol.timeline import layer_table
 
 NAME = re.compile(r"^(\d{4}-\d{2}-\d{2})-(paper|throughput|kernels|data|e2e|profile)(-[\w.-]+)?\.json$")
 GPU_RUN = re.compile(r"^(\d{4}-\d{2}-\d{2})-gpu-([\w.-]+)$")
-GPU_FILES = re.compile(r"^(throughput|throughput-compile|kernels|e2e|profile-[\w.-]+)\.json$")
+GPU_FILES = re.compile(r"^(throughput|throughput-compile|kernels|e2e|e2e-dali|profile-[\w.-]+)\.json$")
 # Fused ReLU+LRN (issue 15): on the CPU, forward+backward over torch at conv1, N = 128; on a GPU,
 # forward and backward each over torch and as a share of the copy bandwidth, every shape.
 KERNEL_CPU_TARGET, KERNEL_GPU_TARGET, KERNEL_GPU_COPY_FRACTION = 10.0, 5.0, 0.8
 DATA_TARGET = 1.5    # DALI over the torch + Pillow loader on the CPU (issue 4)
 TARGET_LABELS = {"twocol_over_grouped": ("two-column / grouped step time", "<="),
                  "twocol_over_torchvision_images_per_s": ("two-column / torchvision AlexNet images/s", ">="),
-                 "bf16_over_fp32_step": ("bf16 / fp32 step time", "<=")}
+                 "bf16_over_fp32_step": ("bf16 / fp32 step time", "<="),
+                 "twocol_over_grouped_graphed": ("two-column / grouped step time, CUDA graphs", "<="),
+                 "twocol_over_torchvision_images_per_s_graphed":
+                     ("two-column / torchvision AlexNet images/s, CUDA graphs", ">=")}
 
 
 def latest(results: Path) -> dict[str, dict]:
@@ -329,13 +332,22 @@ def throughput_section(t: dict) -> list[str]:
     for r in t["results"]:
         lever = summary.get(r["amp"], {}).get("levers_over_plain", {}).get(r["variant"])
         if "median_step_s" not in r:
-            rows.append([r["variant"], r["amp"], "-", "-", "skipped: " + r.get("skipped", "")])
+            rows.append([r["variant"], r["amp"], "-", "-", "skipped: " + r["skipped"] if "skipped" in r
+                         else "no step timed"])
             continue
         note = f"{lever:.3f}x the plain net's step" if lever is not None else ""
         if r.get("relu_lrn"):
             note += f" (ReLU+LRN: {r['relu_lrn']})"
+        if r.get("process") == "own":
+            note += " (own process)"
+        if r.get("partial"):
+            note += f" (cut short: {r['partial']})"
+        if r["amp"].startswith("off") and "tf32" in r:
+            note += f" (TF32: convolutions {r['tf32']['convolutions']}, matmuls {r['tf32']['matmuls']})"
         rows.append([r["variant"], r["amp"], f"{1000 * r['median_step_s']:.1f}", f"{r['images_per_s']:.0f}", note])
     lines += table(["variant", "precision", "ms/step", "images/s", "note"], rows)
+    if t.get("not_reached"):
+        lines += ["", "Not reached (the run was cut short): " + ", ".join(t["not_reached"]) + "."]
     lines += ["", "Targets (issue 15):"]
     for key, (label, sense) in TARGET_LABELS.items():
         for amp in amps:
@@ -414,25 +426,41 @@ def profile_section(p: dict) -> list[str]:
 
 def kernels_section(k: dict) -> list[str]:
     gpu = k["device"].startswith("cuda")
-    target = (f"Targets: forward and backward each at least {KERNEL_GPU_TARGET:.0f}x torch and "
-              f"{100 * KERNEL_GPU_COPY_FRACTION:.0f}% of the copy bandwidth, on every row." if gpu else
+    target = (f"Targets: forward and backward each at least {KERNEL_GPU_TARGET:.0f}x torch on every row, and "
+              f"{100 * KERNEL_GPU_COPY_FRACTION:.0f}% of the copy bandwidth on every row past the L2 (rows "
+              "marked 'in L2' fit in it and do not count)." if gpu else
               f"Target: forward+backward at least {KERNEL_CPU_TARGET:.0f}x torch at conv1, N = 128, float32.")
     lines = [f"## Fused ReLU+LRN kernels ({k['_file']})", "",
-             f"{k['device']}: {env_line(k['environment'])}; medians of {k['repeats']} interleaved repeats. " + target, ""]
+             f"{k['device']}: {env_line(k['environment'])}; medians of {k['repeats']} interleaved repeats"
+             + (f" ({k['timing']})" if "timing" in k else "") + ". " + target, ""]
 
     def pct(r, key):
         return f"{100 * r[key]:.0f}" if key in r else "-"
 
+    def gbps(r, key):
+        return f"{r[key]:.0f}" if key in r else "-"
+
+    def moved(r):
+        b = r.get("bytes_per_call")
+        return f"{b['kernel_forward'] / 1e6:.1f} / {b['kernel_backward'] / 1e6:.1f}" if b else "-"
+
+    def l2(r):
+        return "-" if "fits_in_l2" not in r else ("in L2" if r["fits_in_l2"] else "past L2")
+
     lines += table(["layer", "dtype", "shape", "forward x", "backward x", "forward+backward x",
-                    "kernel fwd, % of copy", "kernel bwd, % of copy"],
+                    "MB moved fwd / bwd", "kernel fwd GB/s", "kernel fwd, % of copy", "kernel bwd GB/s",
+                    "kernel bwd, % of copy", "L2"],
                    [[r["layer"], r.get("dtype", "float32"), "x".join(map(str, r["shape"])),
                      f"{r['speedup']['forward']:.1f}",
                      f"{r['speedup']['backward']:.1f}" if "backward" in r["speedup"] else "-",
-                     f"{r['speedup']['forward_backward']:.1f}", pct(r, "kernel_forward_fraction_of_copy"),
-                     pct(r, "kernel_backward_fraction_of_copy")] for r in k["results"]])
+                     f"{r['speedup']['forward_backward']:.1f}", moved(r), gbps(r, "kernel_forward_GBps"),
+                     pct(r, "kernel_forward_fraction_of_copy"), gbps(r, "kernel_backward_GBps"),
+                     pct(r, "kernel_backward_fraction_of_copy"), l2(r)] for r in k["results"]])
     met = k.get("targets_met", {})
     lines += ["", "Targets: " + (", ".join(f"{n} **{'met' if v else 'NOT met'}**" for n, v in met.items())
                                  or "none checked in this run") + "."]
+    if k.get("not_reached"):
+        lines += ["", "Not reached (the run was cut short): " + ", ".join(k["not_reached"]) + "."]
     return lines + [""]
 
 

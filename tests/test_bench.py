@@ -130,7 +130,7 @@ def test_report_tables_from_handmade_results(tmp_path):
     assert "- off: two-column / torchvision AlexNet images/s: not measured in this run (target >= 1.00)" in md
     assert "conv3 2.00 MiB" in md
     (conv1,) = rows_of(md, "conv1")
-    assert conv1 == ["conv1", "float32", "128x96x55x55", "4.0", "12.5", "8.1", "52", "61"]
+    assert conv1 == ["conv1", "float32", "128x96x55x55", "4.0", "12.5", "8.1", "-", "-", "52", "-", "61", "-"]
     assert "forward_backward_speedup_at_least_10x **NOT met**" in md
     assert "forward+backward at least 10x torch at conv1, N = 128" in md
     assert rows_of(md, "72 -> 64") == [["72 -> 64", "6000", "3000", "2.00", "met"]]
@@ -248,21 +248,69 @@ def test_throughput_levers_and_torchvision_row_on_the_cpu(monkeypatch):
     made = []
     monkeypatch.setitem(sys.modules, "torchvision", stub_torchvision(made))
     res = throughput.run("configs/tiny_twocol.yaml", "cpu", batch=8, steps=2, warmup=1, amps=["off"],
-                         levers=["channels_last", "cudnn_benchmark", "foreach", "cuda_graphs"], torchvision=True)
+                         levers=["channels_last", "foreach", "cuda_graphs"], torchvision=True)
     rows = {r["variant"]: r for r in res["results"]}
-    for name in ("twocol", "onecol", "grouped", "torchvision alexnet", "twocol + channels_last",
-                 "twocol + cudnn.benchmark", "twocol + foreach update"):
+    for name in ("twocol", "onecol", "grouped", "torchvision alexnet", "twocol + foreach update"):
         assert rows[name]["steps"] == 2 and rows[name]["images_per_s"] == 8 / rows[name]["median_step_s"], name
-    assert rows["twocol + CUDA graph"]["skipped"] == "CUDA graphs need a CUDA device"
-    assert "median_step_s" not in rows["twocol, one stream + CUDA graph"]
+        assert rows[name]["tf32"] == throughput.tf32_state(), name
+    # Every net gets its CUDA-graph row, skipped without CUDA.
+    for name in ("twocol", "onecol", "grouped", "torchvision alexnet"):
+        assert rows[name + " + CUDA graph"]["skipped"] == "CUDA graphs need a CUDA device"
+    # The fused kernels take NCHW only: channels_last would time layout copies.
+    assert rows["twocol + channels_last"]["skipped"].startswith("not applicable: the fused ReLU+LRN kernels")
     # torchvision's net took the same training steps: 3 updates moved every weight.
     (net, before), = made
     assert all(not torch.equal(p, b) for p, b in zip(net.parameters(), before))
     s = res["summary"]["off"]
     assert s["twocol_over_torchvision_images_per_s"] == rows["torchvision alexnet"]["median_step_s"] / rows["twocol"]["median_step_s"]
-    assert set(s["levers_over_plain"]) == {"twocol + channels_last", "twocol + cudnn.benchmark", "twocol + foreach update"}
+    assert set(s["levers_over_plain"]) == {"twocol + foreach update"}
     assert res["targets"] == {"twocol_over_grouped": 1.05, "twocol_over_torchvision_images_per_s": 1.0,
-                              "bf16_over_fp32_step": 0.75}
+                              "bf16_over_fp32_step": 0.75, "twocol_over_grouped_graphed": 1.05,
+                              "twocol_over_torchvision_images_per_s_graphed": 1.0}
+    assert res["not_reached"] == []
+
+
+def test_channels_last_lever_runs_where_relu_lrn_takes_any_layout(monkeypatch):
+    from bench import throughput
+    monkeypatch.setenv("TWOCOL_KERNELS", "reference")  # the reference LRN: plain torch ops, any layout
+    res = throughput.run("configs/tiny_twocol.yaml", "cpu", batch=4, steps=1, warmup=0, amps=["off"],
+                         levers=["channels_last"], nets=["twocol"])
+    assert [r["steps"] for r in res["results"] if r["variant"] == "twocol + channels_last"] == [1]
+
+
+def test_fp32_rows_with_tf32_off_record_it_and_restore_it():
+    from bench import throughput
+    before = throughput.tf32_state()
+    res = throughput.run("configs/tiny_twocol.yaml", "cpu", batch=4, steps=1, warmup=0, amps=["off", "off-tf32-off"],
+                         nets=["twocol"])
+    state = {r["amp"]: r["tf32"] for r in res["results"]}
+    assert state["off"] == before and throughput.tf32_state() == before
+    assert (state["off-tf32-off"]["convolutions"], state["off-tf32-off"]["matmuls"]) == ("ieee", "ieee")
+
+
+def test_throughput_file_is_written_up_front_and_after_every_round(monkeypatch, tmp_path):
+    """A run stopped (here after its first timed round, as a time limit would) leaves a results
+    file with the rows measured so far, marked partial, and what it did not reach."""
+    from bench import throughput
+    real = throughput.time_interleaved
+    out = tmp_path / "t.json"
+
+    def stopped(steps_by_name, steps, warmup, failed, after_round):
+        def once(times, rounds):
+            after_round(times, rounds)
+            if rounds == warmup + 1:
+                raise KeyboardInterrupt
+        return real(steps_by_name, steps, warmup, failed, once)
+
+    monkeypatch.setattr(throughput, "time_interleaved", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        throughput.run("configs/tiny_twocol.yaml", "cpu", batch=2, steps=3, warmup=1, amps=["off", "bf16"],
+                       nets=["twocol", "grouped"], out=out)
+    res = json.loads(out.read_text())
+    assert res["not_reached"] == ["off: twocol", "off: grouped", "bf16: twocol", "bf16: grouped"]
+    assert [(r["variant"], r["steps"], r["partial"]) for r in res["results"]] == [
+        ("twocol", 1, "1 of 3 timed steps so far"), ("grouped", 1, "1 of 3 timed steps so far")]
+    assert all(r["median_step_s"] > 0 for r in res["results"])
 
 
 def test_throughput_without_torchvision_skips_its_row(monkeypatch):

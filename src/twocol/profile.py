@@ -2,8 +2,8 @@
 config's net on random tensors, what each column and link did in them (timeline.py), and
 the two-device cost model fed with those times (costmodel.py).
 
-The steps are the training loop's (train.py): forward under the config's autocast, cross
-entropy, backward, the paper's update. Each column's weights get an optimiser of their own so
+The steps are the training loop's (step.train_step): forward under the config's autocast,
+cross entropy, backward, the paper's update. Each column's weights get an optimiser of their own so
 that their updates can be told apart in the trace (the update is per tensor, so this computes
 what one optimiser would). Layer ranges are recorded by forward hooks around each layer's
 modules (conv1 = conv1, norm1, pool1; ...; fc6 = fc6 and its ReLU and dropout), only while
@@ -18,7 +18,6 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 
 from . import costmodel
@@ -27,8 +26,8 @@ from .devices import Placement
 from .links import profiled
 from .model import build_model
 from .optim import make_optimizer
+from .step import train_step
 from .timeline import LAYER_LABEL, STEP_LABEL, UPDATE_LABEL, read_trace, step_timelines, summarize
-from .train import autocast
 
 # Each layer as the paper counts it: (first module, last module) of a Column.
 LAYER_SPANS = {"conv1": ("conv1", "pool1"), "conv2": ("conv2", "pool2"), "conv3": ("conv3", "act3"),
@@ -95,19 +94,14 @@ def profile_training(cfg: Config, placement: Placement, out_dir: Path, *, steps:
             for d in devices:
                 torch.cuda.synchronize(d)
 
+    def mark(part: str):
+        """The step's loss and each column's update as the profiler ranges timeline.py reads."""
+        return profiled(f"{LAYER_LABEL}A:loss" if part == "loss" else UPDATE_LABEL + part.split(":", 1)[1])
+
     def step() -> float:
         t = time.perf_counter()
         with profiled(STEP_LABEL):
-            with autocast(cfg, placement.a):
-                out = net(x)
-            with profiled(f"{LAYER_LABEL}A:loss"):
-                loss = F.cross_entropy(out.float(), y)
-            for o in opts.values():
-                o.zero_grad(set_to_none=True)
-            loss.backward()
-            for name, o in opts.items():
-                with profiled(f"{UPDATE_LABEL}{name}"):
-                    o.step()
+            train_step(net, opts, x, y, cfg.train.amp, placement.a, mark=mark)
             sync()
         return time.perf_counter() - t
 

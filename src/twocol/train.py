@@ -7,7 +7,6 @@ Under torchrun every rank calls it with the same arguments; rank 0 logs and writ
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import sys
@@ -15,7 +14,6 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from . import sim
 from .atomic import atomic_write
@@ -34,12 +32,7 @@ from .model import build_model
 from .monitor import MetricsLog, Progress, duration, waited
 from .optim import LRSchedule, make_optimizer
 from .rng import seed_everything
-
-
-def autocast(cfg: Config, device: torch.device):
-    if cfg.train.amp == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+from .step import train_step
 
 
 class Window:
@@ -123,12 +116,7 @@ def train_one_epoch(net, optimizer, loader, cfg: Config, state: RunState, log: M
             runtime_bad, why = bad_image_stop(loader, bad_log, state.epoch, excluded, runtime_bad, labels, world)
             if why is not None:
                 raise TooManyBadImages(why)
-        with autocast(cfg, device):
-            logits = model(images)
-        loss = F.cross_entropy(logits.float(), labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        logits, loss = train_step(model, optimizer, images, labels, cfg.train.amp, device)
         state.batch, state.step = state.batch + 1, state.step + 1
         w1, w5 = topk_errors(logits.detach(), labels)
         for sums in (epoch, window):
