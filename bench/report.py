@@ -303,12 +303,15 @@ def subset_section(sub: dict, full: dict | None) -> list[str]:
     """The comparisons a later `bench.paper --ablations ...` run added to the full protocol's. Its
     two-column runs are the full protocol's baseline retrained: the same errors on every seed
     show that the code changed nothing the full protocol's numbers rest on."""
-    names = ", ".join(sub["ablations"]) or "none"
+    names = ",".join(sub["ablations"]) or "none"
     command = f"python -m bench.paper --ablations {names}" + (" --no-onecol" if not sub["comparison"] else "")
+    # An ablated net that is another net of the run (dropout_off on a config without dropout) reuses its runs.
+    reused = {n for n, a in sub["ablations"].items() if a.get("ran_as", n) != n}
+    trained = sum(len(r) for tag, r in sub["runs"].items() if tag not in reused)
     lines = [f"## Comparisons run on their own ({sub['_file']})", "",
              f"`{command}`: {len(sub['seeds'])} seeds, {schedule_text(sub)}, the same data and configs as the protocol "
                f"above unless said here; {env_line(sub['environment'])}; {sub['wall_s'] / 60:.1f} min for its "
-               f"{sum(len(r) for r in sub['runs'].values())} runs ({sub.get('jobs', 1)} at a time, load average "
+               f"{trained} trainings ({sub.get('jobs', 1)} at a time, load average "
                f"{sub['load_average'][0]:.1f} at the start and {sub['load_average'][1]:.1f} at the end)."]
     if full is not None:
         same, both = same_runs(sub, full)

@@ -168,7 +168,7 @@ def test_report_adds_the_comparisons_a_later_run_made_on_their_own(tmp_path):
     md = report(tmp_path)
     assert "## Comparisons run on their own (2030-01-03-paper-subset.json)" in md
     assert "`python -m bench.paper --ablations conv4_off --no-onecol`: 2 seeds" in md
-    assert "the same top-1 and top-5 errors on every seed" in md
+    assert "the same top-1 and top-5 errors on every seed" in md and "2.0 min for its 4 trainings" in md
     (row,) = rows_of(md, "conv4_off" if "conv4_off" not in ABLATIONS else ABLATIONS["conv4_off"].label)
     assert row[1] == "+4.00 ± 0.00" and row[4].startswith("resolved") and row[6] == "2 / 2"
     assert rows_of(md, "top-1")[0][3] == "+3.00 ± 0.00"  # the full protocol's table is still there
