@@ -9,29 +9,19 @@ import shutil
 import pytest
 
 from twocol.data import base
-from twocol.data.synth import synthesize
 
 from conftest import one_line_error, twocol_in_process as twocol
 from test_hostile_runs import files_at_most
 
-TINY = ["-c", "configs/tiny_twocol.yaml", "model.num_classes=4", "data.batch_size=16", "data.loader=torch",
-        "data.workers=0"]
+@pytest.fixture
+def data(tiny_set):
+    return tiny_set
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    return synthesize(tmp_path_factory.mktemp("data") / "s", classes=4, per_class=8, image_size=44,
-                      val_per_class=2, workers=1)
-
-
-@pytest.fixture(scope="module")
-def trained(data, tmp_path_factory):
-    """A run of one finished epoch."""
-    run = tmp_path_factory.mktemp("trained") / "run"
-    from twocol.cli import main
-    assert main(["train", "--gpus", "cpu", "--threads", "1", "--data", str(data), "--run-dir", str(run),
-                 *TINY, "train.epochs=1"]) == 0
-    return run
+@pytest.fixture
+def trained(trained_run):
+    """The session's run of one finished epoch (read-only: each test resumes a copy)."""
+    return trained_run
 
 
 def resume(capsys, run, data, *extra):

@@ -13,6 +13,7 @@ from twocol.data.layout import CLASSES
 from twocol.data.synth import synthesize
 
 from conftest import one_line_error, twocol_in_process as twocol
+from test_hostile_runs import tamper
 
 TINY = ["-c", "configs/tiny_twocol.yaml", "model.num_classes=4", "data.batch_size=16", "data.loader=torch",
         "data.workers=0"]
@@ -36,12 +37,6 @@ def trained(data, tmp_path_factory):
 @pytest.fixture
 def run(trained, tmp_path):
     return shutil.copytree(trained, tmp_path / "run")
-
-
-def tamper(path, change):
-    ckpt = torch.load(path, weights_only=True)
-    change(ckpt)
-    torch.save(ckpt, path)
 
 
 def test_a_checkpoint_records_the_runs_dataset_devices_and_classes(data, trained):
