@@ -39,9 +39,13 @@ import torch
 
 from bench.env import environment, write_result
 from twocol import ops
+from twocol.config import ModelConfig
+from twocol.layers import plan
 
-LAYERS = {"conv1": (96, 55, 55), "conv2": (256, 27, 27),
-          "conv1_column": (48, 55, 55), "conv2_column": (128, 27, 27)}
+# The ReLU+LRN layers of the paper's net (the config defaults), both columns and one column.
+_PAPER = plan(ModelConfig())
+LAYERS = {name + suffix: (columns * _PAPER[name].out, _PAPER[name].side_out, _PAPER[name].side_out)
+          for suffix, columns in (("", 2), ("_column", 1)) for name in ("conv1", "conv2")}
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 SIZE, K, ALPHA, BETA = 5, 2.0, 1e-4, 0.75  # the paper's LRN, alpha on the plain sum
 # CUDA timing: at least MIN_LAUNCHES calls per timing, on buffer sets that together exceed

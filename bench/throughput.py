@@ -154,11 +154,11 @@ def env_var(name: str, value: str | None):
 
 
 def compile_columns(net, backend: str = "inductor") -> None:
-    """torch.compile over each column's stages (conv1-pool2, conv3-pool5, fc6, fc7) and fc8;
-    the links, streams and concatenations between them stay eager."""
+    """torch.compile over each column's stages (the layers between two links: conv1-pool2,
+    conv3-pool5, fc6, fc7 in the paper's net) and fc8; the links, streams and concatenations
+    between them stay eager."""
     for _, col in net.columns():
-        for stage in ("to_pool2", "to_pool5", "to_fc6", "to_fc7"):
-            setattr(col, stage, torch.compile(getattr(col, stage), backend=backend))
+        col.stages = [torch.compile(stage, backend=backend) for stage in col.stages]
     net.fc8.forward = torch.compile(net.fc8.forward, backend=backend)
 
 

@@ -10,7 +10,8 @@ from twocol.ablations import ABLATIONS, ablation_overrides, apply_ablations
 from twocol.describe import describe
 from twocol.devices import Placement
 from twocol.errors import ConfigError
-from twocol.model import TwoColumnNet, build_model, count_parameters, feature_sides, pool_side
+from twocol.layers import feature_sides, pool_side
+from twocol.model import TwoColumnNet, build_model, count_parameters
 
 # Net 147's map sides at a 224 input (layers-147.cfg with cuda-convnet's size rules): pool1 and
 # conv2 differ from the overlapping-pool net, pool2 and pool5 (what conv3 and fc6 see) do not.
@@ -75,7 +76,8 @@ def test_ablations_compose_and_name_unknown_ones():
     assert cfg.model.activation == "tanh" and cfg.data.lighting_std == 0 and cfg.model.pool.kernel == 2
     with pytest.raises(ConfigError, match="unknown ablation 'lrn'; the ablations are lrn_off, pool_2x2"):
         ablation_overrides(config("tiny_twocol"), ["lrn"])
-    assert set(ABLATIONS) == {"lrn_off", "pool_2x2", "tanh", "lighting_off", "conv3_off", "conv4_off", "dropout_off"}
+    assert set(ABLATIONS) == {"lrn_off", "pool_2x2", "tanh", "lighting_off", "conv2_off", "conv3_off",
+                              "conv3_and_link_off", "conv4_off", "dropout_off"}
 
 
 def twocol(capsys, *args):

@@ -1,7 +1,8 @@
 import pytest
 
 from conftest import config
-from twocol.config import load_config, parse_override
+from twocol.config import load_config
+from twocol.typed_yaml import parse_override
 from twocol.errors import ConfigError
 
 

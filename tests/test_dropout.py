@@ -27,8 +27,8 @@ def by_hand(ref, x, masks):
     output times its 0/1 mask (training) or times KEEP (test: masks is None); fc8 on both fc7s.
     The conv layers are the copy's own (dropout plays no part there)."""
     a, b = ref.col_a, ref.col_b
-    p2a, p2b = a.to_pool2(x), b.to_pool2(x)
-    p5 = [c.to_pool5(torch.cat([p2a, p2b], 1)) for c in (a, b)]
+    p2a, p2b = a.run(("conv1", "conv2"), x), b.run(("conv1", "conv2"), x)
+    p5 = [c.run(("conv3", "conv4", "conv5"), torch.cat([p2a, p2b], 1)) for c in (a, b)]
     drop = (lambda h, i: h * masks[i]) if masks is not None else (lambda h, i: h * KEEP)
     h6 = [drop(torch.relu(F.linear(torch.cat(p5, 1), c.fc6.weight, c.fc6.bias)), i) for i, c in enumerate((a, b))]
     h7 = [drop(torch.relu(F.linear(torch.cat(h6, 1), c.fc7.weight, c.fc7.bias)), 2 + i) for i, c in enumerate((a, b))]
@@ -101,7 +101,7 @@ def test_inverted_is_the_papers_net_with_fc7_and_fc8_at_twice_the_weights_and_4x
     inv.eval(), pap.eval()
     pool5 = torch.rand(5, pap.col_a.fc6.in_features, dtype=torch.float64)
     with torch.no_grad():
-        torch.testing.assert_close(pap.col_a.to_fc6(pool5), KEEP * inv.col_a.to_fc6(pool5), rtol=1e-12, atol=0)
+        torch.testing.assert_close(pap.col_a.run(("fc6",), pool5), KEEP * inv.col_a.run(("fc6",), pool5), rtol=1e-12, atol=0)
         assert not torch.allclose(pap(x), inv(x))
         for layer in (pap.col_a.fc7, pap.col_b.fc7, pap.fc8):
             layer.weight.div_(KEEP)

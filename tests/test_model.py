@@ -5,7 +5,8 @@ import torch.nn.functional as F
 from conftest import config
 from twocol import sim
 from twocol.devices import Placement
-from twocol.model import TwoColumnNet, build_model, count_parameters, feature_sides
+from twocol.layers import feature_sides
+from twocol.model import TwoColumnNet, build_model, count_parameters
 from twocol.reference import GroupedNet
 
 
@@ -126,9 +127,9 @@ class LeakyNet(TwoColumnNet):
 
     def forward(self, x):
         with self.run_a:
-            pool2_a = self.col_a.to_pool2(x)
+            pool2_a = self.col_a.stages[0](x)
         with self.run_b:
-            pool2_b = self.col_b.to_pool2(x)
+            pool2_b = self.col_b.stages[0](x)
             return self.col_b.conv3(torch.cat([pool2_a, pool2_b], 1))
 
 

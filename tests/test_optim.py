@@ -167,3 +167,34 @@ def test_small_configs_plateau_rule_does_not_cut_on_noise_but_cuts_a_real_platea
     assert sum(first_cut(noisy(plateau, s), literal) <= 40 for s in range(20)) >= 10
     cuts = [first_cut(noisy(plateau, s), robust) for s in range(20)]
     assert all(c is not None and 40 < c <= 56 for c in cuts), cuts
+
+
+def test_end_on_plateau_stops_where_a_fourth_cut_would_come_and_survives_a_round_trip():
+    cfg = ScheduleConfig(kind="plateau", patience=2, max_drops=3, end_on_plateau=True)
+    opt = make_optimizer(torch.nn.Linear(2, 2), OptimConfig(lr=0.01))
+    sched = LRSchedule(opt, cfg, 0.01)
+    # Improves at epochs 1-2, then flat: cuts after epochs 4, 6 and 8; at 10 a fourth would come.
+    errors = [0.9, 0.8] + [0.8] * 8
+    history = []
+    for epoch, e in enumerate(errors, 1):
+        sched.step(epoch, e)
+        history.append((sched.drops, sched.done))
+        if epoch == 9:
+            saved = sched.state_dict()
+    assert history == [(0, False)] * 3 + [(1, False)] * 2 + [(2, False)] * 2 + [(3, False)] * 2 + [(3, True)]
+    again = LRSchedule(make_optimizer(torch.nn.Linear(2, 2), OptimConfig(lr=0.01)), cfg, 0.01)
+    again.load_state_dict(saved)
+    again.step(10, 0.8)
+    assert again.done and again.drops == 3 and again.lr == pytest.approx(1e-5)
+    # Without the key the run goes on to train.epochs at the last rate.
+    plain = LRSchedule(make_optimizer(torch.nn.Linear(2, 2), OptimConfig(lr=0.01)),
+                       ScheduleConfig(kind="plateau", patience=2, max_drops=3), 0.01)
+    for epoch, e in enumerate(errors, 1):
+        plain.step(epoch, e)
+    assert plain.drops == 3 and plain.done  # the schedule knows; only end_on_plateau ends the run
+
+
+def test_end_on_plateau_needs_the_plateau_rule():
+    from twocol.errors import ConfigError
+    with pytest.raises(ConfigError, match="schedule.end_on_plateau needs schedule.kind=plateau"):
+        config("tiny_twocol", "schedule.end_on_plateau=true")

@@ -8,8 +8,11 @@ They follow the released 2012 code's ablation nets where it has them: `lrn_off` 
 (every response normalisation removed, the layer-2 spatial one too: layers-148.cfg), and
 `pool_2x2` is net 147 (2x2/2 pools that round up, with conv2 and conv5 padded one less, so every
 later map and the parameter count stay those of the overlapping-pool net: layers-147.cfg).
-The depth claim's `conv3_off` and `conv4_off` remove one middle layer from both columns
-(model.layers_off); the next layer is sized to what it then receives.
+The depth claim's `conv2_off`, `conv3_off` and `conv4_off` remove one middle layer from both
+columns (model.layers_off); the next layer is sized to what it then receives, and where the
+removed layer is where the columns meet (conv3), the link stays and feeds the next layer, so that
+only depth changes. `conv3_and_link_off` removes conv3 with its link: depth and the columns'
+connectivity together.
 """
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ from typing import Callable
 
 from .config import Config, config_from_dict
 from .errors import ConfigError
-from .model import feature_sides
+from .layers import feature_sides
 
 
 @dataclass(frozen=True)
@@ -76,11 +79,22 @@ def _check_same_sizes(base: Config, ablated: Config) -> None:
                               "the comparison needs nets of the same size")
 
 
-def _layer_off(layer: str) -> Callable[[Config], list[str]]:
+def _layer_off(layer: str, keep_link: bool = True) -> Callable[[Config], list[str]]:
+    """Remove `layer` from every column. Where it is the layer that reads both columns
+    (model.conv_link), the link stays and feeds the next conv layer, which then reads what the
+    removed one read (keep_link), or goes with it (the columns then meet only at the fc links)."""
     def overrides(cfg: Config) -> list[str]:
-        if layer in cfg.model.layers_off:
+        m = cfg.model
+        if layer in m.layers_off:
             raise ConfigError(f"ablation {layer}_off: the config has no {layer} to remove (model.layers_off)")
-        return [f"model.layers_off=[{', '.join([*cfg.model.layers_off, layer])}]"]
+        out = [f"model.layers_off=[{', '.join([*m.layers_off, layer])}]"]
+        if m.conv_link == layer:
+            later = [c for c in ("conv4", "conv5") if c > layer and c not in m.layers_off]
+            out.append(f"model.conv_link={later[0] if keep_link else 'none'}")
+        elif not keep_link:
+            raise ConfigError(f"ablation {layer}_and_link_off: {layer} is not where the columns meet "
+                              f"(model.conv_link={m.conv_link})")
+        return out
     return overrides
 
 
@@ -108,10 +122,17 @@ ABLATIONS = {a.name: a for a in (
     Ablation("lighting_off", "no PCA lighting noise", lambda cfg: ["data.lighting_std=0"],
              "PCA lighting lowers top-1 error by over 1%", {"top1": 1.0},
              "PCA lighting off", ("error rises without lighting", "error falls without lighting")),
-    Ablation("conv3_off", "conv3 removed from both columns, and with it the conv3 link: conv4 reads its own "
-                          "column's pool2 (conv2's width), so the columns meet only at the fc links",
-             _layer_off("conv3"), DEPTH_CLAIM, {"top1": 2.0},
-             "conv3 removed (and its link)", ("error rises without conv3", "error falls without conv3")),
+    Ablation("conv2_off", "conv2 removed from both columns, with its ReLU and LRN: conv3 reads pool2 of conv1's "
+                          "pooled maps (pool2 stays)", _layer_off("conv2"), DEPTH_CLAIM, {"top1": 2.0},
+             "conv2 removed", ("error rises without conv2", "error falls without conv2")),
+    Ablation("conv3_off", "conv3 removed from both columns, its link kept: conv4 of each column reads what conv3 "
+                          "read, both columns' pool2 (depth alone)", _layer_off("conv3"), DEPTH_CLAIM, {"top1": 2.0},
+             "conv3 removed (link kept)", ("error rises without conv3", "error falls without conv3")),
+    Ablation("conv3_and_link_off", "conv3 removed from both columns with its link: conv4 reads its own column's "
+                                   "pool2, so the columns meet only at the fc links (depth and connectivity together)",
+             _layer_off("conv3", keep_link=False), DEPTH_CLAIM, {"top1": 2.0},
+             "conv3 and its link removed", ("error rises without conv3 and its link",
+                                            "error falls without conv3 and its link")),
     Ablation("conv4_off", "conv4 removed from both columns: conv5 reads conv3's output (conv3's width)",
              _layer_off("conv4"), DEPTH_CLAIM, {"top1": 2.0},
              "conv4 removed", ("error rises without conv4", "error falls without conv4")),

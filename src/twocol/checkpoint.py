@@ -24,7 +24,8 @@ from pathlib import Path
 import torch
 
 from .atomic import atomic_write, remove_stale_temps
-from .config import Config, check_bounded, config_from_dict, show
+from .config import Config, config_from_dict
+from .typed_yaml import check_bounded, show
 from .distributed import World, barrier, gather_objects
 from .errors import CheckpointError, ConfigError
 from .interrupt import shielded
@@ -307,13 +308,17 @@ def load_checkpoint(path: str | Path) -> dict:
 
 
 def stored_config(ckpt: dict) -> dict:
-    """The config a checkpoint was trained with, as a mapping. One written before
-    model.dropout_convention existed was trained with torch.nn.Dropout, so it reads as
-    "inverted" (not today's default)."""
+    """The config a checkpoint was trained with, as a mapping, read as the net it was: one written
+    before model.dropout_convention existed was trained with torch.nn.Dropout, so it reads as
+    "inverted" (not today's default); one written before model.conv_link existed with conv3 in
+    model.layers_off had no conv link (the link went with conv3), so it reads as "none"."""
     stored = ckpt["config"]
-    if "dropout_convention" not in stored.get("model", {}):
-        stored = {**stored, "model": {**stored.get("model", {}), "dropout_convention": "inverted"}}
-    return stored
+    model = dict(stored.get("model", {}))
+    if "dropout_convention" not in model:
+        model["dropout_convention"] = "inverted"
+    if "conv_link" not in model and isinstance(model.get("layers_off"), list) and "conv3" in model["layers_off"]:
+        model["conv_link"] = "none"
+    return {**stored, "model": model} if model != stored.get("model", {}) else stored
 
 
 def checkpoint_config(ckpt: dict, path: str | Path) -> Config:

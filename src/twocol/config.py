@@ -1,33 +1,19 @@
-"""Typed configuration: YAML files validated into dataclasses, plus `key.sub=value` overrides.
-
-Every key a YAML file or an override names must exist in the dataclasses below, with a value
-of the declared type; anything else is a ConfigError that names the key and the file.
-
-What is parsed is bounded, so that a small hostile file cannot exhaust memory or time: a config
-file or override is at most MAX_TEXT bytes of YAML without aliases (`*name`, the "billion
-laughs"), a config from any source (a checkpoint's stored one included) at most MAX_VALUES
-values nested at most MAX_DEPTH deep, and an error message shows at most a short excerpt of a
-value.
+"""Every config key: the dataclasses below are the schema a config's YAML file and its
+`key.sub=value` overrides are read into (through typed_yaml.py: unknown keys and values of
+the wrong type are a ConfigError naming the key and the file, and what is parsed is bounded),
+and `validate` holds the checks that go beyond types.
 """
 from __future__ import annotations
 
 import dataclasses
-import math
-import reprlib
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Optional, get_args, get_origin
-
-import yaml
+from typing import Literal, Optional
 
 from .errors import ConfigError
+from .layers import LAYERS, REMOVABLE
+from .typed_yaml import from_dict, key_text, read_yaml, show
 
-# A config file is about 1-2 KB with about 100 values; these bounds are far above any real one.
-MAX_TEXT = 64 * 1024
-MAX_VALUES = 10_000
-MAX_DEPTH = 16
-MAX_STRING = 10_000
 # Side of a stored image (data.image_size, prepare --size, synth --size): the paper stores
 # 256; a larger side than this only multiplies every buffer (a mean image of S x S x 3 int64
 # sums per worker) for no use.
@@ -38,18 +24,6 @@ MAX_SYNTH_PER_CLASS = 100_000
 # train.seed seeds numpy's legacy generator, which takes 0..2**32 - 1, plus each process's
 # rank under torchrun: the seed itself stays below 2**31.
 MAX_SEED = 2 ** 31 - 1
-# libyaml's parser when PyYAML has it (the wheels do): it is iterative and limits nesting,
-# where the pure-Python one recurses (and takes about a minute for 60 KB of brackets here).
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-_REPR = reprlib.Repr()
-_REPR.maxlevel, _REPR.maxlist, _REPR.maxdict, _REPR.maxstring, _REPR.maxother = 2, 4, 4, 40, 40
-
-
-def show(value, limit: int = 80) -> str:
-    """A short excerpt of any value for a message (never the whole of an unbounded one)."""
-    text = _REPR.repr(value) if not isinstance(value, str) else repr(value[:limit + 1])
-    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 @dataclass
@@ -117,9 +91,13 @@ class ModelConfig:
     spatial_norm: SpatialNormConfig = field(default_factory=SpatialNormConfig)
     pool: PoolConfig = field(default_factory=PoolConfig)
     padding: PaddingConfig = field(default_factory=PaddingConfig)
-    # Middle conv layers removed from every column (the paper's section 7 depth claim): conv3
-    # and/or conv4; the next layer reads what the removed one read (model.conv_inputs).
+    # Middle conv layers removed from every column (the paper's section 7 depth claim): conv2,
+    # conv3 and/or conv4; the next layer reads what the removed one read, and a removed layer's
+    # pool stays (layers.py).
     layers_off: list[str] = field(default_factory=list)
+    # The conv layer that reads both columns' maps (the paper's conv3; the 2012 code also tried
+    # conv4, and none, where the columns meet only at the fc layers); the one-column net has none.
+    conv_link: Literal["conv3", "conv4", "conv5", "none"] = "conv3"
     dropout: float = 0.5
     # "paper": training zeroes each fc6/fc7 output with probability `dropout`, unscaled, and
     # evaluation multiplies them by 1 - dropout (section 4.2, the 2012 code). "inverted": the
@@ -186,6 +164,10 @@ class ScheduleConfig:
     smoothing: float = 0.0
     min_delta: float = 0.0
     min_epochs: int = 0
+    # "plateau" only: end the run when the validation error stops improving after the last of
+    # max_drops cuts (the point where another cut would come), so that train.epochs is a cap
+    # rarely reached rather than the length of every run; false: train.epochs epochs.
+    end_on_plateau: bool = False
     layer_steps: list[LayerStep] = field(default_factory=list)
 
 
@@ -261,176 +243,6 @@ class Config:
         return dataclasses.asdict(self)
 
 
-def _key(k) -> str:
-    text = str(k) if isinstance(k, (str, int, float)) else show(k)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _type_name(tp) -> str:
-    if get_origin(tp) is Literal:
-        return " | ".join(repr(a) for a in get_args(tp))
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-
-
-# YAML 1.1 (PyYAML) reads these words, unquoted, as booleans; a key whose allowed values hold
-# one of them (train.amp: off, data.verify_files: off) takes the boolean back as that word.
-_YAML_BOOL_WORDS = {True: ("on", "yes", "true"), False: ("off", "no", "false")}
-
-
-def _coerce(value, tp, key: str, source: str):
-    """Check `value` against the annotation `tp`; return it converted (int -> float only)."""
-    origin = get_origin(tp)
-    bad = ConfigError(f"{source}: {key} must be {_type_name(tp)}, got {show(value)}")
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{source}: {key} must be a mapping, got {show(value)}")
-        return _build(tp, value, key + ".", source)
-    if origin is Literal:
-        if isinstance(value, bool):
-            words = [a for a in get_args(tp) if isinstance(a, str) and a.lower() in _YAML_BOOL_WORDS[value]]
-            if len(words) != 1:
-                raise ConfigError(f"{source}: {key} must be {_type_name(tp)}, got {show(value)} (YAML reads "
-                                  f"{'/'.join(_YAML_BOOL_WORDS[value])} unquoted as a boolean)")
-            return words[0]
-        if value not in get_args(tp):
-            raise bad
-        return value
-    if origin is typing.Union:  # Optional[X]
-        args = [a for a in get_args(tp) if a is not type(None)]
-        return None if value is None else _coerce(value, args[0], key, source)
-    if origin is list:
-        if not isinstance(value, list):
-            raise bad
-        (item,) = get_args(tp)
-        return [_coerce(v, item, f"{key}[{i}]", source) for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise bad
-        _, vt = get_args(tp)
-        return {str(k): _coerce(v, vt, f"{key}.{_key(k)}", source) for k, v in value.items()}
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise bad
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise bad
-        if not -2 ** 63 <= value < 2 ** 63:
-            raise ConfigError(f"{source}: {key} must be int, got one of {len(str(abs(value)))} digits")
-        return value
-    if tp is float:
-        if isinstance(value, str):
-            # YAML 1.1 reads 1e-4 (no dot) as a string; accept what Python reads as a number.
-            try:
-                value = float(value)
-            except ValueError:
-                raise bad from None
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise bad
-        try:
-            value = float(value)
-        except OverflowError:
-            raise bad from None
-        if not math.isfinite(value):  # no setting means anything at infinity or NaN
-            raise ConfigError(f"{source}: {key} must be a finite number, got {value}")
-        return value
-    if tp is str:
-        if not isinstance(value, str):
-            raise bad
-        return value
-    raise TypeError(f"unsupported config type {tp} for {key}")
-
-
-def _hints(cls):
-    return typing.get_type_hints(cls)
-
-
-def _build(cls, data: dict, prefix: str, source: str):
-    hints = _hints(cls)
-    unknown = [k for k in data if k not in hints]
-    if unknown:
-        raise ConfigError(f"{source}: unknown key '{prefix}{_key(unknown[0])}'")
-    obj = cls()
-    for k, v in data.items():
-        setattr(obj, k, _coerce(v, hints[k], prefix + k, source))
-    return obj
-
-
-def _merge(base: dict, extra: dict) -> dict:
-    out = dict(base)
-    for k, v in extra.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
-def _short(text: str) -> str:
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-class NotYAML(ConfigError):
-    """Text that does not parse as YAML."""
-
-
-def parse_yaml(text: str, source: str):
-    """YAML text -> plain values, refusing what could expand or nest without bound."""
-    if len(text) > MAX_TEXT:
-        raise ConfigError(f"{source}: {len(text):,} characters of YAML, more than a config's limit of {MAX_TEXT:,}")
-    try:
-        # The events alone cost time linear in the text; aliases are refused before any value exists.
-        depth = 0
-        for event in yaml.parse(text, Loader=_LOADER):
-            if isinstance(event, yaml.AliasEvent):
-                raise ConfigError(f"{source}: YAML aliases (*{_short(str(event.anchor))}) are not allowed in a config")
-            if isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
-                depth += 1
-                if depth > MAX_DEPTH:
-                    raise ConfigError(f"{source}: values nested more than {MAX_DEPTH} deep")
-            elif isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
-                depth -= 1
-        return yaml.load(text, Loader=_LOADER)
-    except (yaml.YAMLError, ValueError, OverflowError) as e:  # ValueError: an integer of over 4300 digits
-        raise NotYAML(f"{source}: not valid YAML ({_short(str(e).splitlines()[0])})") from None
-
-
-def check_bounded(data, source: str, limit: int = MAX_VALUES) -> None:
-    """Refuse a config (from YAML or a checkpoint, where shared references make a small file
-    stand for a huge tree) of more than `limit` values, nested deeper than MAX_DEPTH or
-    holding a string longer than MAX_STRING: counted as walked, so the walk itself is bounded."""
-    stack, seen = [(data, 0)], 0
-    while stack:
-        value, depth = stack.pop()
-        seen += 1
-        if seen > limit:
-            raise ConfigError(f"{source}: more than {limit:,} values (shared references to one list or "
-                              "mapping count each time; a config has about 100)")
-        if depth > MAX_DEPTH:
-            raise ConfigError(f"{source}: values nested more than {MAX_DEPTH} deep")
-        if isinstance(value, dict):
-            stack += [(x, depth + 1) for kv in value.items() for x in kv]
-        elif isinstance(value, (list, tuple)):
-            stack += [(x, depth + 1) for x in value]
-        elif isinstance(value, str) and len(value) > MAX_STRING:
-            raise ConfigError(f"{source}: a string of {len(value):,} characters (at most {MAX_STRING:,})")
-
-
-def parse_override(text: str) -> dict:
-    """'model.lrn.enabled=false' -> {'model': {'lrn': {'enabled': False}}} (value parsed as YAML)."""
-    if "=" not in text:
-        raise ConfigError(f"override '{_short(text)}' is not key=value")
-    key, raw = text.split("=", 1)
-    if not key or any(not part for part in key.split(".")):
-        raise ConfigError(f"override '{_short(text)}' has an empty key")
-    if len(key.split(".")) > MAX_DEPTH:
-        raise ConfigError(f"override '{_short(text)}' nests more than {MAX_DEPTH} keys")
-    try:
-        value = parse_yaml(raw, f"override '{_short(text)}'") if raw != "" else ""
-    except NotYAML:
-        value = raw  # taken as the string it is (the key's type check names it if wrong)
-    for part in reversed(key.split(".")):
-        value = {part: value}
-    return value
-
-
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
     """Load a YAML config (or the defaults when path is None) and apply overrides in order.
 
@@ -438,66 +250,16 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
     one first and merges this one's keys over it (mappings key by key, anything else replaced)."""
     if path is None:
         return config_from_dict({}, "defaults", overrides)
-    return config_from_dict(_read_yaml(Path(path), ()), str(path), overrides)
-
-
-def _read_yaml(path: Path, chain: tuple[Path, ...]) -> dict:
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}" + (f" (base of {chain[-1]})" if chain else ""))
-    if path.resolve() in chain:
-        raise ConfigError(f"{path}: its base chain returns to itself")
-    try:
-        with open(path, "rb") as f:
-            raw = f.read(MAX_TEXT + 1)
-        if len(raw) > MAX_TEXT:
-            raise ConfigError(f"{path}: larger than a config's limit of {MAX_TEXT:,} bytes")
-        text = raw.decode("utf-8")
-    except OSError as e:
-        raise ConfigError(f"cannot read {path}: {e.strerror or e}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not a text file (not UTF-8); a config is YAML text") from None
-    loaded = parse_yaml(text, str(path))
-    if loaded is None:
-        loaded = {}
-    if not isinstance(loaded, dict):
-        raise ConfigError(f"{path}: top level must be a mapping")
-    base = loaded.pop("base", None)
-    if base is None:
-        return loaded
-    if not isinstance(base, str):
-        raise ConfigError(f"{path}: base must be a file name, got {_key(base)}")
-    return _merge(_read_yaml(path.parent / base, chain + (path.resolve(),)), loaded)
+    return config_from_dict(read_yaml(Path(path)), str(path), overrides)
 
 
 def config_from_dict(data: dict, source: str = "checkpoint", overrides: list[str] = ()) -> Config:
-    if not isinstance(data, dict):
-        raise ConfigError(f"{source}: a config must be a mapping, got {show(data)}")
-    check_bounded(data, source)
-    stages = [(_build(Config, data, "", source), source)]
-    for ov in overrides:
-        where = f"override '{_short(ov)}'"
-        stages.append((_build(Config, _merge(stages[-1][0].to_dict(), parse_override(ov)), "", where), where))
-    cfg = stages[-1][0]
-    try:
-        validate(cfg, source)
-    except ConfigError:
-        # Blame what made the config invalid: the override after the last valid stage, or the
-        # file itself when no stage was valid (an override may also repair a file's value).
-        culprit = source
-        for (before, _), (_, where) in zip(reversed(stages[:-1]), reversed(stages[1:])):
-            if _valid(before):
-                culprit = where
-                break
-        validate(cfg, culprit)
-    return cfg
+    return from_dict(Config, data, source, overrides, validate)
 
 
-def _valid(cfg: Config) -> bool:
-    try:
-        validate(cfg, "")
-    except ConfigError:
-        return False
-    return True
+def _next_conv(name: str, off: list[str]) -> str:
+    later = ("conv3", "conv4", "conv5")[("conv3", "conv4", "conv5").index(name) + 1:] if name != "none" else ()
+    return next((c for c in later if c not in off), "none")
 
 
 def validate(cfg: Config, source: str) -> None:
@@ -517,8 +279,11 @@ def validate(cfg: Config, source: str) -> None:
     need(m.lrn.size % 2 == 1 and m.lrn.size > 0, "model.lrn.size", "must be a positive odd number")
     need(m.spatial_norm.size % 2 == 1, "model.spatial_norm.size", "must be odd")
     need(0.0 <= m.dropout < 1.0, "model.dropout", "must be in [0, 1)")
-    need(set(m.layers_off) <= {"conv3", "conv4"} and len(set(m.layers_off)) == len(m.layers_off),
-         "model.layers_off", f"may name conv3 and conv4, each once; got {show(m.layers_off)}")
+    need(set(m.layers_off) <= set(REMOVABLE) and len(set(m.layers_off)) == len(m.layers_off),
+         "model.layers_off", f"may name {', '.join(REMOVABLE)}, each once; got {show(m.layers_off)}")
+    need(m.arch == "onecol" or m.conv_link not in m.layers_off, "model.conv_link",
+         f"names {m.conv_link}, which model.layers_off removes: name the layer that reads both columns "
+         f"instead (the next one: {_next_conv(m.conv_link, m.layers_off)}) or none")
     need(m.num_classes > 1, "model.num_classes", "must be at least 2")
     need(m.input_size > 0, "model.input_size", "must be positive")
     need(m.conv1.kernel <= m.input_size, "model.conv1.kernel", "must not exceed model.input_size")
@@ -551,12 +316,14 @@ def validate(cfg: Config, source: str) -> None:
     need(0 <= sch.smoothing < 1, "schedule.smoothing", "must be in [0, 1)")
     need(0 <= sch.min_delta < 1, "schedule.min_delta", "must be in [0, 1)")
     need(sch.min_epochs >= 0 and sch.patience >= 1, "schedule.min_epochs and patience", "must be >= 0 and >= 1")
-    layers = {"conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8"}
+    need(not sch.end_on_plateau or sch.kind == "plateau", "schedule.end_on_plateau",
+         "needs schedule.kind=plateau (a fixed schedule ends at train.epochs)")
+    layers = set(LAYERS)
     for name in list(cfg.init.layer_std) + cfg.init.bias_one:
-        need(name in layers, f"init ({_key(name)})", f"names no layer; layers are {sorted(layers)}")
+        need(name in layers, f"init ({key_text(name)})", f"names no layer; layers are {sorted(layers)}")
     for i, step in enumerate(sch.layer_steps):
         key = f"schedule.layer_steps[{i}]"
-        need(step.layer in layers, key, f"names no layer ({_key(step.layer)}); layers are {sorted(layers)}")
+        need(step.layer in layers, key, f"names no layer ({key_text(step.layer)}); layers are {sorted(layers)}")
         need(step.epoch >= 0, key, "epoch must be >= 0")
         need(step.weight_lr is not None or step.bias_lr is not None, key, "sets neither weight_lr nor bias_lr")
         need(all(r is None or r >= 0 for r in (step.weight_lr, step.bias_lr)), key, "rates must be >= 0")

@@ -6,9 +6,10 @@ The step is a graph of tasks: each column's forward layers, its backward layers 
 and its weight update, run in that order on the column's device; a link's forward copy leaves
 when its producer layer ends on the source device and the consumer layer on the destination
 waits for it; the gradient of each copy goes back the reverse way after the consumer's
-backward, and the producer's backward waits for it. The net's links are fixed by the paper:
-conv3 (after conv2), fc6 (after conv5), fc7 (after fc6) in both directions and fc8 (after fc7)
-from B to A, where fc8 and the loss live.
+backward, and the producer's backward waits for it. A link is named by the layer it feeds (the
+plan's, layers.py) and carries what the layer before it made: in the paper's net conv3 (after
+conv2), fc6 (after conv5), fc7 (after fc6) in both directions and fc8 (after fc7) from B to A,
+where fc8 and the loss live.
 
 Assumptions (stated wherever a prediction is shown):
 1. A layer takes on its own device the time measured for it (on a GPU: the summed time of its
@@ -30,9 +31,9 @@ from __future__ import annotations
 
 import math
 
-FORWARD_ORDER = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8", "loss")
-# link -> (layer producing what crosses, layer consuming it)
-LINKS = {"conv3": ("conv2", "conv3"), "fc6": ("conv5", "fc6"), "fc7": ("fc6", "fc7"), "fc8": ("fc7", "fc8")}
+from .layers import LAYERS
+
+FORWARD_ORDER = LAYERS + ("loss",)
 # Interconnects the command predicts for when no --link-gbps is given: GB/s (1e9 bytes/s) per
 # direction, theoretical peaks of a x16 slot or of all of a GPU's NVLink links.
 PRESETS = (("PCIe 2.0 x16 (2012): 5 GT/s x 16 lanes, 8b/10b", 8.0),
@@ -71,6 +72,9 @@ def two_device_step(layers: dict[str, dict[str, tuple[float, float]]], updates: 
     if bandwidth <= 0:
         raise ValueError(f"bandwidth must be positive, got {bandwidth}")
     cols = sorted(layers)
+    order = [l for l in FORWARD_ORDER if any(l in layers[c] for c in cols)]
+    # link -> (the layer making what crosses, the layer it feeds: the link's name)
+    links = {link: (order[order.index(link) - 1], link) for link in routes}
 
     def copy_time(nbytes: int) -> float:
         return latency + (0.0 if math.isinf(bandwidth) else nbytes / bandwidth)
@@ -99,7 +103,7 @@ def two_device_step(layers: dict[str, dict[str, tuple[float, float]]], updates: 
         for c in cols:
             if layer in layers[c]:
                 done[(layer, c)] = run(c, arrive.get((layer, c), 0.0), layers[c][layer][0])
-        for link, (producer, consumer) in LINKS.items():
+        for link, (producer, consumer) in links.items():
             if producer != layer:
                 continue
             for route, nbytes in routes.get(link, {}).items():
@@ -111,7 +115,7 @@ def two_device_step(layers: dict[str, dict[str, tuple[float, float]]], updates: 
         for c in cols:
             if layer in layers[c]:
                 done[(layer, c)] = run(c, grads.get((layer, c), 0.0), layers[c][layer][1])
-        for link, (producer, consumer) in LINKS.items():
+        for link, (producer, consumer) in links.items():
             if consumer != layer:
                 continue
             for route, nbytes in routes.get(link, {}).items():

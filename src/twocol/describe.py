@@ -12,7 +12,10 @@ from .devices import Placement
 from .inputs import ColumnInputs
 from .model import build_model, count_parameters
 
-LAYERS = ("conv1", "pool1", "conv2", "pool2", "conv3", "conv4", "conv5", "pool5", "fc6", "fc7")
+
+def _shown(module: str) -> bool:
+    """The modules whose output a description lists: convs, pools and fc layers."""
+    return module.startswith(("conv", "pool", "fc"))
 
 
 def describe(cfg: Config, placement: Placement) -> dict:
@@ -27,11 +30,10 @@ def describe(cfg: Config, placement: Placement) -> dict:
                          "params": sum(p.numel() for p in module.parameters())})
         return hook
 
+    shown = [m for layer in net.plan.column_layers for m in layer.modules if _shown(m)] + ["fc8"]
     for column, col in net.columns():
-        for name in LAYERS:
+        for name in shown[:-1]:
             mod = getattr(col, name)
-            if mod is None:  # removed by model.layers_off
-                continue
             hooks.append(mod.register_forward_hook(record(name, column, mod)))
     hooks.append(net.fc8.register_forward_hook(record("fc8", "A", net.fc8)))
     side = cfg.model.input_size
@@ -39,7 +41,7 @@ def describe(cfg: Config, placement: Placement) -> dict:
         net(ColumnInputs.copied(torch.zeros(1, 3, side, side), placement))
     for h in hooks:
         h.remove()
-    order = {n: i for i, n in enumerate(LAYERS + ("fc8",))}
+    order = {n: i for i, n in enumerate(shown)}
     rows.sort(key=lambda r: (order[r["layer"]], r["column"]))
     links = [{"link": n, "bytes_per_image": b["forward"]} for n, b in net.link_bytes().items()]
     # Decoding on a GPU (DALI's mixed decoder) is only possible with column A on one.

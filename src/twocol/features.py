@@ -19,7 +19,7 @@ from .checkpoint import check_same_classes, load_net
 from .data.loader import make_loader
 from .devices import Placement
 from .errors import DataError
-from .model import check_size
+from .netsize import check_size
 
 FORMAT = 1
 

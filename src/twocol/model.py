@@ -10,8 +10,7 @@ data pipeline; a plain tensor only where every column runs on its device.
 """
 from __future__ import annotations
 
-import math
-import os
+import functools
 
 import torch
 import torch.nn as nn
@@ -20,122 +19,10 @@ import torch.nn.functional as F
 from . import ops, sim
 from .config import Config, ModelConfig
 from .devices import Placement
-from .errors import ConfigError
 from .inputs import ColumnInputs, column_inputs
+from .layers import Layer, NetPlan, plan
 from .links import ColumnRuntime, Link, streams_follow_caller
-
-
-def conv1_geometry(m: ModelConfig) -> tuple[int, int]:
-    """(output side, right/bottom zero padding) of conv1.
-
-    The 2012 code computes conv1's output as 1 + ceil((224 - 11) / 4) = 55, which only works
-    if the image is zero-padded by 3 pixels on the right and bottom; we do the same, so a
-    224x224 input gives 55x55 as in the paper's figure."""
-    k, s, n = m.conv1.kernel, m.conv1.stride, m.input_size
-    out = 1 + math.ceil((n - k) / s)
-    return out, (out - 1) * s + k - n
-
-
-def pool_side(n: int, kernel: int, stride: int, round_up: bool) -> int:
-    """Output side of a max pool with no padding, as nn.MaxPool2d(kernel, stride, ceil_mode=round_up)
-    computes it. Rounding up is the 2012 code's rule, 1 + ceil((n - kernel) / stride)
-    (cuda-convnet layer.py:1163-1164); PyTorch also drops a last window that would start
-    outside the map, which only happens when the stride exceeds the kernel."""
-    if not round_up:
-        return (n - kernel) // stride + 1
-    out = -(-(n - kernel) // stride) + 1
-    return out - 1 if (out - 1) * stride >= n else out
-
-
-def feature_sides(m: ModelConfig) -> dict[str, int]:
-    """Spatial side of every layer's output (square maps)."""
-    def check(name, out):
-        if out < 1:
-            raise ConfigError(f"model.input_size={m.input_size} is too small: {name} would be empty")
-        return out
-
-    def pool(name, n):
-        return check(name, pool_side(n, m.pool.kernel, m.pool.stride, m.pool.round_up))
-
-    def conv(name, n, k):
-        return check(name, n + 2 * getattr(m.padding, name) - k + 1)
-
-    sides = {"conv1": conv1_geometry(m)[0]}
-    sides["pool1"] = pool("pool1", sides["conv1"])
-    sides["conv2"] = conv("conv2", sides["pool1"], 5)
-    sides["pool2"] = pool("pool2", sides["conv2"])
-    last = sides["pool2"]
-    for name in conv_inputs(m, 1):  # conv3..conv5, less those model.layers_off removes
-        last = sides[name] = conv(name, last, 3)
-    sides["pool5"] = pool("pool5", last)
-    return sides
-
-
-def conv_inputs(m: ModelConfig, columns: int) -> dict[str, int]:
-    """Input channels of each of conv3, conv4, conv5 that the config keeps, in one column of a
-    net of `columns` columns: the width of the layer before it, doubled for conv3 in the
-    two-column net (the conv3 link brings the other column's pool2). A layer of model.layers_off
-    is gone: the next one reads what it read, from its own column only (without conv3 there is
-    no conv3 link, and the columns meet only at the fc links)."""
-    width, out = m.conv_widths[1], {}
-    for i, name in ((2, "conv3"), (3, "conv4"), (4, "conv5")):
-        if name in m.layers_off:
-            continue
-        out[name] = width * (columns if name == "conv3" else 1)
-        width = m.conv_widths[i]
-    return out
-
-
-def max_pool(m: ModelConfig) -> nn.MaxPool2d:
-    return nn.MaxPool2d(m.pool.kernel, m.pool.stride, ceil_mode=m.pool.round_up)
-
-
-# The paper's net has 61 million; a config over this is a typo, not a net to allocate.
-MAX_PARAMETERS = 1_000_000_000
-
-
-def size_estimate(m: ModelConfig) -> tuple[int, int]:
-    """(parameters, activation values per image) of the config's net, from its shapes alone,
-    so that an absurd config is refused before anything is allocated."""
-    sides = feature_sides(m)
-    w1, w2, w3, w4, w5 = m.conv_widths
-    f6, f7 = m.fc_widths
-    cols = 2 if m.arch == "twocol" else 1  # a two-column layer sees both columns' inputs
-    k = m.conv1.kernel
-    widths = {"conv3": w3, "conv4": w4, "conv5": w5}
-    middle = conv_inputs(m, cols)
-    column = (3 * k * k * w1 + w1 + w1 * w2 * 25 + w2 + sum(c * widths[n] * 9 + widths[n] for n, c in middle.items())
-              + cols * w5 * sides["pool5"] ** 2 * f6 + f6 + cols * f6 * f7 + f7)
-    params = cols * column + cols * f7 * m.num_classes + m.num_classes
-    acts = cols * (w1 * (sides["conv1"] ** 2 + sides["pool1"] ** 2) + w2 * (sides["conv2"] ** 2 + sides["pool2"] ** 2)
-                   + sum(widths[n] * sides[n] ** 2 for n in middle) + w5 * sides["pool5"] ** 2 + f6 + f7) + m.num_classes
-    return params, acts
-
-
-def device_memory(placement: Placement) -> int:
-    """Bytes of memory the placement's devices have together (the host's RAM for the CPU)."""
-    devices = {placement.a, placement.b}
-    if placement.a.type == "cuda":
-        return sum(torch.cuda.get_device_properties(d).total_memory for d in devices)
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-
-
-def check_size(cfg: Config, placement: Placement) -> None:
-    """Refuse a net too large to exist, or whose training step at data.batch_size would not fit
-    the devices' memory (weights, gradients, velocities, and activations kept for backward,
-    counted twice for their gradients: an estimate, low rather than high)."""
-    params, acts = size_estimate(cfg.model)
-    what = "model.conv_widths, model.fc_widths, model.input_size, model.num_classes"
-    if params > MAX_PARAMETERS:
-        raise ConfigError(f"the config's net would have {params:,} parameters, over the limit of "
-                          f"{MAX_PARAMETERS:,} (the paper's has 60,965,224); check {what}")
-    side = cfg.model.input_size
-    need = 4 * (3 * params + 2 * cfg.data.batch_size * (acts + 3 * side * side))
-    have = device_memory(placement)
-    if need > have:
-        raise ConfigError(f"the config's net needs about {need / 2 ** 30:,.1f} GiB for a training step of "
-                          f"data.batch_size={cfg.data.batch_size} ({params:,} parameters), more than the "
-                          f"{have / 2 ** 30:,.1f} GiB of {placement}; check data.batch_size and {what}")
+from .netsize import check_size
 
 
 class ActNorm(nn.Module):
@@ -189,69 +76,82 @@ class Dropout(nn.Module):
         return f"keep={self.keep:g}, convention={self.convention}"
 
 
+class Conv1(nn.Conv2d):
+    """conv1, with the 2012 code's zero padding on the right and bottom only
+    (layers.conv1_geometry: 55x55 from a 224 input)."""
+
+    def __init__(self, out_channels: int, kernel: int, stride: int, pad_right_bottom: int):
+        super().__init__(3, out_channels, kernel, stride=stride)
+        self.pad_right_bottom = pad_right_bottom
+
+    def forward(self, x):
+        return super().forward(F.pad(x, (0, self.pad_right_bottom, 0, self.pad_right_bottom)))
+
+
+def layer_modules(layer: Layer, m: ModelConfig, both_columns: bool = False) -> dict[str, nn.Module]:
+    """The modules of one layer of the plan (conv1, norm1, pool1; ...; fc6, act6, drop6): one
+    column's part, or with both_columns both parts as one layer (reference.py's grouped net:
+    a layer no link feeds is grouped, each column's half seeing its own half of the input)."""
+    k = 2 if both_columns else 1
+    mods: dict[str, nn.Module] = {}
+    for name in layer.modules:
+        if name == "conv1":  # both columns read the same image
+            mods[name] = Conv1(k * layer.out, layer.kernel, layer.stride, layer.pad_right_bottom)
+        elif name.startswith("conv"):
+            mods[name] = nn.Conv2d(k * layer.own_in if both_columns else layer.inputs, k * layer.out, layer.kernel,
+                                   padding=layer.padding, groups=2 if both_columns and not layer.link else 1)
+        elif name.startswith("fc"):
+            mods[name] = nn.Linear(layer.inputs, k * layer.out)
+        elif name.startswith("norm"):
+            mods[name] = ActNorm(m, int(name[-1]))
+        elif name.startswith("act"):
+            mods[name] = nn.ReLU() if m.activation == "relu" else nn.Tanh()
+        elif name.startswith("pool"):
+            mods[name] = nn.MaxPool2d(m.pool.kernel, m.pool.stride, ceil_mode=m.pool.round_up)
+        elif name.startswith("drop"):
+            mods[name] = Dropout(m.dropout, m.dropout_convention)
+    return mods
+
+
 class Column(nn.Module):
-    """One column of a net of `columns` columns: conv1..conv5 (less any of model.layers_off,
-    which are None) and fc6, fc7. Input widths of conv3, fc6 and fc7 include what arrives from
-    the other column (if any)."""
+    """One column: conv1..conv5 and fc6, fc7 as the plan (layers.py) gives them, each layer a
+    run of modules (conv1, norm1, pool1; ...). A layer model.layers_off removed, and its
+    activation, are None; its pool stays. Input widths include what a link brings."""
 
-    def __init__(self, m: ModelConfig, columns: int):
+    def __init__(self, net_plan: NetPlan, m: ModelConfig):
         super().__init__()
-        w1, w2, w3, w4, w5 = m.conv_widths
-        f6, f7 = m.fc_widths
-        middle = conv_inputs(m, columns)
-        fc6_in, fc7_in = columns * w5 * feature_sides(m)["pool5"] ** 2, columns * f6
-        act = nn.ReLU if m.activation == "relu" else nn.Tanh
-        self.conv1_pad = conv1_geometry(m)[1]
-        self.conv1 = nn.Conv2d(3, w1, m.conv1.kernel, stride=m.conv1.stride)
-        self.norm1 = ActNorm(m, 1)
-        pad = m.padding
-        self.pool1 = max_pool(m)
-        self.conv2 = nn.Conv2d(w1, w2, 5, padding=pad.conv2)
-        self.norm2 = ActNorm(m, 2)
-        self.pool2 = max_pool(m)
-        for name, out in (("conv3", w3), ("conv4", w4), ("conv5", w5)):
-            on = name in middle
-            setattr(self, name, nn.Conv2d(middle[name], out, 3, padding=getattr(pad, name)) if on else None)
-            setattr(self, "act" + name[-1], act() if on else None)
-        self.pool5 = max_pool(m)
-        self.fc6 = nn.Linear(fc6_in, f6)
-        self.act6 = act()
-        self.drop6 = Dropout(m.dropout, m.dropout_convention)
-        self.fc7 = nn.Linear(fc7_in, f7)
-        self.act7 = act()
-        self.drop7 = Dropout(m.dropout, m.dropout_convention)
+        for name in ("conv2", "norm2", "conv3", "act3", "conv4", "act4"):
+            setattr(self, name, None)  # unless the plan has them
+        self.blocks = {}
+        for layer in net_plan.column_layers:
+            for name, module in layer_modules(layer, m).items():
+                setattr(self, name, module)
+            self.blocks[layer.name] = layer.modules
+        # The layers between two links run as one stage (what torch.compile may fuse into one graph).
+        self.stages = [functools.partial(self.run, tuple(l.name for l in layers)) for _, layers in net_plan.segments()]
 
-    def to_pool2(self, x):
-        x = F.pad(x, (0, self.conv1_pad, 0, self.conv1_pad))
-        x = self.pool1(self.norm1(self.conv1(x)))
-        return self.pool2(self.norm2(self.conv2(x)))
-
-    def to_pool5(self, x):
-        for conv, act in ((self.conv3, self.act3), (self.conv4, self.act4), (self.conv5, self.act5)):
-            if conv is not None:
-                x = act(conv(x))
-        return torch.flatten(self.pool5(x), 1)
-
-    def to_fc6(self, x):
-        return self.drop6(self.act6(self.fc6(x)))
-
-    def to_fc7(self, x):
-        return self.drop7(self.act7(self.fc7(x)))
+    def run(self, layers: tuple[str, ...], x):
+        """The modules of `layers`, in order, on x; conv5's block ends flattened, as fc6 reads it."""
+        for layer in layers:
+            for name in self.blocks[layer]:
+                x = getattr(self, name)(x)
+            if layer == "conv5":
+                x = torch.flatten(x, 1)
+        return x
 
 
 class TwoColumnNet(nn.Module):
-    """The paper's net: column A on placement.a, column B on placement.b, four links."""
-
-    LINKS = ("conv3", "fc6", "fc7", "fc8")
+    """The paper's net: column A on placement.a, column B on placement.b, a link wherever the
+    plan has a layer read both columns (conv3, fc6, fc7, fc8 in the paper's net)."""
 
     def __init__(self, m: ModelConfig, placement: Placement):
         super().__init__()
         self.placement = placement
-        self.col_a = Column(m, 2)
-        self.col_b = Column(m, 2)
-        self.fc8 = nn.Linear(2 * m.fc_widths[1], m.num_classes)
-        # Without conv3 (model.layers_off) nothing crosses before fc6: no conv3 link.
-        self.links = {name: Link(name) for name in self.LINKS if name != "conv3" or self.col_a.conv3 is not None}
+        self.plan = plan(m)
+        self.col_a = Column(self.plan, m)
+        self.col_b = Column(self.plan, m)
+        self.fc8 = nn.Linear(self.plan["fc8"].inputs, m.num_classes)
+        self.links = {name: Link(name) for name in self.plan.links}
         self.run_a = ColumnRuntime("A", placement.a)
         self.run_b = ColumnRuntime("B", placement.b)
 
@@ -300,28 +200,17 @@ class TwoColumnNet(nn.Module):
     def _last_hidden(self, x: ColumnInputs):
         a, b = self.run_a, self.run_b
         # Each column reads its own copy of the batch, on its own device: the pipeline put it
-        # there (nothing crosses between the columns before the conv3 link).
+        # there. Between links each column runs its layers on its own; at a link they trade.
+        xa, xb = x.a, x.b
+        for i, (link, _) in enumerate(self.plan.segments()):
+            if link is not None:
+                xa, xb = self.exchange(link, xa, xb)
+            with a:
+                xa = self.col_a.stages[i](xa)
+            with b:
+                xb = self.col_b.stages[i](xb)
         with a:
-            pool2_a = self.col_a.to_pool2(x.a)
-        with b:
-            pool2_b = self.col_b.to_pool2(x.b)
-        conv3_in_a, conv3_in_b = self.exchange("conv3", pool2_a, pool2_b) if "conv3" in self.links else (pool2_a, pool2_b)
-        with a:
-            pool5_a = self.col_a.to_pool5(conv3_in_a)
-        with b:
-            pool5_b = self.col_b.to_pool5(conv3_in_b)
-        fc6_in_a, fc6_in_b = self.exchange("fc6", pool5_a, pool5_b)
-        with a:
-            fc6_a = self.col_a.to_fc6(fc6_in_a)
-        with b:
-            fc6_b = self.col_b.to_fc6(fc6_in_b)
-        fc7_in_a, fc7_in_b = self.exchange("fc7", fc6_a, fc6_b)
-        with a:
-            fc7_a = self.col_a.to_fc7(fc7_in_a)
-        with b:
-            fc7_b = self.col_b.to_fc7(fc7_in_b)
-        with a:
-            return torch.cat([fc7_a, self.links["fc8"].send(fc7_b, b, a)], 1)
+            return torch.cat([xa, self.links["fc8"].send(xb, b, a)], 1)
 
     def link_bytes(self) -> dict[str, dict[str, int]]:
         return {n: {"forward": l.bytes_forward, "backward": l.bytes_backward} for n, l in self.links.items()}
@@ -338,8 +227,9 @@ class OneColumnNet(nn.Module):
     def __init__(self, m: ModelConfig, placement: Placement):
         super().__init__()
         self.placement = placement
-        self.col_a = Column(m, 1)
-        self.fc8 = nn.Linear(m.fc_widths[1], m.num_classes)
+        self.plan = plan(m)
+        self.col_a = Column(self.plan, m)
+        self.fc8 = nn.Linear(self.plan["fc8"].inputs, m.num_classes)
         self.run_a = ColumnRuntime("A", placement.a)
         self.links: dict[str, Link] = {}
 
@@ -362,8 +252,7 @@ class OneColumnNet(nn.Module):
     def last_hidden(self, x: ColumnInputs | torch.Tensor):
         x = column_inputs(x, self.placement).a
         with self.run_a:
-            c = self.col_a
-            return c.to_fc7(c.to_fc6(c.to_pool5(c.to_pool2(x))))
+            return self.col_a.stages[0](x)
 
     def link_bytes(self) -> dict[str, dict[str, int]]:
         return {}

@@ -106,6 +106,8 @@ class LRSchedule:
         self.stale = 0
         self.smoothed: float | None = None
         self.epoch = 0
+        # The error stopped improving after the last cut (schedule.end_on_plateau ends the run).
+        self.done = False
         self._apply()
 
     @property
@@ -128,8 +130,11 @@ class LRSchedule:
             else:
                 self.stale += 1
             wanted = self.drops
-            if self.stale >= cfg.patience and self.drops < cfg.max_drops and epoch >= cfg.min_epochs:
-                wanted, self.stale = self.drops + 1, 0
+            if self.stale >= cfg.patience and epoch >= cfg.min_epochs:
+                if self.drops < cfg.max_drops:
+                    wanted, self.stale = self.drops + 1, 0
+                else:
+                    self.done = True
         dropped = wanted != self.drops
         self.drops = wanted
         self._apply()
@@ -146,7 +151,7 @@ class LRSchedule:
 
     def state_dict(self) -> dict:
         return {"drops": self.drops, "best": self.best, "stale": self.stale, "base_lr": self.base_lr,
-                "smoothed": self.smoothed, "epoch": self.epoch}
+                "smoothed": self.smoothed, "epoch": self.epoch, "done": self.done}
 
     def load_state_dict(self, state: dict) -> None:
         self.drops, self.best, self.stale = int(state["drops"]), float(state["best"]), int(state["stale"])
@@ -154,6 +159,7 @@ class LRSchedule:
         # Written before these were kept: no smoothing history, and no layer step can be due.
         self.smoothed = state.get("smoothed")
         self.epoch = int(state.get("epoch", 0))
+        self.done = bool(state.get("done", False))
         self._apply()
 
 

@@ -29,12 +29,6 @@ from .optim import make_optimizer
 from .step import train_step
 from .timeline import LAYER_LABEL, STEP_LABEL, UPDATE_LABEL, read_trace, step_timelines, summarize
 
-# Each layer as the paper counts it: (first module, last module) of a Column.
-LAYER_SPANS = {"conv1": ("conv1", "pool1"), "conv2": ("conv2", "pool2"), "conv3": ("conv3", "act3"),
-               "conv4": ("conv4", "act4"), "conv5": ("conv5", "pool5"), "fc6": ("fc6", "drop6"),
-               "fc7": ("fc7", "drop7")}
-
-
 def label_layers(net: nn.Module) -> list:
     """Forward hooks that record each layer of each column (and fc8 on column A) as a
     profiler range "twocol:layer:<column>:<layer>"; returns the hook handles."""
@@ -54,9 +48,9 @@ def label_layers(net: nn.Module) -> list:
                 r.__exit__(None, None, None)
         return hook
 
-    spans = [(column, layer, getattr(col, first), getattr(col, last))
-             for column, col in net.columns() for layer, (first, last) in LAYER_SPANS.items()
-             if getattr(col, first) is not None]  # not a layer model.layers_off removed
+    # Each layer as the paper counts it, from its first module to its last (the plan's).
+    spans = [(column, layer.name, getattr(col, layer.modules[0]), getattr(col, layer.modules[-1]))
+             for column, col in net.columns() for layer in net.plan.column_layers]
     spans.append(("A", "fc8", net.fc8, net.fc8))
     for column, layer, first, last in spans:
         name = f"{LAYER_LABEL}{column}:{layer}"

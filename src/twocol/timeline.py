@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import TwocolError
+from .layers import LAYERS
 from .links import COLUMN_LABEL, LINK_LABEL
 
 STEP_LABEL = "twocol:step"
@@ -328,7 +329,7 @@ def summarize(steps: list[Step]) -> dict:
 
 
 # The rows of a profile's per-layer table (`twocol profile` and bench/report.py print it).
-TABLE_LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8", "loss", "update")
+TABLE_LAYERS = LAYERS + ("loss", "update")
 
 
 def layer_table(timeline: dict) -> list[tuple[str, list[float | None]]]:

@@ -201,7 +201,7 @@ def _train(cfg: Config, placement: Placement, data_root: Path, run_dir: Path, re
                   + (" per process" if world.active else "") + f", {cfg.train.epochs} epochs, "
                   f"{torch.get_num_threads()} compute thread(s), run dir {run_dir}")
     with StopFlag() as stop, sim.isolation(check_isolation):
-        while state.epoch < cfg.train.epochs:
+        while state.epoch < cfg.train.epochs and not (cfg.schedule.end_on_plateau and schedule.done):
             start = time.perf_counter()
             try:
                 epoch_metrics = train_one_epoch(net, optimizer, train_loader, cfg, state, log, progress, stop,
