@@ -53,12 +53,14 @@ bench-data: install
 bench-e2e: install
 	$(PY) -m bench.e2e $(if $(GPUS),--gpus $(firstword $(subst $(comma), ,$(GPUS))))
 
-# make bench [CONFIG=...] [DATA=...] [GPUS=...] [ARGS="..."]: the paper's comparisons (without CONFIG
-# and DATA, bench/paper.py's CPU-sized preset; ARGS go to bench/paper.py), training throughput,
-# kernels, data loaders and end to end, then bench/results/latest.md and latest.png (bench/report.py).
+# make bench [PROTOCOL=...] [DATA=...] [GPUS=...] [CONFIG=...] [ARGS="..."]: the paper's comparisons as the
+# protocol file says (default bench/protocols/cpu.yaml, the CPU scale model; ARGS go to bench/paper.py,
+# e.g. ARGS="--seeds 2" for a quick look), training throughput (of CONFIG), kernels, data loaders and
+# end to end, then bench/results/latest.md and latest.png (python -m bench.report).
+PROTOCOL ?=
 .PHONY: bench
 bench: install
-	$(PY) -m bench.paper $(if $(CONFIG),--config $(CONFIG)) $(if $(DATA),--data $(DATA)) $(if $(GPUS),--gpus $(GPUS)) $(ARGS)
+	$(PY) -m bench.paper $(if $(PROTOCOL),--protocol $(PROTOCOL)) $(if $(DATA),--data $(DATA)) $(if $(GPUS),--gpus $(GPUS)) $(ARGS)
 	$(PY) -m bench.throughput $(if $(CONFIG),--config $(CONFIG)) $(if $(GPUS),--gpus $(GPUS))
 	$(PY) -m bench.kernels
 	$(PY) -m bench.data $(if $(GPUS),--gpus $(firstword $(subst $(comma), ,$(GPUS))))

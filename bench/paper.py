@@ -1,322 +1,391 @@
-"""The paper's comparisons, rerun: the two-column net against the one-GPU comparison net (the
-1.7% top-1 / 1.2% top-5 claim), and the ablations of twocol/ablations.py (LRN, overlapping
-pooling, ReLU vs tanh, PCA lighting, a middle conv layer removed, dropout), every net trained
-with the same recipe, data, epochs and seeds and evaluated with the 10-patch test.
+"""The paper's comparisons, rerun as a protocol file says: the two-column net against the
+one-GPU comparison net (the 1.7% top-1 / 1.2% top-5 claim), the average of several two-column
+nets (the ensemble claim), the ablations of twocol/ablations.py and the dropout claim, every
+net trained with the same recipe and seeds and tested with the 10-patch test.
 
-    python -m bench.paper                   # CPU-sized: the "cpu" preset below
-    python -m bench.paper --data DIR --config configs/alexnet_paper.yaml --gpus 0,1 --seeds 2
-    python -m bench.paper --ablations conv4_off,dropout_off --no-onecol   # some comparisons alone
+    python -m bench.paper                        # bench/protocols/cpu.yaml: the CPU scale model
+    python -m bench.paper --seeds 2              # a quick look: the same protocol, fewer seeds
+    python -m bench.paper --plan                 # the trainings it would run, and nothing else
+    python -m bench.paper --protocol imagenet --data DST --gpus 0,1
 
-Without --config and --data the "cpu" preset runs: a 10-class synthetic set of 44 px images
-(made under data/ on first use) and configs/tiny_twocol.yaml (vs tiny_onecol.yaml), CPU_SEEDS
-seeds, two trainings at a time on one thread each. With either, the configs run as they are
-(plus any KEY=VALUE overrides). The one-column net is the config's counterpart (bench/nets.py;
---onecol to choose another); the ablations are twocol/ablations.py's, as `twocol train
---ablation NAME` applies them. An ablation of something the config lacks (dropout_off of the
-tiny net, which has no dropout) runs against a baseline that has it (the entry's `baseline`
-overrides), and the results say so. Writes bench/results/<date>-paper.json (a run of some of the
-comparisons, --ablations or --no-onecol: <date>-paper-subset.json, which the report does not
-read in place of the full protocol's); bench/report.py turns it into bench/results/latest.md.
+Trainings run in parallel, one process each (--jobs; by default as many as the CPUs this
+process may use allow at the protocol's threads per training, one at a time on a GPU). Each
+finished training's result is written beside its run (runs/bench/<protocol>-v<version>/) at
+once, and the results file (bench/results/<date>-paper-<protocol>-v<version>.json) and the report
+(bench/results/latest.md) are rewritten as trainings and comparisons complete, the headline
+first. Stopped (Ctrl-C, SIGTERM), the same command continues where it stopped: finished
+trainings are reused, interrupted ones continue bit for bit from their checkpoints.
 """
 from __future__ import annotations
 
 import argparse
-import io
-import math
+import ctypes
+import datetime
 import multiprocessing
+import multiprocessing.connection
 import os
-import shutil
-import statistics
+import signal
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from bench.env import environment, write_result
-from bench.nets import ONECOL_FOR
-from twocol.ablations import ABLATIONS, Speed, ablation_overrides
-from twocol.checkpoint import load_net
+from bench import comparisons
+from bench.protocol import DATA_ARGUMENT, DEFAULT, Protocol, file_hash, load_protocol, resolve
+from bench.env import environment
+from bench.record import Record, read
+from bench.report import write_report
+from bench.training import PREDICTIONS, Training, finished, run_training
+from twocol.ablations import ABLATIONS, ablation_overrides
 from twocol.config import load_config
 from twocol.data.layout import open_dataset
-from twocol.data.loader import make_loader
-from twocol.data.synth import GENERATOR, dataset_root, synthesize
+from twocol.data.synth import GENERATOR, synthesize
 from twocol.devices import Placement
-from twocol.errors import TwocolError
-from twocol.evaluate import evaluate
-from twocol.monitor import read_metrics
-from twocol.train import train
+from twocol.errors import ConfigError, TwocolError, one_line
+from twocol.monitor import duration
+from twocol.threads import available_cpus
 
-# The 2012 code's own logs on the ILSVRC-2010 test set, 10-patch ("multiview"): net 145 (two
-# columns) 1.614660, 0.374727, 0.169987 (layer-params-145-2010.cfg:178) and net 145-half (one
-# column) 1.702802, 0.391680, 0.182287 (layer-params-145-half.cfg:100). The paper gives the
-# two-column net's 37.5 / 17.0 (Table 1) and the difference, 1.7 / 1.2 (section 3.2).
-PAPER = {"twocol": {"top1": 37.47, "top5": 17.00}, "onecol": {"top1": 39.17, "top5": 18.23},
-         "source": "the 2012 code's logs on the ILSVRC-2010 test set, 10-patch (nets 145 and 145-half); "
-                   "the paper gives the difference, 1.7% / 1.2%"}
-
-# The 95% half-widths the CPU protocol is meant to reach (top-1 points).
-TARGETS = {"twocol_vs_onecol": 2.0, "ablation": 3.0}
-
-# The CPU-sized protocol: configs/tiny_twocol.yaml against configs/tiny_onecol.yaml as they are
-# (their comments say how they keep the paper's balance and where they deviate), on a 10-class
-# synthetic set of 44 px images with 3,000 training and 2,000 validation images, every net and
-# ablation on seeds 0..CPU_SEEDS-1, two runs at a time on one torch thread each (the nets are too
-# small for a second thread to speed up one run). Sized from a 10-seed run on this project's
-# 2-core machine (README, "Benchmarks"): the runs took 84 CPU-minutes in all, so 10 seeds would
-# fill the 45 minutes make bench may take on 2 cores; the paired seed-to-seed spread (sd 0.9-1.3
-# points top-1, except without LRN) puts the 95% half-widths of 8 seeds near 1 point, inside
-# TARGETS. That run had 6 nets a seed; the depth and dropout comparisons add 3 (conv4_off,
-# conv3_off and the dropout baseline; dropout_off is the tiny net itself), not yet timed here.
-CPU_DATA = {"classes": 10, "per_class": 300, "val_per_class": 200, "image_size": 44}
-CPU_CONFIG = "configs/tiny_twocol.yaml"
-CPU_COMMON = ["data.workers=1"]
-CPU_SEEDS = 8
-CPU_THREADS = 1
-CPU_JOBS = 2
-T95 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26, 10: 2.23,
-       11: 2.20, 12: 2.18, 13: 2.16, 14: 2.14, 15: 2.13, 20: 2.09, 30: 2.04}
+ROOT = Path(__file__).resolve().parent.parent
 
 
-def cpu_data_dir(data_dir: Path) -> Path:
-    d = CPU_DATA
-    root = data_dir / (f"bench-paper-v{GENERATOR}-{d['classes']}x{d['per_class']}+{d['val_per_class']}-"
-                       f"{d['image_size']}px")
-    return synthesize(root, d["classes"], d["per_class"], image_size=d["image_size"],
-                      val_per_class=d["val_per_class"])
+def trainings(p: Protocol, seeds: list[int]) -> dict[str, list[Training]]:
+    """Every training the protocol's comparisons need, by comparison, headline first. A net
+    several comparisons share (the two-column net on the main set) is listed once, under the
+    first."""
+    c = p.comparisons
+    twocol, onecol = p.nets["twocol"], p.nets.get("onecol")
+    base_ov = (*p.common, *twocol.overrides)
+    base_cfg = load_config(twocol.config, list(base_ov))
+    out: dict[str, list[Training]] = {}
+
+    def net(tag, data, config, overrides, keep=False, upto=None):
+        return [Training(tag, data, config, tuple(overrides), s, keep) for s in seeds if upto is None or s < upto]
+
+    if c.two_vs_one is not None:
+        out["two_vs_one"] = (net("twocol", c.two_vs_one.data, twocol.config, base_ov, keep=c.ensemble is not None)
+                             + net("onecol", c.two_vs_one.data, onecol.config, (*p.common, *onecol.overrides)))
+    if c.ablations is not None:
+        n = c.ablations.seeds
+        runs = [] if c.two_vs_one is not None and c.two_vs_one.data == c.ablations.data else \
+            net("twocol", c.ablations.data, twocol.config, base_ov, upto=n)
+        for name in c.ablations.names:
+            extra = ABLATIONS[name].baseline(base_cfg)
+            if extra:  # the config lacks what the ablation removes: its baseline has it
+                runs += net(f"{name}_baseline", c.ablations.data, twocol.config, (*base_ov, *extra), upto=n)
+            cfg = load_config(twocol.config, [*base_ov, *extra])
+            runs += net(name, c.ablations.data, twocol.config, (*base_ov, *extra, *ablation_overrides(cfg, [name])),
+                        upto=n)
+        out["ablations"] = runs
+    if c.dropout is not None:
+        extra = ABLATIONS["dropout_off"].baseline(base_cfg)  # the paper's dropout, where the net lacks it
+        cfg = load_config(twocol.config, [*base_ov, *extra])
+        n = c.dropout.seeds
+        # With dropout: the two-column net of the headline where it is that net on the same data.
+        same = not extra and c.two_vs_one is not None and c.two_vs_one.data == c.dropout.data
+        out["dropout"] = ([] if same else net("dropout_on", c.dropout.data, twocol.config, (*base_ov, *extra), upto=n)) \
+            + net("dropout_off", c.dropout.data, twocol.config,
+                  (*base_ov, *extra, *ablation_overrides(cfg, ["dropout_off"])), upto=n)
+    # Interleave by seed, so that a comparison's seeds finish together.
+    return {k: sorted(v, key=lambda t: t.seed) for k, v in out.items()}
 
 
-def train_and_test(cfg_path: str, overrides: list[str], seed: int, data: Path, gpus: str | None,
-                   runs: Path, tag: str) -> dict:
-    """Train one net from scratch, then the 10-patch test on the val split."""
-    cfg = load_config(cfg_path, [*overrides, f"train.seed={seed}"])
-    placement = Placement.parse(gpus)
-    run_dir = runs / f"{tag}-seed{seed}"
-    shutil.rmtree(run_dir, ignore_errors=True)  # a leftover checkpoint must not be resumed or reported
-    start, cpu_start = time.perf_counter(), time.process_time()
-    train(cfg, placement, data, run_dir, stream=io.StringIO())
-    net, _, _ = load_net(run_dir / "checkpoint.pt", placement, cfg)
-    ten = evaluate([net], make_loader(cfg, data, "val", placement, train=False, ten_crop=True).epoch(0))
-    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
-    epochs = [r for r in read_metrics(run_dir / "metrics.jsonl") if r["kind"] == "epoch"]
-    result = {"tag": tag, "seed": seed, "seconds": seconds, "cpu_seconds": cpu_seconds,
-              "params": sum(p.numel() for p in net.parameters()),
-              "top1": 100 * ten["top1_error"], "top5": 100 * ten["top5_error"], "val_images": ten["images"],
-              "centre_top1": 100 * epochs[-1]["val_top1_error"], "centre_top5": 100 * epochs[-1]["val_top5_error"],
-              "train_top1_by_epoch": [100 * r["train_top1_error"] for r in epochs],
-              "val_top1_by_epoch": [100 * r["val_top1_error"] for r in epochs]}
-    result["gap_top1"] = result["centre_top1"] - result["train_top1_by_epoch"][-1]
-    print(f"  {tag:<13} seed {seed}: 10-patch top-1 {result['top1']:6.2f}%  top-5 {result['top5']:6.2f}%  "
-          f"(centre {result['centre_top1']:.2f}%, {seconds:.0f} s, {cpu_seconds:.0f} s CPU)", flush=True)
-    return result
+def data_dirs(p: Protocol, data_arg: str | None, data_dir: Path) -> dict[str, Path]:
+    """Each data set's folder: a synthetic set made (or finished) under data_dir, named by what
+    it holds; a prepared set's path, DATA standing for --data."""
+    out = {}
+    for key, d in p.data.items():
+        if d.prepared is not None:
+            if d.prepared == DATA_ARGUMENT and data_arg is None:
+                raise ConfigError(f"protocol {p.name}: data set {key} is the --data argument: give --data DIR")
+            out[key] = Path(data_arg if d.prepared == DATA_ARGUMENT else d.prepared)
+            open_dataset(out[key])  # a missing or unprepared set: one line now, not in a worker
+        else:
+            s = d.synthetic
+            root = data_dir / (f"synthetic-v{GENERATOR}-{s.classes}x{s.per_class}+{s.val_per_class}-"
+                               f"{s.image_size}px-seed{s.seed}")
+            out[key] = synthesize(root, s.classes, s.per_class, seed=s.seed, image_size=s.image_size,
+                                  val_per_class=s.val_per_class)
+    return out
 
 
-def _worker_threads(threads: int | None) -> None:
+def _die_with_parent() -> None:
+    """Ask Linux to send this process SIGTERM when the bench dies (SIGKILL included), so that a
+    training never outlives it holding its run directory; it then checkpoints and stops."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux: the bench's own SIGTERM to its trainings still stops them
+
+
+def _child(t: Training, data: Path, gpus: str | None, run_dir: Path, stamp: dict, threads: int | None) -> None:
+    """One training in its own process: its own process group, so that Ctrl-C at the terminal
+    reaches the bench alone, which then stops each training once; its output in its run
+    directory (bench.log), so that the terminal shows the bench's lines only."""
+    os.setpgrp()
+    _die_with_parent()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log = os.open(run_dir / "bench.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
     if threads:
         torch.set_num_threads(threads)
+    try:
+        result = run_training(t, data, gpus, run_dir, stamp)
+    except TwocolError as e:
+        print(f"bench/paper.py: {one_line(str(e))}", flush=True)
+        sys.exit(2)
+    sys.exit(128 + result["interrupted"] if "interrupted" in result else 0)
 
 
-def run_all(tasks: list[tuple], jobs: int, threads: int | None) -> list[dict]:
-    """train_and_test(*task) for every task, `jobs` at a time in worker processes (each with
-    `threads` torch threads), in order. A run's result does not depend on which process ran it."""
-    if jobs <= 1:
-        return [train_and_test(*t) for t in tasks]
-    ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch or DALI state
-    with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_worker_threads, initargs=(threads,)) as pool:
-        futures = [pool.submit(train_and_test, *t) for t in tasks]
-        return [f.result() for f in futures]
+class Stop:
+    """SIGINT and SIGTERM for the bench: the first stops starting trainings and asks each running
+    one to checkpoint and stop (SIGTERM); a second stops the bench at once (each training then
+    gets its SIGTERM from the kernel as the bench dies)."""
+
+    def __init__(self):
+        self.signal: int | None = None
+        self.running: dict = {}
+
+    def __enter__(self):
+        self._old = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def _handle(self, signum, _frame):
+        if self.signal is not None:
+            raise KeyboardInterrupt(signum)
+        self.signal = signum
+        for proc in self.running:
+            if proc.is_alive():
+                os.kill(proc.pid, signal.SIGTERM)
+
+    def __exit__(self, *exc):
+        for s, h in self._old.items():
+            signal.signal(s, h)
+        return False
 
 
-def mean_ci(values: list[float]) -> list[float]:
-    """[mean, half-width of the 95% t interval]; the half-width is None with one value."""
-    m = statistics.mean(values)
-    n = len(values)
-    if n < 2:
-        return [m, None]
-    t = T95.get(n - 1) or T95[max(k for k in T95 if k <= n - 1)]
-    return [m, t * statistics.stdev(values) / math.sqrt(n)]
+def run(todo: list[Training], jobs: int, threads: int | None, gpus: str | None, runs: Path, dirs: dict[str, Path],
+        stamp: dict, on_result, stop: Stop) -> None:
+    """Run the trainings `jobs` at a time, each in a fresh interpreter (no forked torch or DALI
+    state); on_result(training, result) as each finishes. Stops early on a signal or a failure."""
+    ctx = multiprocessing.get_context("spawn")
+    queue = list(todo)
+    failed = None
+    while (queue and stop.signal is None and failed is None) or stop.running:
+        while queue and stop.signal is None and failed is None and len(stop.running) < jobs:
+            t = queue.pop(0)
+            proc = ctx.Process(target=_child, args=(t, dirs[t.data], gpus, runs / t.name, stamp, threads),
+                               name=t.name)
+            proc.start()
+            stop.running[proc] = t
+        multiprocessing.connection.wait([p.sentinel for p in stop.running])
+        for proc in [p for p in stop.running if not p.is_alive()]:
+            t = stop.running.pop(proc)
+            proc.join()
+            if proc.exitcode == 0:
+                on_result(t, finished(runs / t.name, stamp))
+            elif stop.signal is None and failed is None:
+                failed = (t, proc.exitcode)
+                for other in stop.running:
+                    os.kill(other.pid, signal.SIGTERM)
+    if failed is not None:
+        t, code = failed
+        log = runs / t.name / "bench.log"
+        last = next((l for l in reversed(log.read_text(errors="replace").splitlines()) if l.strip()), "") \
+            if log.is_file() else ""
+        raise TwocolError(f"training {t.name} failed (exit {code}): {last[:300]} (whole log: {log}); the other "
+                          "trainings stopped with their checkpoints: fix it and run the same command again")
 
 
-def epochs_to(train_errors: list[float], threshold: float) -> int | None:
-    """First epoch whose training top-1 error is at or below threshold (None: never)."""
-    return next((i + 1 for i, e in enumerate(train_errors) if e <= threshold), None)
+def results_path(out_dir: Path, p: Protocol, seeds: int) -> Path:
+    """The protocol version's results file: the one an earlier sitting started, else today's."""
+    tail = f"-paper-{p.name}-v{p.version}" + ("" if seeds == p.seeds else f"-seeds{seeds}") + ".json"
+    earlier = sorted(out_dir.glob(f"????-??-??{tail}"))
+    return earlier[0] if earlier else out_dir / f"{datetime.date.today().isoformat()}{tail}"
 
 
-def speed(base_runs: list[dict], runs: list[dict], claim: Speed, threshold: float | None, classes: int) -> dict:
-    """Epochs each net needs to reach a training-error threshold, per seed (paired by seed). The
-    default threshold is the paper's (the tanh claim's 25%, on CIFAR-10, also 10 classes) when
-    every baseline run gets there, else halfway between chance and the baseline nets' mean final
-    training error (for dropout, the slower net: the threshold both should reach)."""
-    rule = "given"
-    if threshold is None:
-        if claim.paper_threshold is not None and all(min(r["train_top1_by_epoch"]) <= claim.paper_threshold
-                                                     for r in base_runs):
-            threshold, rule = claim.paper_threshold, "the paper's"
-        else:
-            chance = 100 * (1 - 1 / classes)
-            threshold = (chance + statistics.mean(r["train_top1_by_epoch"][-1] for r in base_runs)) / 2
-            rule = f"halfway between chance and the baseline ({claim.labels[0]}) nets' final training error"
-    by_seed = {r["seed"]: r for r in base_runs}
-    pairs = [(by_seed[r["seed"]], r) for r in runs if r["seed"] in by_seed]
-    base = [epochs_to(b["train_top1_by_epoch"], threshold) for b, _ in pairs]
-    ablated = [epochs_to(r["train_top1_by_epoch"], threshold) for _, r in pairs]
-    reached = [(b, a) for b, a in zip(base, ablated) if b is not None and a is not None]
-    return {"threshold": threshold, "threshold_rule": rule, "labels": list(claim.labels), "baseline": base,
-            "ablated": ablated, "ablated_over_baseline": (statistics.mean(a for _, a in reached)
-                                                          / statistics.mean(b for b, _ in reached) if reached else None),
-            "paper_ablated_over_baseline": claim.paper_ratio, "paper_where": claim.paper_where}
-
-
-def gap(base_runs: list[dict], runs: list[dict]) -> dict:
-    """How much worse each net does on the validation split than on its training data: the last
-    epoch's centre-crop validation top-1 minus its training top-1 (as measured during the epoch:
-    training mode, augmentation and dropout on), and the ablated minus the baseline gap."""
-    return {"measure": "validation top-1 (centre crop, last epoch) minus training top-1 (last epoch, measured "
-                       "during it in training mode: augmentation and dropout on), points",
-            "baseline": mean_ci([r["gap_top1"] for r in base_runs]), "ablated": mean_ci([r["gap_top1"] for r in runs]),
-            "ablated_minus_baseline": paired(base_runs, runs, "gap_top1")}
-
-
-def paired(a: list[dict], b: list[dict], key: str) -> list[float]:
-    """mean_ci of b - a over the seeds both have."""
-    by_seed = {r["seed"]: r[key] for r in a}
-    return mean_ci([r[key] - by_seed[r["seed"]] for r in b])
+def summarize(p: Protocol, plan: dict[str, list[Training]], done: dict[str, dict], runs: Path,
+              classes: dict[str, int]) -> tuple[dict, list[str]]:
+    """The comparisons whose trainings have all finished, and the names of those still open."""
+    by_tag: dict[str, list[dict]] = {}
+    for t in (t for ts in plan.values() for t in ts):
+        if t.name in done:
+            by_tag.setdefault(t.tag, []).append(done[t.name])
+    complete = {k: all(t.name in done for t in ts) for k, ts in plan.items()}
+    c, out = p.comparisons, {}
+    if c.two_vs_one is not None and complete["two_vs_one"]:
+        out["two_vs_one"] = comparisons.two_vs_one(by_tag["twocol"], by_tag["onecol"], c.two_vs_one.half_width)
+        if c.ensemble is not None:
+            preds = {}
+            for r in by_tag["twocol"]:
+                with np.load(runs / f"twocol-seed{r['seed']}" / PREDICTIONS) as f:
+                    preds[r["seed"]] = (f["probs"], f["labels"])
+            if len(preds) >= c.ensemble.size:
+                out["ensemble"] = comparisons.ensemble(by_tag["twocol"], preds, c.ensemble.size)
+    if c.ablations is not None and complete["ablations"] and (c.two_vs_one is None or complete["two_vs_one"]):
+        out["ablations"] = {}
+        for name in c.ablations.names:
+            mine = by_tag[name]
+            seeds = {r["seed"] for r in mine}
+            base = [r for r in by_tag.get(f"{name}_baseline") or by_tag["twocol"] if r["seed"] in seeds]
+            out["ablations"][name] = comparisons.ablation(base, mine, ABLATIONS[name], list(mine[0]["overrides"]),
+                                                          c.ablations.half_width, classes[c.ablations.data])
+            out["ablations"][name]["baseline"] = f"{name}_baseline" if f"{name}_baseline" in by_tag else "twocol"
+    if c.dropout is not None and complete["dropout"] and (c.two_vs_one is None or complete["two_vs_one"]):
+        off = by_tag["dropout_off"]
+        seeds = {r["seed"] for r in off}
+        on = [r for r in by_tag.get("dropout_on") or by_tag["twocol"] if r["seed"] in seeds]
+        out["dropout"] = comparisons.dropout(on, off, p.convergence_margin, c.dropout.half_width)
+    named = [k for k in ("two_vs_one", "ensemble", "ablations", "dropout") if getattr(c, k) is not None]
+    return out, [k for k in named if k not in out]
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", help=f"the two-column net (default: {CPU_CONFIG} with the cpu preset, "
-                                    "else configs/small_twocol.yaml)")
-    p.add_argument("--onecol", help="the one-column comparison net (default: the config's counterpart)")
-    p.add_argument("--data", help="prepared dataset (default: the cpu preset's synthetic set, or the "
-                                  "config's built-in synthetic set with --config)")
-    p.add_argument("--preset", choices=["cpu", "none"], default=None,
-                   help="cpu: the CPU-sized protocol; none: the configs as they are "
-                        "(default: cpu when neither --config nor --data is given)")
-    p.add_argument("--gpus", default=None, help="placement: cpu, 0 or 0,1 (default: this machine's)")
-    p.add_argument("--seeds", type=int, default=None,
-                   help=f"seeds 0..N-1 (default: {CPU_SEEDS} with the cpu preset, else 3)")
-    p.add_argument("--epochs", type=int, default=None, help="override train.epochs for every run")
-    p.add_argument("--threads", type=int, default=None,
-                   help=f"torch CPU threads per run (default: {CPU_THREADS} with the cpu preset, else torch's)")
-    p.add_argument("--jobs", type=int, default=None,
-                   help=f"trainings at once, each in its own process (default: {CPU_JOBS} with the cpu preset "
-                        "on the CPU, else 1)")
-    p.add_argument("--threshold", type=float, default=None,
-                   help="training top-1 error (%%) for the epochs-to comparisons (tanh, dropout_off; default: "
-                        "the paper's where every baseline run reaches it, else halfway between chance and the "
-                        "baseline nets' final training error)")
-    p.add_argument("--ablations", default=None, metavar="NAME,...",
-                   help=f"run these ablations only (default: all: {','.join(ABLATIONS)})")
-    p.add_argument("--no-ablations", action="store_true")
-    p.add_argument("--no-onecol", action="store_true", help="skip the one-column net (the two-vs-one comparison)")
-    p.add_argument("--runs", type=Path, default=Path("runs/bench"), help="run directories (replaced)")
-    p.add_argument("--data-dir", type=Path, default=Path("data"), help="where the cpu preset's set is made")
-    p.add_argument("--out", type=Path, default=None, help="default: bench/results/<date>-paper.json")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides for every net")
-    a = p.parse_args(argv)
-    preset = a.preset or ("cpu" if a.config is None and a.data is None else "none")
-    seeds = list(range(a.seeds if a.seeds is not None else CPU_SEEDS if preset == "cpu" else 3))
-    if not seeds:
-        p.error("--seeds must be at least 1")
-    config = a.config or (CPU_CONFIG if preset == "cpu" else "configs/small_twocol.yaml")
-    name = load_config(config).name
-    onecol = a.onecol or ONECOL_FOR.get(name)
-    if onecol is None:
-        p.error(f"no known one-column counterpart of {name}: give --onecol")
-    common = (CPU_COMMON if preset == "cpu" else []) + a.overrides + ([f"train.epochs={a.epochs}"] if a.epochs else [])
-    overrides = {k: common for k in ("twocol", "onecol")}
-    threads = a.threads or (CPU_THREADS if preset == "cpu" else None)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--protocol", default=str(DEFAULT.relative_to(ROOT)),
+                    help="a protocol file, or a name under bench/protocols/ (default: %(default)s)")
+    ap.add_argument("--data", help="the prepared dataset a protocol's DATA set stands for")
+    ap.add_argument("--gpus", default=None, help="placement of every net: cpu, 0 or 0,1 (default: this machine's)")
+    ap.add_argument("--seeds", type=int, default=None,
+                    help="seeds 0..N-1 only (default: the protocol's): a quick look, in a results file of its own")
+    ap.add_argument("--jobs", type=int, default=None,
+                    help="trainings at once (default: the CPUs this process may use over the protocol's threads "
+                         "per training; 1 on a GPU)")
+    ap.add_argument("--plan", action="store_true", help="list the trainings and where they would run; run nothing")
+    ap.add_argument("--runs", type=Path, default=None,
+                    help="run directories, kept for the next sitting (default: runs/bench/<protocol>-v<version>)")
+    ap.add_argument("--data-dir", type=Path, default=Path("data"), help="where synthetic sets are made")
+    ap.add_argument("--out-dir", type=Path, default=ROOT / "bench" / "results", help="where results are written")
+    ap.add_argument("--no-report", action="store_true", help="do not rewrite the report (latest.md) as results come")
+    a = ap.parse_args(argv)
+    path = resolve(a.protocol)
+    p = load_protocol(path)
+    nseeds = p.seeds if a.seeds is None else a.seeds
+    if not 1 <= nseeds <= p.seeds:
+        ap.error(f"--seeds must be in 1..{p.seeds} (the protocol's)")
+    if c := p.comparisons.ensemble:
+        if nseeds < c.size:
+            print(f"bench: the ensemble of {c.size} needs {c.size} seeds; with {nseeds} it is left out", flush=True)
     placement = Placement.parse(a.gpus)
-    jobs = a.jobs or (CPU_JOBS if preset == "cpu" and placement.a.type == "cpu" else 1)
+    cpus = available_cpus()[0]
+    jobs = a.jobs or (max(1, cpus // p.threads) if placement.a.type == "cpu" else 1)
     if jobs < 1:
-        p.error("--jobs must be at least 1")
-    if threads:
-        torch.set_num_threads(threads)
-    names = [] if a.no_ablations else a.ablations.split(",") if a.ablations else list(ABLATIONS)
-    unknown = [n for n in names if n not in ABLATIONS]
-    if unknown:
-        p.error(f"unknown ablation {unknown[0]!r}; the ablations are {', '.join(ABLATIONS)}")
-    cfg = load_config(config, overrides["twocol"])
-    data = (Path(a.data) if a.data else cpu_data_dir(a.data_dir)) if preset == "cpu" else dataset_root(cfg, a.data)
-    meta = open_dataset(data).meta
-    # Each ablation as the CLI's --ablation applies it to the two-column config, or to the
-    # baseline its entry asks for when the config lacks what it takes away (then trained as
-    # "<name>_baseline"). An ablated net that is the two-column config itself is not trained twice.
-    plans = {}
-    for abl in names:
-        base_extra = ABLATIONS[abl].baseline(cfg)
-        own = ablation_overrides(load_config(config, common + base_extra), [abl])
-        same = bool(base_extra) and load_config(config, common + base_extra + own).to_dict() == cfg.to_dict()
-        plans[abl] = {"baseline": f"{abl}_baseline" if base_extra else "twocol", "baseline_overrides": base_extra,
-                      "overrides": own, "ran_as": "twocol" if same else abl}
-    nets = {"twocol": (config, overrides["twocol"])}
-    if not a.no_onecol:
-        nets["onecol"] = (onecol, overrides["onecol"])
-    for abl, plan in plans.items():
-        if plan["baseline"] != "twocol":
-            nets[plan["baseline"]] = (config, common + plan["baseline_overrides"])
-        if plan["ran_as"] == abl:
-            nets[abl] = (config, common + plan["baseline_overrides"] + plan["overrides"])
-    print(f"paper protocol ({preset} preset): {config}" + ("" if a.no_onecol else f" vs {onecol}")
-          + f", ablations {', '.join(names) or 'none'}, seeds {seeds}, {cfg.train.epochs} epochs, "
-          f"data {data} ({meta['classes']} classes, {meta['train']} train / {meta['val']} val images of "
-          f"{meta['image_size']} px), {placement}, {jobs} run(s) at a time with {threads or torch.get_num_threads()} "
-          "thread(s) each", flush=True)
-
-    load_start = os.getloadavg()[0]
+        ap.error("--jobs must be at least 1")
+    threads = p.threads if placement.a.type == "cpu" else None
+    plan = trainings(p, list(range(nseeds)))
+    todo = list(dict.fromkeys(t for ts in plan.values() for t in ts))
+    runs = a.runs or Path("runs") / "bench" / f"{p.name}-v{p.version}"
+    configs = sorted({t.config for t in todo})
+    stamp = {"protocol": p.name, "version": p.version, "protocol_sha256": file_hash(path),
+             "configs_sha256": {c: file_hash(c) for c in configs}}
+    if a.plan:
+        for k, ts in plan.items():
+            print(f"{k}: {len(ts)} trainings")
+            for t in ts:
+                print(f"  {t.name:<28} data {t.data:<6} {t.config} {' '.join(t.overrides)}")
+        print(f"{len(todo)} trainings, {jobs} at a time, run directories under {runs}")
+        return 0
+    _refuse_changed_protocol(runs, stamp, path)
+    dirs = data_dirs(p, a.data, a.data_dir)
+    metas = {k: open_dataset(d).meta for k, d in dirs.items()}
+    done = {t.name: r for t in todo if (r := finished(runs / t.name, stamp)) is not None}
+    out = results_path(a.out_dir, p, nseeds)
+    earlier = _read(out)
+    env = environment()
+    sitting = {"started": datetime.datetime.now().isoformat(timespec="seconds"), "commit": env["commit"],
+               "wall_s": 0.0, "trainings": 0, "reused": len(done), "load_average": [os.getloadavg()[0], None]}
+    record = Record(out, "paper", protocol={"file": str(path.relative_to(ROOT) if path.is_absolute() and
+                                                        path.is_relative_to(ROOT) else path),
+                                            "name": p.name, "version": p.version, "seeds": nseeds,
+                                            "quick_look": nseeds < p.seeds, **stamp},
+                    about=p.about, scale=p.scale, common=list(p.common),
+                    nets={tag: load_config(n.config, [*p.common, *n.overrides]).to_dict() for tag, n in p.nets.items()},
+                    dropout_data=p.comparisons.dropout.data if p.comparisons.dropout else None,
+                    placement=str(placement), jobs=jobs, threads=threads,
+                    data={k: {"path": str(d), **{f: metas[k].get(f) for f in ("classes", "train", "val", "image_size")},
+                              "params": metas[k].get("params", {})} for k, d in dirs.items()},
+                    sittings=(earlier or {}).get("sittings", []) + [sitting], trainings={"total": len(todo)},
+                    not_reached=[k for k in ("two_vs_one", "ensemble", "ablations", "dropout")
+                                 if getattr(p.comparisons, k) is not None], env=env)
+    classes = {k: m["classes"] for k, m in metas.items()}
     start = time.perf_counter()
-    tasks = [(path, ov, seed, data, a.gpus, a.runs, tag) for seed in seeds for tag, (path, ov) in nets.items()]
-    runs: dict[str, list[dict]] = {tag: [] for tag in nets}
-    for r in run_all(tasks, jobs, threads):
-        runs[r["tag"]].append(r)
-    comparison = {} if a.no_onecol else {
-        k: {"twocol": mean_ci([r[k] for r in runs["twocol"]]), "onecol": mean_ci([r[k] for r in runs["onecol"]]),
-            "onecol_minus_twocol": paired(runs["twocol"], runs["onecol"], k),
-            "paper_onecol_minus_twocol": round(PAPER["onecol"][k] - PAPER["twocol"][k], 2)}
-        for k in ("top1", "top5")}
-    ablations = {}
-    for abl, plan in plans.items():
-        entry = ABLATIONS[abl]
-        if plan["ran_as"] != abl:
-            runs[abl] = [dict(r, tag=abl) for r in runs[plan["ran_as"]]]
-        base, mine = runs[plan["baseline"]], runs[abl]
-        ablations[abl] = {**plan, "what": entry.what, "claim": entry.claim, "paper_minus_baseline": entry.paper_effect,
-                          "top1_minus_baseline": paired(base, mine, "top1"),
-                          "top5_minus_baseline": paired(base, mine, "top5")}
-        if entry.speed is not None:
-            ablations[abl]["epochs_to_threshold"] = speed(base, mine, entry.speed, a.threshold, cfg.model.num_classes)
-        if entry.gap:
-            ablations[abl]["gap"] = gap(base, mine)
-    trained = [r for tag in nets for r in runs[tag]]
-    result = {"benchmark": "paper", "preset": preset,
-              "configs": {"twocol": config, "onecol": None if a.no_onecol else onecol}, "overrides": overrides,
-              "data": {"path": str(data), **{k: meta[k] for k in ("classes", "train", "val", "image_size")},
-                       "params": meta.get("params", {})},
-              "input_size": cfg.model.input_size, "num_classes": cfg.model.num_classes,
-              "epochs": cfg.train.epochs, "schedule": cfg.to_dict()["schedule"], "dropout": cfg.model.dropout,
-              "dropout_convention": cfg.model.dropout_convention, "seeds": seeds, "placement": str(placement),
-              "threads": threads or torch.get_num_threads(), "jobs": jobs, "wall_s": time.perf_counter() - start,
-              "run_s": sum(r["seconds"] for r in trained), "run_cpu_s": sum(r["cpu_seconds"] for r in trained),
-              "load_average": [load_start, os.getloadavg()[0]], "targets": TARGETS,
-              "environment": environment(), "paper": PAPER, "runs": runs, "comparison": comparison,
-              "ablations": ablations}
-    subset = a.no_onecol or a.ablations is not None
-    out = a.out or Path("bench/results") / f"{result['environment']['date']}-paper{'-subset' if subset else ''}.json"
-    write_result(result, out)
-    for name, c in [("one-column minus two-column", comparison.get("top1", {}).get("onecol_minus_twocol"))] + [
-            (f"{abl} minus its baseline", x["top1_minus_baseline"]) for abl, x in ablations.items()]:
-        if c is not None:
-            m, h = c
-            print(f"{name}, 10-patch top-1: {m:+.2f}" + (f" +- {h:.2f}" if h is not None else "") + " points")
-    print(f"{result['wall_s']:.0f} s; wrote {out}")
+    timed: list[float] = []
+
+    def publish() -> None:
+        comps, open_ = summarize(p, plan, done, runs, classes)
+        sitting["wall_s"] = time.perf_counter() - start
+        sitting["load_average"][1] = os.getloadavg()[0]
+        by_tag: dict[str, list[dict]] = {}
+        for t in todo:
+            if t.name in done:
+                by_tag.setdefault(t.tag, []).append({k: v for k, v in done[t.name].items()
+                                                     if k not in ("config_values", "stamp")})
+        newly = [k for k in comps if k not in record.data.get("comparisons", {})]
+        record.update(comparisons=comps, not_reached=open_, runs=by_tag,
+                      trainings={"total": len(todo), "done": len(done)},
+                      wall_s=sum(s["wall_s"] for s in record["sittings"]),
+                      run_s=sum(r["train_s"] + r["test_s"] for r in done.values()))
+        if newly and not a.no_report:
+            write_report(a.out_dir)
+
+    def on_result(t: Training, result: dict) -> None:
+        done[t.name] = result
+        sitting["trainings"] += 1
+        timed.append(result["train_s"] + result["test_s"])
+        left = len(todo) - len(done)
+        eta = f", about {duration(sum(timed) / len(timed) * left / jobs)} left" if left else ""
+        print(f"bench: {len(done)}/{len(todo)} trainings done{eta} ({duration(time.perf_counter() - start)} in "
+              f"this sitting); {t.name}: 10-patch top-1 {result['top1']:.2f}% top-5 {result['top5']:.2f}%, "
+              f"{result['epochs']} epochs ({result['ended']}), {duration(result['train_s'])}", flush=True)
+        publish()
+
+    print(f"bench: protocol {p.name} v{p.version} ({path}), seeds 0..{nseeds - 1}, {len(todo)} trainings "
+          f"({len(done)} finished in an earlier sitting), {jobs} at a time on {placement}"
+          + (f" with {threads} thread(s) each" if threads else "") + f"; results {out}", flush=True)
+    publish()
+    with Stop() as stop:
+        try:
+            run([t for t in todo if t.name not in done], jobs, threads, a.gpus, runs, dirs, stamp, on_result, stop)
+        finally:
+            publish()
+    if stop.signal is not None:
+        print(f"bench: stopped by {signal.Signals(stop.signal).name} with {len(done)}/{len(todo)} trainings done; "
+              "the same command continues", file=sys.stderr, flush=True)
+        return 128 + stop.signal
+    if not a.no_report:
+        write_report(a.out_dir)
+    print(f"bench: all {len(todo)} trainings done; {duration(record['wall_s'])} over "
+          f"{len(record['sittings'])} sitting(s); wrote {out}", flush=True)
     return 0
+
+
+def _read(path: Path) -> dict | None:
+    try:
+        return read(path) if path.is_file() else None
+    except (OSError, ValueError):
+        return None
+
+
+def _refuse_changed_protocol(runs: Path, stamp: dict, path: Path) -> None:
+    """A protocol version's trainings all come from one file: refuse to mix in another."""
+    for result_file in sorted(runs.glob("*/result.json"))[:1000]:
+        other = _read(result_file)
+        s = (other or {}).get("stamp")
+        if isinstance(s, dict) and s != stamp:
+            what = "the protocol file" if s.get("protocol_sha256") != stamp["protocol_sha256"] else "a config it names"
+            raise ConfigError(f"{runs} holds trainings of {s.get('protocol')} v{s.get('version')} made before "
+                              f"{what} changed ({path}): a protocol changed after its results were made is a new "
+                              "version (raise its `version`), or move the old run directories away")
 
 
 if __name__ == "__main__":
     try:
         sys.exit(main())
     except TwocolError as e:  # bad input, as the twocol CLI reports it: one line, no traceback
-        print(f"bench/paper.py: {e}", file=sys.stderr)
+        print(f"bench/paper.py: {one_line(str(e))}", file=sys.stderr)
         sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        print("bench/paper.py: stopped at once (second signal); the same command continues", file=sys.stderr)
+        sys.exit(130)

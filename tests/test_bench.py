@@ -1,5 +1,6 @@
-"""The bench harness: bench/report.py on handmade results, bench/paper.py end to end at a toy
-scale, the throughput variants and levers, and the end-to-end bench's harness."""
+"""The speed benchmarks: the report's speed sections on handmade results (a GPU run's folder
+too), the throughput variants and levers, and the end-to-end bench's harness. The paper's
+comparisons: test_bench_paper.py."""
 import json
 import subprocess
 import sys
@@ -8,55 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from twocol.ablations import ABLATIONS, ablation_overrides
-from twocol.config import load_config
-from twocol.data.synth import synthesize
-from twocol.devices import Placement
-from twocol.model import build_model
-
-from bench import paper
-from bench import report as bench_report
+from bench.report import __main__ as bench_report
 
 ROOT = Path(__file__).resolve().parents[1]
 
 ENV = {"date": "2030-01-02", "commit": "abc1234", "torch": "2.13.0+cpu", "cpu": "Test CPU", "threads": 1,
        "gpu": None, "dali": "2.4.0"}
-
-
-def run_of(tag, seed, top1, top5, by_epoch=(80.0, 60.0, 40.0)):
-    return {"tag": tag, "seed": seed, "seconds": 1.0, "params": 1000 if tag == "onecol" else 900,
-            "top1": top1, "top5": top5, "val_images": 100, "centre_top1": top1 + 1, "centre_top5": top5,
-            "train_top1_by_epoch": list(by_epoch)}
-
-
-def handmade_paper():
-    """Two seeds; every number chosen so the expected table cells can be worked out by hand."""
-    runs = {"twocol": [run_of("twocol", 0, 40.0, 10.0), run_of("twocol", 1, 42.0, 12.0)],
-            "onecol": [run_of("onecol", 0, 43.0, 11.0), run_of("onecol", 1, 45.0, 13.0)],
-            "lrn_off": [run_of("lrn_off", 0, 41.0, 10.0), run_of("lrn_off", 1, 45.0, 12.0)],
-            "lighting_off": [run_of("lighting_off", 0, 38.0, 10.0), run_of("lighting_off", 1, 40.0, 12.0)],
-            "tanh": [run_of("tanh", 0, 50.0, 20.0, (85.0, 80.0, 70.0, 45.0)),
-                     run_of("tanh", 1, 52.0, 22.0, (85.0, 80.0, 75.0, 48.0))]}
-    comparison = {k: {"twocol": paper.mean_ci([r[k] for r in runs["twocol"]]),
-                      "onecol": paper.mean_ci([r[k] for r in runs["onecol"]]),
-                      "onecol_minus_twocol": paper.paired(runs["twocol"], runs["onecol"], k),
-                      "paper_onecol_minus_twocol": {"top1": 1.7, "top5": 1.23}[k]} for k in ("top1", "top5")}
-    ablations = {name: {"overrides": ablation_overrides(load_config("configs/tiny_twocol.yaml"), [name]),
-                        "claim": ABLATIONS[name].claim, "paper_minus_baseline": ABLATIONS[name].paper_effect,
-                        "top1_minus_baseline": paper.paired(runs["twocol"], runs[name], "top1"),
-                        "top5_minus_baseline": paper.paired(runs["twocol"], runs[name], "top5")}
-                 for name in ("lrn_off", "lighting_off", "tanh")}
-    ablations["tanh"]["epochs_to_threshold"] = paper.speed(runs["twocol"], runs["tanh"], ABLATIONS["tanh"].speed, 50.0, 10)
-    return {"benchmark": "paper", "preset": "cpu", "configs": {"twocol": "configs/small_twocol.yaml",
-                                                               "onecol": "configs/small_onecol.yaml"},
-            "overrides": {"twocol": ["model.fc_widths=[64,64]"], "onecol": ["model.fc_widths=[128,128]"]},
-            "data": {"path": "data/x", "classes": 10, "train": 3000, "val": 1000, "image_size": 44,
-                     "params": {"kind": "synthetic"}},
-            "input_size": 40, "num_classes": 10, "epochs": 3, "seeds": [0, 1], "placement": "cpu (two simulated devices)",
-            "schedule": {"kind": "fixed", "factor": 0.1, "milestones": [2, 5], "max_drops": 3}, "dropout": 0.0,
-            "threads": 1, "jobs": 2, "wall_s": 120.0, "run_s": 230.0, "run_cpu_s": 180.0, "targets": paper.TARGETS,
-            "load_average": [3.0, 4.0], "environment": ENV, "paper": paper.PAPER,
-            "runs": runs, "comparison": comparison, "ablations": ablations}
 
 
 def handmade_others():
@@ -84,46 +42,16 @@ def rows_of(md: str, first_cell: str) -> list[list[str]]:
 
 
 def report(results: Path) -> str:
-    """bench/report.py in this process (its command line is run by test_report_without_results_says_so)."""
+    """The report, in this process (its command line is run by test_report_without_results_says_so)."""
     assert bench_report.main(["--results", str(results)]) == 0
     return (results / "latest.md").read_text()
 
 
-def test_report_tables_from_handmade_results(tmp_path):
-    old = handmade_paper()
-    old["comparison"]["top1"]["twocol"] = [99.0, 1.0]
-    (tmp_path / "2029-12-31-paper.json").write_text(json.dumps(old))  # an older run: must be ignored
-    (tmp_path / "2030-01-02-paper.json").write_text(json.dumps(handmade_paper()))
+def test_report_speed_tables_from_handmade_results(tmp_path):
     for name, v in handmade_others().items():
         (tmp_path / f"2030-01-02-{name}.json").write_text(json.dumps(v))
     md = report(tmp_path)
-
-    # Two seeds: t(1 df) = 12.71, sd of (40, 42) = sqrt(2), half-width 12.71 * sqrt(2) / sqrt(2) = 12.71.
-    # Paired differences 3, 3: mean 3, sd 0, so a zero-width interval that excludes 0.
-    (top1,) = rows_of(md, "top-1")
-    assert top1[:7] == ["top-1", "41.00 ± 12.71", "44.00 ± 12.71", "+3.00 ± 0.00", "37.47", "39.17", "+1.70"]
-    assert top1[7:] == ["resolved: the one-column net errs more (the paper's direction)", "0.00 <= 2.0: met", "2 / 2"]
-    (top5,) = rows_of(md, "top-5")
-    assert top5[1:4] == ["11.00 ± 12.71", "12.00 ± 12.71", "+1.00 ± 0.00"] and top5[8] == "-"
-    assert "99.00" not in md
-    # LRN off: differences 1 and 3, mean 2, sd sqrt(2), half-width 12.71: the interval spans 0.
-    (lrn,) = rows_of(md, "LRN off")
-    assert lrn[1] == "+2.00 ± 12.71" and lrn[2] == "+0.00 ± 0.00"
-    assert lrn[4:] == ["not resolved (the interval spans 0)", "12.71 > 3.0: NOT met", "2 / 2"]
-    # Lighting off: -2 on both seeds, against the paper's +1.
-    (light,) = rows_of(md, "PCA lighting off")
-    assert light[1] == "-2.00 ± 0.00"
-    assert light[4:] == ["resolved: error falls without lighting (opposite to the paper)", "0.00 <= 3.0: met", "0 / 2"]
-    assert "each ablation <= 3.0: **not all met**" in md
-    assert "- `--ablation lrn_off`: `model.lrn.enabled=false`" in md
-    # ReLU reaches 50% in epoch 3 on both seeds; tanh in epoch 4 on both: 4/3.
-    assert "ReLU 3, 3; tanh 4, 4; tanh / ReLU **1.33x** (paper: 6x" in md
-    assert "does **not** reproduce the paper's ImageNet numbers" in md
-    assert "10 classes, 3000 training and 1000 validation images of 44x44 px" in md
-    assert "3 epochs, the rate divided by 10 after epoch 2; seeds [0, 1]" in md
-    assert "2 at a time; the runs took 3.0 CPU-minutes in all" in md
-    assert "Parameters: two-column 900, one-column 1,000 (11.1% more; the paper's: 59.80M vs 60.97M" in md
-
+    assert "No results yet: run `make bench`." in md  # no paper's comparisons among these
     (twocol,) = rows_of(md, "twocol")
     assert twocol == ["twocol", "off", "240.0", "533", ""]
     assert "- off: two-column / grouped step time **1.200** (target <= 1.05: NOT met)" in md
@@ -138,92 +66,10 @@ def test_report_tables_from_handmade_results(tmp_path):
     assert (tmp_path / "latest.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_report_with_one_seed_and_nothing_else(tmp_path):
-    p = handmade_paper()
-    for k in p["runs"]:
-        p["runs"][k] = p["runs"][k][:1]
-    p["seeds"] = [0]
-    p["comparison"]["top1"]["onecol_minus_twocol"] = paper.paired(p["runs"]["twocol"], p["runs"]["onecol"], "top1")
-    (tmp_path / "2030-01-02-paper.json").write_text(json.dumps(p))
-    md = report(tmp_path)
-    assert rows_of(md, "top-1")[0][3:4] == ["+3.00"]
-    assert rows_of(md, "top-1")[0][7:] == ["one seed: no interval", "no interval", "1 / 1"]
-    assert "## Throughput" not in md
-
-
-def test_report_adds_the_comparisons_a_later_run_made_on_their_own(tmp_path):
-    """A `bench.paper --ablations ... --no-onecol` file beside the full protocol's: its rows get a
-    section of their own, and its two-column runs are checked against the full protocol's."""
-    full = handmade_paper()
-    (tmp_path / "2030-01-02-paper.json").write_text(json.dumps(full))
-    sub = json.loads(json.dumps(full))
-    sub["comparison"] = {}
-    sub["runs"] = {"twocol": full["runs"]["twocol"],
-                   "conv4_off": [run_of("conv4_off", 0, 44.0, 10.0), run_of("conv4_off", 1, 46.0, 12.0)]}
-    sub["ablations"] = {"conv4_off": {"overrides": ["model.layers_off=[conv4]"], "claim": "about 2% top-1",
-                                      "paper_minus_baseline": {"top1": 2.0},
-                                      "top1_minus_baseline": paper.paired(sub["runs"]["twocol"], sub["runs"]["conv4_off"], "top1"),
-                                      "top5_minus_baseline": paper.paired(sub["runs"]["twocol"], sub["runs"]["conv4_off"], "top5")}}
-    (tmp_path / "2030-01-03-paper-subset.json").write_text(json.dumps(sub))
-    md = report(tmp_path)
-    assert "## Comparisons run on their own (2030-01-03-paper-subset.json)" in md
-    assert "`python -m bench.paper --ablations conv4_off --no-onecol`: 2 seeds" in md
-    assert "the same top-1 and top-5 errors on every seed" in md and "2.0 min for its 4 trainings" in md
-    (row,) = rows_of(md, "conv4_off" if "conv4_off" not in ABLATIONS else ABLATIONS["conv4_off"].label)
-    assert row[1] == "+4.00 ± 0.00" and row[4].startswith("resolved") and row[6] == "2 / 2"
-    assert rows_of(md, "top-1")[0][3] == "+3.00 ± 0.00"  # the full protocol's table is still there
-    sub["runs"]["twocol"][1]["top1"] += 0.5  # a baseline that no longer trains the same
-    (tmp_path / "2030-01-03-paper-subset.json").write_text(json.dumps(sub))
-    assert "the same errors on only 1 of 2 seeds" in report(tmp_path)
-
-
 def test_report_without_results_says_so(tmp_path):
     r = subprocess.run([sys.executable, "-m", "bench.report", "--results", str(tmp_path)], cwd=ROOT,
                        capture_output=True, text=True)
     assert r.returncode == 1 and "no results" in r.stderr
-
-
-@pytest.mark.slow
-def test_paper_protocol_end_to_end_at_a_toy_scale(tmp_path):
-    data = synthesize(tmp_path / "synth", classes=10, per_class=10, image_size=44, val_per_class=3, workers=1)
-    out = tmp_path / "results" / "2030-01-02-paper.json"
-    # Three of the ablations (each run is seconds here): one with a speed claim, one with a
-    # net of another size, and one against a baseline of its own (the tiny net has no dropout).
-    r = subprocess.run([sys.executable, "-m", "bench.paper", "--preset", "cpu", "--data", str(data), "--seeds", "1",
-                        "--epochs", "1", "--runs", str(tmp_path / "runs"), "--out", str(out), "data.batch_size=16",
-                        "--ablations", "tanh,conv4_off,dropout_off"],
-                       cwd=ROOT, capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr[-3000:]
-    res = json.loads(out.read_text())
-    assert res["epochs"] == 1 and res["seeds"] == [0] and res["preset"] == "cpu"
-    assert res["data"]["classes"] == 10 and res["data"]["train"] == 100 and res["data"]["val"] == 30
-    assert "data.batch_size=16" in res["overrides"]["twocol"] and "data.batch_size=16" in res["overrides"]["onecol"]
-    # dropout_off of a net without dropout: against the net with dropout, and itself the baseline net
-    assert set(res["runs"]) == {"twocol", "onecol", "tanh", "conv4_off", "dropout_off_baseline", "dropout_off"}
-    assert res["jobs"] == 2
-    cfg = load_config(res["configs"]["twocol"], res["overrides"]["twocol"])
-    for name, a in res["ablations"].items():  # what `twocol train --ablation NAME` applies
-        assert a["overrides"] == ablation_overrides(cfg, [name])
-        assert a["baseline"] == ("dropout_off_baseline" if name == "dropout_off" else "twocol")
-    # Two runs at a time in worker processes: the same result as a run in this process.
-    again = paper.train_and_test(res["configs"]["twocol"], res["overrides"]["twocol"], 0, data, "cpu",
-                                 tmp_path / "again", "twocol")
-    assert (again["top1"], again["train_top1_by_epoch"]) == (res["runs"]["twocol"][0]["top1"],
-                                                             res["runs"]["twocol"][0]["train_top1_by_epoch"])
-    two, one = res["runs"]["twocol"][0], res["runs"]["onecol"][0]
-    for run, net in ((two, "twocol"), (one, "onecol")):
-        cfg = load_config(res["configs"][net], res["overrides"][net])
-        assert run["params"] == sum(p.numel() for p in build_model(cfg, Placement.cpu()).parameters())
-    assert load_config(res["configs"]["onecol"], res["overrides"]["onecol"]).model.arch == "onecol"
-    for run in (two, one):
-        assert run["val_images"] == 30 and len(run["train_top1_by_epoch"]) == 1
-        assert 0 <= run["top1"] <= 100 and 0 <= run["top5"] <= run["top1"]
-    assert res["comparison"]["top1"]["onecol_minus_twocol"] == [one["top1"] - two["top1"], None]
-    assert res["comparison"]["top1"]["paper_onecol_minus_twocol"] == 1.7
-    assert res["ablations"]["tanh"]["epochs_to_threshold"]["baseline"] in ([1], [None])
-    md = report(out.parent)
-    assert "10 classes, 100 training and 30 validation images of 44x44 px" in md
-    assert rows_of(md, "conv4 removed") and rows_of(md, "dropout off") and "dropout off, overfitting:" in md
 
 
 def stub_torchvision(made: list):
@@ -365,7 +211,6 @@ def handmade_gpu_run():
 
 
 def test_report_reads_a_gpu_run_folder_with_the_targets(tmp_path):
-    (tmp_path / "2030-01-02-paper.json").write_text(json.dumps(handmade_paper()))
     run = tmp_path / "2030-01-03-gpu-h100"
     run.mkdir()
     for name, v in handmade_gpu_run().items():

@@ -2,24 +2,19 @@
 removed (section 7's depth claim), dropout off (section 4.2), and the one entry per ablation that
 the CLI, `twocol describe`, bench/paper.py and bench/report.py read."""
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from conftest import config, twocol_in_process
-from test_bench import ROOT, handmade_paper, report, rows_of
 from twocol.ablations import ABLATIONS, ablation_overrides, apply_ablations
 from twocol.devices import Placement
-from twocol.data.synth import synthesize
 from twocol.errors import ConfigError
 from twocol.model import TwoColumnNet, build_model, count_parameters
 from twocol.netsize import size_estimate
 from twocol.reference import GroupedNet
 
-from bench import paper
 
 
 def conv(c_in, c_out, k):
@@ -141,69 +136,11 @@ def test_depth_and_dropout_ablations_refuse_what_they_cannot_be():
                                                                          "model.dropout_convention=paper"]
 
 
-def test_every_ablation_is_one_entry_that_the_report_reads(tmp_path):
+def test_every_ablation_is_one_entry_that_the_report_reads():
+    from bench.report.paper import directions, label
     for name, a in ABLATIONS.items():
         assert a.name == name and a.what and a.claim and a.label and len(a.directions) == 2
-    p = handmade_paper()
-    twocol = p["runs"]["twocol"]
-    # dropout_off of a net without dropout, as the CPU preset runs it: the baseline has dropout
-    # (1 point less error, slower training, a gap of -1), the ablated runs are the two-column net's.
-    base = [dict(r, tag="dropout_off_baseline", top1=r["top1"] - 1, train_top1_by_epoch=[85.0, 70.0, 55.0, 45.0],
-                 gap_top1=-1.0) for r in twocol]
-    runs = [dict(r, tag="dropout_off", gap_top1=2.0) for r in twocol]
-    p["runs"].update(dropout_off_baseline=base, dropout_off=runs)
-    a = ABLATIONS["dropout_off"]
-    p["ablations"]["dropout_off"] = {
-        "overrides": ["model.dropout=0"], "baseline": "dropout_off_baseline", "ran_as": "twocol",
-        "baseline_overrides": ["model.dropout=0.5", "model.dropout_convention=paper"],
-        "claim": a.claim, "paper_minus_baseline": a.paper_effect,
-        "top1_minus_baseline": paper.paired(base, runs, "top1"), "top5_minus_baseline": paper.paired(base, runs, "top5"),
-        "epochs_to_threshold": paper.speed(base, runs, a.speed, None, 10), "gap": paper.gap(base, runs)}
-    (tmp_path / "2030-01-02-paper.json").write_text(json.dumps(p))
-    md = report(tmp_path)
-    (row,) = rows_of(md, "dropout off")
-    assert row[1] == "+1.00 ± 0.00" and row[3] == a.claim and row[4] == "resolved: error rises without dropout"
-    assert row[6] == "2 / 2"
-    # Threshold: halfway between chance (90) and the dropout nets' final 45: 67.5, reached in epoch 2
-    # without dropout and 3 with it.
-    assert ("with dropout vs without, epochs to 67.5% training top-1 error (per seed): with dropout 3, 3; "
-            "without 2, 2; without / with dropout **0.67x** (paper: 0.5x, dropout roughly doubles") in md
-    assert "baseline -1.00 ± 0.00, ablated +2.00 ± 0.00; ablated minus baseline +3.00 ± 0.00: resolved: the gap widens." in md
-    assert ("- `--ablation dropout_off`: `model.dropout=0`; the two-column config lacks what it takes away, so its "
-            "baseline is that config with `model.dropout=0.5 model.dropout_convention=paper`, and the ablated net "
-            "is the two-column config itself") in md
-    (tanh,) = rows_of(md, "tanh instead of ReLU")
-    assert tanh[3] == ABLATIONS["tanh"].claim
-
-
-@pytest.mark.slow
-def test_the_new_comparisons_run_alone_end_to_end_at_a_toy_scale(tmp_path):
-    """`bench/paper.py --ablations conv4_off,dropout_off --no-onecol`: the tiny net has no dropout,
-    so dropout_off runs against the tiny net with the paper's dropout, and is the tiny net itself."""
-    data = synthesize(tmp_path / "synth", classes=10, per_class=6, image_size=44, val_per_class=2, workers=1)
-    out = tmp_path / "results" / "2030-01-02-paper.json"
-    r = subprocess.run([sys.executable, "-m", "bench.paper", "--preset", "cpu", "--data", str(data), "--seeds", "1",
-                        "--epochs", "1", "--ablations", "conv4_off,dropout_off", "--no-onecol", "--jobs", "1",
-                        "--runs", str(tmp_path / "runs"), "--out", str(out), "data.batch_size=16"],
-                       cwd=ROOT, capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr[-3000:]
-    res = json.loads(out.read_text())
-    assert set(res["runs"]) == {"twocol", "conv4_off", "dropout_off_baseline", "dropout_off"}
-    assert res["comparison"] == {} and res["configs"]["onecol"] is None
-    assert res["runs"]["conv4_off"][0]["params"] == 1_122_106
-    drop = res["ablations"]["dropout_off"]
-    assert drop["baseline"] == "dropout_off_baseline" and drop["ran_as"] == "twocol"
-    assert drop["baseline_overrides"] == ["model.dropout=0.5", "model.dropout_convention=paper"]
-    assert res["runs"]["dropout_off"][0]["top1"] == res["runs"]["twocol"][0]["top1"]
-    base, mine = res["runs"]["dropout_off_baseline"][0], res["runs"]["dropout_off"][0]
-    assert drop["top1_minus_baseline"] == [mine["top1"] - base["top1"], None]
-    assert drop["gap"]["ablated_minus_baseline"] == [mine["gap_top1"] - base["gap_top1"], None]
-    assert mine["gap_top1"] == mine["centre_top1"] - mine["train_top1_by_epoch"][-1]
-    assert drop["epochs_to_threshold"]["labels"] == ["with dropout", "without"]
-    assert res["ablations"]["conv4_off"]["baseline"] == "twocol"
-    md = report(out.parent)
-    assert rows_of(md, "conv4 removed") and rows_of(md, "dropout off") and "Not run (--no-onecol)." in md
-    assert "dropout off, overfitting: validation top-1" in md and "with dropout vs without, epochs to" in md
+        assert label(name) == a.label and directions(name) == a.directions
 
 
 def test_a_checkpoint_from_before_conv_link_without_conv3_reads_as_the_net_it_was():

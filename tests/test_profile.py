@@ -211,3 +211,26 @@ def test_profile_of_a_one_column_net(tmp_path):
     result, steps = analyse(profile_training(cfg, Placement.cpu(), tmp_path, steps=1, warmup=0), tmp_path, [])
     assert set(result["timeline"]["layers"]) >= {"A"} and "B" not in result["timeline"]["layers"]
     assert result["link_bytes_per_step"] == {} and "cost_model" not in result and len(steps) == 1
+
+
+def test_describe_profile_and_the_cost_model_take_every_ablations_net(tmp_path):
+    """Every layer list (describe's rows, the profiler's spans, the cost model's order and links)
+    comes from the one plan, so every ablation's net goes through all three; the links are named by
+    the layer they feed, and the cost model finds what each one carries whatever layer is gone."""
+    from twocol.ablations import ABLATIONS, apply_ablations
+    base = load_config("configs/tiny_twocol.yaml", ["data.batch_size=2"])
+    for name, entry in ABLATIONS.items():
+        cfg = apply_ablations(load_config("configs/tiny_twocol.yaml", ["data.batch_size=2", *entry.baseline(base)]),
+                              [name])
+        d = describe(cfg, Placement.cpu())
+        run = profile_training(cfg, Placement.cpu(), tmp_path / name, steps=1, warmup=0)
+        result, _ = analyse(run, tmp_path / name, [("free", math.inf)])
+        layers = {r["layer"] for r in d["layers"]}
+        spans = set(result["timeline"]["layers"]["A"]) - {"loss", "update"}
+        want = {"conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8"} - {name[:5]} \
+            if name in ("conv2_off", "conv3_off", "conv3_and_link_off", "conv4_off") else \
+            {"conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8"}
+        assert spans == want and want <= layers, name
+        assert [link["link"] for link in d["links"]] == list(run["link_bytes_per_step"]), name
+        model = result["cost_model"]
+        assert model["two_devices"][0]["step_s"] <= model["one_device_serial_s"], name

@@ -39,26 +39,36 @@ def predict_proba(nets, images: ColumnInputs | torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def evaluate(nets, batches) -> dict:
+def evaluate(nets, batches, keep: bool = False) -> dict:
     """Run `batches` (an iterable of (images, labels)) through the net(s) in eval mode. A batch
-    left empty by bad images (data/bad.py) counts nothing."""
+    left empty by bad images (data/bad.py) counts nothing. With `keep`, the result also holds
+    every image's averaged softmax ("probs", on the CPU) and its label, in the batches' order,
+    so that nets evaluated on the same split can be averaged afterwards."""
     nets = list(nets)
     modes = [n.training for n in nets]
     for n in nets:
         n.eval()
     wrong1 = wrong5 = seen = 0
+    kept: list[tuple[torch.Tensor, torch.Tensor]] = []
     try:
         for images, labels in batches:
             if labels.shape[0] == 0:
                 continue
-            w1, w5 = topk_errors(predict_proba(nets, images), labels)
+            probs = predict_proba(nets, images)
+            w1, w5 = topk_errors(probs, labels)
             wrong1, wrong5, seen = wrong1 + int(w1), wrong5 + int(w5), seen + labels.shape[0]
+            if keep:
+                kept.append((probs.cpu(), labels.cpu()))
     finally:
         for n, m in zip(nets, modes):
             n.train(m)
     if seen == 0:
         raise ValueError("evaluation saw no images")
-    return {"top1_error": wrong1 / seen, "top5_error": wrong5 / seen, "images": seen}
+    result = {"top1_error": wrong1 / seen, "top5_error": wrong5 / seen, "images": seen}
+    if keep:
+        result["probs"] = torch.cat([p for p, _ in kept])
+        result["labels"] = torch.cat([y for _, y in kept])
+    return result
 
 
 def evaluate_sharded(net, loader, world: World) -> dict:
