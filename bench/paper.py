@@ -238,15 +238,15 @@ def main(argv=None) -> int:
         if newly and not a.no_report:
             write_report(a.out_dir)
 
-    def on_result(t: Training, result: dict) -> None:
+    def on_result(t: Training, result: dict, seconds: float) -> None:
         done[t.name] = result
         sitting["trainings"] += 1
-        timed.append(result["train_s"] + result["test_s"])
+        timed.append(seconds)
         left = len(todo) - len(done)
         eta = f", about {duration(sum(timed) / len(timed) * left / jobs)} left" if left else ""
         print(f"bench: {len(done)}/{len(todo)} trainings done{eta} ({duration(time.perf_counter() - start)} in "
               f"this sitting); {t.name}: 10-patch top-1 {result['top1']:.2f}% top-5 {result['top5']:.2f}%, "
-              f"{result['epochs']} epochs ({result['ended']}), {duration(result['train_s'])}", flush=True)
+              f"{result['epochs']} epochs ({result['ended']}), {duration(seconds)}", flush=True)
         publish()
 
     print(f"bench: protocol {p.name} v{p.version} ({path}), seeds 0..{nseeds - 1}, {len(todo)} trainings "

@@ -16,6 +16,7 @@ import multiprocessing.connection
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -83,10 +84,12 @@ class Stop:
 def run(todo: list[Training], jobs: int, threads: int | None, gpus: str | None, runs: Path, dirs: dict[str, Path],
         stamp: dict, on_result, stop: Stop) -> None:
     """Run the trainings `jobs` at a time, each in a fresh interpreter (no forked torch or DALI
-    state); on_result(training, result) as each finishes. Stops early on a signal or a failure."""
+    state); on_result(training, result, seconds its process took) as each finishes. Stops early on
+    a signal or a failure."""
     ctx = multiprocessing.get_context("spawn")
     queue = list(todo)
     failed = None
+    started: dict = {}
     while (queue and stop.signal is None and failed is None) or stop.running:
         while queue and stop.signal is None and failed is None and len(stop.running) < jobs:
             t = queue.pop(0)
@@ -94,12 +97,13 @@ def run(todo: list[Training], jobs: int, threads: int | None, gpus: str | None, 
                                name=t.name)
             proc.start()
             stop.running[proc] = t
+            started[proc] = time.perf_counter()
         multiprocessing.connection.wait([p.sentinel for p in stop.running])
         for proc in [p for p in stop.running if not p.is_alive()]:
             t = stop.running.pop(proc)
             proc.join()
             if proc.exitcode == 0:
-                on_result(t, finished(runs / t.name, stamp))
+                on_result(t, finished(runs / t.name, stamp), time.perf_counter() - started.pop(proc))
             elif stop.signal is None and failed is None:
                 failed = (t, proc.exitcode)
                 for other in stop.running:

@@ -107,7 +107,7 @@ def test_nets_take_one_input_per_column_device_and_never_copy_a_to_b():
     inputs = ColumnInputs.shared(x)
     # Column A reading column B's input is a crossing the isolation checker refuses.
     with pytest.raises(sim.IsolationError), net.run_a:
-        net.col_a.to_pool2(inputs.b)
+        net.col_a.stages[0](inputs.b)
     two = Placement(CPU, META)
     with pytest.raises(ValueError, match="one tensor per column device"):
         column_inputs(x, two)

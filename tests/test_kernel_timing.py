@@ -99,7 +99,7 @@ def test_the_results_file_lists_unreached_rows_and_shrinks_as_rows_finish(monkey
 
 
 def test_report_labels_rows_in_the_l2_and_gives_bytes_and_bandwidth(tmp_path):
-    from bench import report
+    from bench.report import speed as report
     row = lambda shape, fits, mb: {
         "layer": "conv2", "dtype": "bfloat16", "shape": shape, "fits_in_l2": fits,
         "speedup": {"forward": 6.0, "backward": 5.5, "forward_backward": 5.8},
