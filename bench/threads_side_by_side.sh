@@ -2,7 +2,7 @@
 # Two `twocol train` runs sharing the cores: images/s alone and side by side, with OpenMP's
 # waiting threads sleeping (what the CLI sets) and spinning (libgomp's default, selected by an
 # empty OMP_WAIT_POLICY), in interleaved rounds. Prints the median images/s of each run's logged
-# steps (the first one left out). The README's Threads table comes from this script.
+# steps (the first one left out). The Threads table of docs/guarantees.md comes from this script.
 #
 #   bash bench/threads_side_by_side.sh [ROUNDS]      # default 3; makes /tmp/set2000 once
 set -u

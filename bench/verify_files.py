@@ -1,6 +1,6 @@
 """What the start-up check of a dataset's files costs (data.verify_files), per file: the size
 check (a stat), the CRC check at a first start (every file read) and at a later one (only the
-files changed since they last matched, here none). The README's figures come from this script.
+files changed since they last matched, here none). The figures of docs/data.md come from this script.
 
     python -m bench.verify_files DST [--repeats 5]      # DST: a prepared set, e.g. from
     twocol synth DST --classes 10 --per-class 200 --val-per-class 1 --size 256

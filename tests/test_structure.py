@@ -128,10 +128,14 @@ def test_imports_inside_functions_are_optional_dependencies_with_a_reason(name):
             f"{where}: no comment in {function.name}() says why {target} is imported there"
 
 
+ROOT = SRC.parent
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
 def test_every_reference_to_the_docs_resolves():
-    """Code, configs and the README cite docs/*.md (and sections of it): they must exist."""
-    root = SRC.parent
-    files = [root / "README.md", *root.glob("configs/*.yaml"), *root.glob("bench/*.py"), *root.glob("bench/*.sh"),
+    """Code, configs, the README and the docs cite docs/*.md (and sections of it): they must exist."""
+    root = ROOT
+    files = [*DOCS, *root.glob("configs/*.yaml"), *root.glob("bench/*.py"), *root.glob("bench/*.sh"),
              *(SRC / PACKAGE).rglob("*.py")]
     cited = 0
     for path in files:
@@ -145,3 +149,44 @@ def test_every_reference_to_the_docs_resolves():
             cited += 1
     assert cited >= 5
     assert not [p for p in files if "DESIGN.md" in p.read_text()], "DESIGN.md is not in the repository"
+
+
+def test_every_test_the_docs_name_exists():
+    """The docs name the tests behind their guarantees (`tests/test_x.py::test_y`, then `::test_z`
+    for more of the same file, or a bare `test_y` after naming the file): each must be defined."""
+    named = 0
+    for doc in DOCS:
+        text = doc.read_text()
+        for m in re.finditer(r"`(tests/test_\w+\.py)::(test_\w+)`((?:,? (?:and )?`::test_\w+`)*)", text):
+            source = (ROOT / m.group(1)).read_text()
+            for name in [m.group(2), *re.findall(r"::(test_\w+)", m.group(3))]:
+                assert re.search(rf"^def {name}\(", source, re.M), f"{doc.name} names {m.group(1)}::{name}"
+                named += 1
+        # A table of bare names under a heading or line that names its one file.
+        for m in re.finditer(r"`(tests/test_\w+\.py)`:\n\n((?:\|.*\n)+)", text):
+            source = (ROOT / m.group(1)).read_text()
+            for name in re.findall(r"`(test_\w+)`", m.group(2)):
+                assert re.search(rf"^def {name}\(", source, re.M), f"{doc.name} names {m.group(1)}::{name}"
+                named += 1
+    assert named >= 30
+
+
+def test_every_relative_link_of_the_docs_resolves():
+    """[text](path) and ![](path) in the README and docs/ point at files that exist, and
+    #anchors at headings of the file they name."""
+    def anchors(path):
+        return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-")
+                for h in re.findall(r"^#+ (.*)$", path.read_text(), re.M)}
+
+    checked = 0
+    for doc in DOCS:
+        for target in re.findall(r"\]\(([^)\s]+)\)", doc.read_text()):
+            if re.match(r"[a-z]+://", target):
+                continue
+            path, _, anchor = target.partition("#")
+            where = (doc.parent / path).resolve() if path else doc
+            assert where.exists(), f"{doc.relative_to(ROOT)} links to {target}, which does not exist"
+            if anchor:
+                assert anchor in anchors(where), f"{doc.relative_to(ROOT)} links to {target}: no such heading"
+            checked += 1
+    assert checked >= 20

@@ -11,7 +11,7 @@ import sys
 
 # Before torch loads (the commands import it), since OpenMP reads this once: waiting threads
 # sleep instead of spinning, so that runs sharing the cores do not burn each other's time
-# (twocol.threads; the README measures it). A value the user set is kept.
+# (twocol.threads; docs/guarantees.md measures it). A value the user set is kept.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from .commands import describe, evaluate, features, prepare, profile, synth, train, viz  # noqa: E402

@@ -7,7 +7,7 @@ of the host whatever the quota.
 
 Idle threads must also sleep rather than spin: OpenMP's default lets a thread that waits for
 work spin first, harmless alone but, with another process on the same cores, each burns the
-other's time (README: two runs side by side). The CLI (twocol.cli) therefore sets
+other's time (docs/guarantees.md: two runs side by side). The CLI (twocol.cli) therefore sets
 OMP_WAIT_POLICY=PASSIVE unless the user set it, before torch loads: OpenMP reads it only then.
 
 No count may exceed those CPUs: a thread count above them (`--threads`, OMP_NUM_THREADS) or a

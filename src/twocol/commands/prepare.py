@@ -16,7 +16,8 @@ def add_arguments(p) -> None:
     p.add_argument("dst", metavar="DST", help="output folder (created; a rerun resumes it)")
     p.add_argument("--size", type=int, default=256, help="side of the stored square images (default: %(default)s)")
     p.add_argument("--quality", type=int, default=90, help="JPEG quality of the stored images (default: %(default)s)")
-    p.add_argument("--workers", type=int, default=None, help="processes (default: one per core)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="processes (default: the CPUs this process may use: its affinity and cgroup quota)")
     p.add_argument("--val-labels", type=Path, default=None, metavar="FILE",
                    help="labels of a flat SRC/val/: '<file> <wnid>' lines (LOC_val_solution.csv works too) "
                         "or one wnid per line in sorted file order")

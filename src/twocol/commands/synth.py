@@ -16,7 +16,8 @@ def add_arguments(p) -> None:
     p.add_argument("--val-per-class", type=int, default=None, help="validation images per class (default: per-class / 5)")
     p.add_argument("--seed", type=int, default=0, help="the set is a function of the seed (default: %(default)s)")
     p.add_argument("--size", type=int, default=72, help="side of the square images (default: %(default)s)")
-    p.add_argument("--workers", type=int, default=None, help="processes (default: one per core)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="processes (default: the CPUs this process may use: its affinity and cgroup quota)")
 
 
 def run(args) -> int:

@@ -8,4 +8,7 @@
   plan.py          what an epoch delivers: order and every augmentation parameter
   base.py          the loader interface; torch_loader.py and dali_loader.py implement it
   loader.py        make_loader: picks DALI or the torch fallback
+  feed.py          each column's device fed by the pipeline itself (uint8 crops, bytes counted)
+  normalise.py     the one normalisation, on each column's device: mean image, lighting, scale
+  bad.py           bad images after prepare: found, skipped, recorded, a run stopped
 """
