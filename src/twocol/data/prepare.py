@@ -1,4 +1,5 @@
-"""`twocol prepare SRC DST`: an ImageNet-style tree -> the stored layout of layout.py.
+"""`twocol prepare SRC DST`: an ImageNet-style tree -> the stored layout of layout.py (a folder
+of the ILSVRC archives as downloaded goes to ilsvrc.py instead).
 
 SRC/train/<class>/<image> gives the classes (sorted folder names) and the training set;
 SRC/val/<class>/<image>, or ILSVRC's flat SRC/val/<image> with --val-labels, the validation
@@ -16,6 +17,7 @@ from ..config import MAX_IMAGE_SIDE
 from ..errors import DataError
 from .build import Item, build, printable, worker_count
 from .decode import load_source
+from .ilsvrc import find_release, prepare_archives
 from .layout import class_folders, stored_path
 
 
@@ -102,7 +104,8 @@ def scan(src: Path, val_labels: Path | None) -> tuple[list[str], dict[str, list[
     files without a label (flat val folder), links not followed, empty class folders."""
     train_dir, val_dir = src / "train", src / "val"
     if not train_dir.is_dir():
-        raise DataError(f"{src} has no train/ folder (expected {src}/train/<class>/<image>)")
+        raise DataError(f"{src} has no train/ folder (expected {src}/train/<class>/<image>, or the ILSVRC "
+                        "archives as image-net.org names them: docs/data.md)")
     if not val_dir.is_dir():
         raise DataError(f"{src} has no val/ folder (expected {src}/val/<class>/<image>, or a flat "
                         "val/ folder with --val-labels)")
@@ -167,8 +170,10 @@ def refuse_overlap(src: Path, dst: Path) -> None:
 
 
 def prepare(src: Path, dst: Path, size: int = 256, quality: int = 90, workers: int | None = None,
-            val_labels: Path | None = None) -> dict:
-    """Prepare `src` into `dst`; returns the dataset's meta (counts, skipped files)."""
+            val_labels: Path | None = None, val_split: str | None = None) -> dict:
+    """Prepare `src` (a tree, or a folder of ILSVRC archives: ilsvrc.py) into `dst`; returns the
+    dataset's meta (counts, skipped files). `val_split` (archives only): the ILSVRC split that
+    becomes the set's val split, val (the default) or test."""
     src, dst = Path(src), Path(dst)
     if not src.is_dir():
         raise DataError(f"source {src} is not a folder")
@@ -178,6 +183,15 @@ def prepare(src: Path, dst: Path, size: int = 256, quality: int = 90, workers: i
         raise DataError(f"--quality must be in 1..100, got {quality}")
     if size > MAX_IMAGE_SIDE:
         raise DataError(f"--size must be at most {MAX_IMAGE_SIDE}, got {size}")
+    release = None if (src / "train").is_dir() else find_release(src)
+    if release is not None:
+        if val_labels is not None:
+            raise DataError(f"--val-labels is for an extracted tree: the labels of the {release.title} archives "
+                            "come from their devkit")
+        return prepare_archives(src, dst, release, size=size, quality=quality, workers=workers,
+                                split=val_split or "val")
+    if val_split is not None:
+        raise DataError(f"--val-split is for a folder of ILSVRC archives; {src} is not one")
     workers = worker_count(workers)
     refuse_overlap(src, dst)
     classes, work, skipped = scan(src, val_labels)
