@@ -97,7 +97,8 @@ def decode(src: str | BinaryIO, size: int, unpacked: bool = False) -> np.ndarray
                     raise BadImage(f"too large: {full[0]}x{full[1]} pixels, over prepare's limit of "
                                    f"{MAX_PIXELS:,} decoded pixels")
                 im.load()
-                im = to_rgb(ImageOps.exif_transpose(im))
+                ImageOps.exif_transpose(im, in_place=True)  # in place: no copy of an upright image
+                im = to_rgb(im)
         w, h = im.size
         side = min(w, h)
         box = ((w - side) / 2, (h - side) / 2, (w + side) / 2, (h + side) / 2)
