@@ -170,6 +170,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
 
+    load_start = os.getloadavg()
     scratch = Path(tempfile.mkdtemp(prefix="prepare-archives-", dir=args.dir))
     try:
         train, val = make_images(args.classes, args.per_class, args.val, args.seed)
@@ -214,7 +215,8 @@ def main(argv=None) -> int:
     per_core = 1e3 / a["cpu_ms_per_image"]
     rate16 = min(16 * per_core, walk_rate / mean_bytes)
     result = {
-        "bench": "prepare_archives", "env": environment(), "load_average": os.getloadavg(), "workers": workers,
+        "bench": "prepare_archives", "env": environment(), "load_average_start": load_start,
+        "load_average": os.getloadavg(), "workers": workers,
         "images": n, "classes": args.classes, "image_bytes_mean": mean_bytes, "size": args.size,
         "repeats": args.repeats, "median": med, "walk_bytes_per_s": walk_rate,
         "stored_bytes_per_image": stored / n,
@@ -227,7 +229,7 @@ def main(argv=None) -> int:
     out = args.out or Path("bench/results") / f"{env['date']}-prepare-archives-cpu.json"
     write_result(result, out)
     print(f"{n} images of {mean_bytes / 1e3:.0f} KB mean, {workers} workers, {env['cpu']}, "
-          f"load average {os.getloadavg()[0]:.1f} at the end")
+          f"load average {load_start[0]:.1f} at the start, {os.getloadavg()[0]:.1f} at the end")
     for k, v in med.items():
         print(f"  prepare from {k:<9} {v['images_per_s']:7.1f} images/s  {v['cpu_ms_per_image']:6.1f} CPU-ms/image")
     print(f"  archive walk + MD5 alone: {walk_rate / 1e6:.0f} MB/s ({walk_rate / mean_bytes:.0f} images/s)")

@@ -118,7 +118,8 @@ def test_each_archives_md5_is_said_and_recorded_against_the_published_one(releas
 
 def hostile_release(root):
     """The official layout with every odd member: CMYK, PNG and gzip-packed JPEGs, greyscale,
-    not an image, empty, links, names that climb out, a folder, a top-level non-tar."""
+    not an image, empty, links, names that climb out, a folder, a top-level non-tar, a class
+    tar that is no tar."""
     w = WNIDS[0]
     link = tarfile.TarInfo(f"{w}_link.JPEG")
     link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
@@ -137,13 +138,13 @@ def hostile_release(root):
     outer = root / "ILSVRC2012_img_train.tar"
     with tarfile.open(outer) as t:
         members = [(m.name, t.extractfile(m).read()) for m in t]
-    outer.write_bytes(tar_bytes(members + [("README", b"hello\n")]))
+    outer.write_bytes(tar_bytes(members + [("README", b"hello\n"), ("n09999999.tar", b"not a tar" * 200)]))
     return root
 
 
 def test_odd_members_go_through_as_for_a_tree_and_hostile_ones_are_reported_never_written(tmp_path):
     src = hostile_release(tmp_path / "download")
-    dst = tmp_path / "out" / "set"
+    dst = src / "set"  # beside the archives: allowed
     meta = prepare(src, dst, size=16, workers=1)
     w = WNIDS[0]
     kept = {rel.rsplit("/", 1)[1] for rel, _ in open_dataset(dst).train}
@@ -160,6 +161,8 @@ def test_odd_members_go_through_as_for_a_tree_and_hostile_ones_are_reported_neve
         inner + "../../escaped.JPEG": "unsafe name (absolute, or climbing out with '..'): not used",
         inner + "/tmp/absolute.JPEG": "unsafe name (absolute, or climbing out with '..'): not used",
         "ILSVRC2012_img_train.tar/README": "not a tar of one class (<wnid>.tar)",
+        "ILSVRC2012_img_train.tar/n09999999.tar": "not a tar archive, or a corrupt one (invalid header): what "
+                                                  "follows in it is skipped",
         f"ILSVRC2012_img_train.tar/{WNIDS[2]}.tar": "no training image of this class in the archive",
     }, reasons
     assert meta["skipped"] == len(reasons)
@@ -342,6 +345,15 @@ def test_a_cut_archive_names_the_member_and_how_far_it_got(tmp_path, keep, needl
     with TarStream(tmp_path / "x.tar") as t:
         assert [m.names for m in t.walk(nest=lambda n: n.endswith(".tar"))] == [("a.tar", "b.JPEG")]
         assert t.md5() == hashlib.md5(data[:512 + 10240 + 1024]).hexdigest()
+
+
+def test_zeros_where_the_end_should_be_are_a_download_not_finished(tmp_path):
+    data = tar_bytes([("a.JPEG", b"x" * 600)])
+    (tmp_path / "x.tar").write_bytes(data + bytes(2 << 20))  # a preallocated file, filled so far
+    with pytest.raises(DataError, match="x.tar is cut short or still being written: 2,105,856 bytes of zeros "
+                                        "from byte 1,536 .after member a.JPEG."):
+        with TarStream(tmp_path / "x.tar") as t:
+            list(t.walk())
 
 
 def test_a_corrupt_header_is_not_taken_for_the_end(tmp_path):

@@ -177,18 +177,19 @@ class TarStream:
         self._last = ((info.name,), base, info.size)
         end = self._end_problem(base + inner.offset, base + info.size)
         if end is not None:
-            yield Skipped(str(self.path), (info.name,), f"corrupt tar: {end}; what follows in it is skipped")
+            yield Skipped(str(self.path), (info.name,), f"corrupt tar: {end[1]}; what follows in it is skipped")
 
-    def _end_problem(self, start: int, stop: int) -> str | None:
-        """Why [start, stop) of the file is not a tar's end marker, or None when it is."""
+    def _end_problem(self, start: int, stop: int) -> tuple[str, str] | None:
+        """Why [start, stop) of the file is not a tar's end marker, as (kind, words): kind "cut"
+        (too short), "corrupt" (not zeros) or "zeros" (too many); None when it is one."""
         length = stop - start
         if length < END_MIN:
-            return f"no end-of-archive marker at byte {start:,}"
+            return "cut", f"no end-of-archive marker at byte {start:,}"
         data = os.pread(self._file.fileno(), min(length, END_MAX + 1), start)
         if data.count(0) != len(data):
-            return f"no tar header at byte {start:,}"
+            return "corrupt", f"no tar header at byte {start:,}"
         if length > END_MAX:
-            return f"{length:,} bytes of zeros from byte {start:,}"
+            return "zeros", f"{length:,} bytes of zeros from byte {start:,}"
         return None
 
     def _check_end(self, start: int) -> None:
@@ -196,12 +197,13 @@ class TarStream:
         problem = self._end_problem(start, self.size)
         if problem is None:
             return
-        if problem.startswith("no tar header"):
-            raise DataError(f"{self.path} is corrupt: {problem}{self._after()}")
-        if problem.startswith("no end-of-archive"):
+        kind, words = problem
+        if kind == "cut":
             raise self._cut()
-        raise DataError(f"{self.path} is cut short or still being written: {problem}{self._after()}, where tar "
-                        "ends in a few KiB; what was stored is kept: complete the file and run the same command again")
+        if kind == "corrupt":
+            raise DataError(f"{self.path} is corrupt: {words}{self._after()}")
+        raise DataError(f"{self.path} is cut short or still being written: {words}{self._after()}, more than "
+                        "a tar's end holds; what was stored is kept: complete the file and run the same command again")
 
     def _after(self) -> str:
         return f" (after member {'/'.join(self._last[0])})" if self._last else ""
