@@ -171,8 +171,9 @@ def test_odd_members_go_through_as_for_a_tree_and_hostile_ones_are_reported_neve
     assert {p.name for p in dst.iterdir()} >= {"train", "val", "meta.json"}
 
 
+@pytest.mark.parametrize("workers", ["1", "2"])  # in this process, and through the pool
 def test_a_cut_archive_is_one_line_keeps_what_was_stored_and_resumes_to_the_same_set(release, from_archives,
-                                                                                     tmp_path, capsys):
+                                                                                     tmp_path, capsys, workers):
     src, dst_full = release[0], from_archives[0]
     cut = tmp_path / "download"
     cut.mkdir()
@@ -184,14 +185,14 @@ def test_a_cut_archive_is_one_line_keeps_what_was_stored_and_resumes_to_the_same
     at = second.offset + 100
     (cut / "ILSVRC2012_img_train.tar").write_bytes(whole[:at])
     dst = tmp_path / "set"
-    code, _, err = twocol(capsys, "prepare", cut, dst, "--size", "16", "--workers", "1")
+    code, _, err = twocol(capsys, "prepare", cut, dst, "--size", "16", "--workers", workers)
     error_after_progress(code, err, f"{cut}/ILSVRC2012_img_train.tar is cut short", f"its {at:,} bytes end in member "
                    f"{second.names[0]}", "what was stored is kept")
     kept = stored(dst)
     assert len(kept) >= 6 and not (dst / "meta.json").exists()  # the validation images at least
     stamps = {p: p.stat().st_mtime_ns for p in dst.rglob("*.jpg")}
     (cut / "ILSVRC2012_img_train.tar").write_bytes(whole)  # the download completed
-    code, _, err = twocol(capsys, "prepare", cut, dst, "--size", "16", "--workers", "1")
+    code, _, err = twocol(capsys, "prepare", cut, dst, "--size", "16", "--workers", workers)
     assert code == 0, err
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # not made again
     assert stored(dst) == stored(dst_full)

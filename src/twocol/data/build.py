@@ -319,8 +319,8 @@ def build_from(root: Path, *, source, params: dict, produce: Callable[[Hashable]
 def _run(chunks: Iterator[Chunk], workers: int) -> Iterator[tuple[Chunk, dict]]:
     """(chunk, result) as each chunk is made: in this process with one worker, else by a pool
     that holds at most two chunks per worker not yet done, so that a streamed source is read
-    only a little ahead of the work. When the source fails (a DataError: an archive cut short),
-    the chunks it gave before are finished first: they were read whole."""
+    only a little ahead of the work. On an error (the source's too: an archive cut short), the
+    chunks not started are dropped and the running ones finish."""
     if workers <= 1:
         for c in chunks:
             yield c, run_chunk(c)
@@ -339,9 +339,6 @@ def _run(chunks: Iterator[Chunk], workers: int) -> Iterator[tuple[Chunk, dict]]:
                 pending[pool.submit(run_chunk, c)] = c
             while pending:
                 yield from finished()
-        except DataError:
-            wait(pending)
-            raise
         except BaseException:
             for f in pending:
                 f.cancel()
