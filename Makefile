@@ -25,7 +25,7 @@ install: $(STAMP)
 # Re-run when the package's build inputs change (pyproject.toml, setup.py, the kernels of twocol._C).
 $(STAMP): pyproject.toml setup.py $(wildcard kernels/*)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet "$(TORCH)" numpy pillow pyyaml matplotlib pytest ninja setuptools wheel
+	$(PY) -m pip install --quiet "$(TORCH)" numpy pillow pyyaml matplotlib scipy pytest ninja setuptools wheel
 	$(if $(DALI),$(PY) -m pip install --quiet "$(DALI)")
 	$(PY) -m pip install --quiet --no-build-isolation -e .
 	touch $@

@@ -14,7 +14,7 @@ from PIL import Image
 
 from twocol.data.build import BadImage
 from twocol.data.layout import open_dataset
-from twocol.data.prepare import MAX_PIXELS, load_source
+from twocol.data.decode import MAX_PIXELS, load_source
 
 from conftest import one_line_error, twocol_in_process as twocol
 

@@ -64,7 +64,10 @@ class Progress:
             self.stream.flush()
 
     def update(self, done: int, text: str | None = None) -> None:
+        """`done` items so far; past the total (a stream holding more than it announced), the
+        total becomes `done`."""
         self.done, self.text = done, text
+        self.total = max(self.total, done)
         now = time.perf_counter()
         if now - self.last < self.every:
             return
@@ -74,6 +77,12 @@ class Progress:
             self._write(f"\r\033[K[{'#' * filled}{'.' * (BAR - filled)}] {self._status()}")
         else:
             self._write(self._status() + "\n")
+
+    def found_done(self, n: int) -> None:
+        """`n` more items turn out to have been done before this process started (a resumed
+        run that meets them as it goes): shown in the count, not in the rate."""
+        self.before += n
+        self.update(self.done + n)
 
     def line(self, text: str) -> None:
         self._write(("\r\033[K" if self.tty else "") + text + "\n")

@@ -3,6 +3,10 @@
   layout.py        the on-disk layout of a dataset, and open_dataset that checks one
   build.py         writes a dataset in that layout, in parallel and resumably
   prepare.py       an ImageNet-style tree -> a dataset (twocol prepare)
+  decode.py        a source image (a file, an archive member's bytes) -> the stored square
+  ilsvrc.py        the ILSVRC archives as downloaded -> a dataset (twocol prepare), streamed
+  tarstream.py     a tar archive read in one pass, nested tars in place, with its MD5
+  devkit.py        the ILSVRC devkit: classes (meta.mat's leaf synsets) and ground truth
   synth.py         the built-in synthetic dataset (twocol synth)
   lighting.py      the PCA of the training pixels and the paper's lighting shift
   plan.py          what an epoch delivers: order and every augmentation parameter

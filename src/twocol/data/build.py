@@ -1,7 +1,8 @@
-"""Writing a dataset in the layout of layout.py, shared by `prepare` (images from a source tree)
-and `synth` (images drawn from a seed).
+"""Writing a dataset in the layout of layout.py, shared by `prepare` (images from a source tree
+or from the ILSVRC archives) and `synth` (images drawn from a seed).
 
-Work is cut into chunks of images. A worker process turns each image of a chunk into its stored
+Work is cut into chunks of images, which a source gives all at once (a tree, the synthetic set)
+or as it reads them (archives streamed from the disk: ilsvrc.py). A worker process turns each image of a chunk into its stored
 JPEG (atomically), decodes what it stored, and adds it to the chunk's pixel statistics; the
 chunk's result is then saved under .partial/. A rerun reuses every saved chunk and, inside an
 unfinished chunk, every image already stored, so an interrupted run resumes where it stopped.
@@ -22,7 +23,7 @@ import zlib
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Hashable
+from typing import Callable, Hashable, Iterator
 
 import numpy as np
 from PIL import Image
@@ -175,7 +176,7 @@ def checksum_files(root: Path, rels: list[str]) -> list[tuple[str, int, int]]:
     return out
 
 
-def _chunk_size(n: int) -> int:
+def chunk_size(n: int) -> int:
     # Small enough that two to sixteen workers stay busy and progress moves; large enough that
     # ImageNet makes about a thousand chunk files, not a million.
     return max(16, min(1024, -(-n // 64)))
@@ -234,18 +235,51 @@ def _one_writer(build_fn):
     return locked
 
 
-@_one_writer
+class Listed:
+    """A source whose work is known before any image is made (a tree, the synthetic set): what
+    `build_from` reads. A source streamed from archives (ilsvrc.py) has the same attributes, its
+    skipped files and `extra` complete once `chunks()` is exhausted.
+
+    identity: what the set is made of; a complete set of the same identity is left as it is.
+    classes, folders (every folder an image goes to), total (images expected, for progress),
+    chunks(): (split, items) in the order they are made, skipped: (split, file, reason) known
+    bad without decoding, extra: entries added to meta.json."""
+
+    def __init__(self, classes: list[str], work: dict[str, list[Item]], skipped: list[tuple[str, str, str]]):
+        self.classes, self.work, self.skipped, self.extra = classes, work, list(skipped), {}
+        self.identity = hashlib.sha1(repr((sorted((s, tuple(v)) for s, v in work.items()),
+                                           self.skipped)).encode()).hexdigest()
+        self.folders = {i.rel.rpartition("/")[0] for items in work.values() for i in items}
+        self.total = sum(len(items) for items in work.values())
+
+    def chunks(self) -> Iterator[tuple[str, tuple[Item, ...]]]:
+        for split in SPLITS:
+            items = self.work.get(split, [])
+            step = chunk_size(len(items))
+            for i in range(0, len(items), step):
+                yield split, tuple(items[i:i + step])
+
+
 def build(root: Path, *, params: dict, classes: list[str], work: dict[str, list[Item]],
           produce: Callable[[Hashable], np.ndarray], size: int, quality: int, workers: int,
           label: str = "images", skipped: list[tuple[str, str, str]] = (), durable: bool = True) -> dict:
     """Write the dataset described by `work` (split -> items) under `root`; returns its meta.
-    `params` are the settings that fix the stored images: a rerun with other params is refused.
-    `skipped` lists (split, file, reason) known bad before any work, for the report.
-    durable=False skips the fsync of each image and chunk result (see `store`)."""
+    `skipped` lists (split, file, reason) known bad before any work, for the report."""
+    return build_from(root, source=Listed(classes, work, skipped), params=params, produce=produce, size=size,
+                      quality=quality, workers=workers, label=label, durable=durable)
+
+
+@_one_writer
+def build_from(root: Path, *, source, params: dict, produce: Callable[[Hashable], np.ndarray], size: int,
+               quality: int, workers: int, label: str = "images", durable: bool = True) -> dict:
+    """Write the dataset that `source` (a Listed, or a source of the same shape) describes
+    under `root`, chunk by chunk as the source gives them; returns its meta. `params` are the
+    settings that fix the stored images: a rerun with other params is refused. A chunk whose
+    result a run before this one saved is not made again. durable=False skips the fsync of
+    each image and chunk result (see `store`)."""
     root = Path(root)
-    work_hash = hashlib.sha1(repr((sorted((s, tuple(v)) for s, v in work.items()), list(skipped))).encode()).hexdigest()
     meta = check_destination(root, params)
-    if meta is not None and meta.get("work") == work_hash:
+    if meta is not None and meta.get("work") == source.identity:
         if not (root / CHECKSUMS).is_file():  # a set made before checksums.txt existed
             rels = [line.rpartition(" ")[0] for s in SPLITS for line in (root / f"{s}.txt").read_text().splitlines()]
             write_checksums(root / CHECKSUMS, checksum_files(root, rels))
@@ -253,67 +287,76 @@ def build(root: Path, *, params: dict, classes: list[str], work: dict[str, list[
     (root / PARTIAL).mkdir(parents=True, exist_ok=True)
     atomic_write(root / PARTIAL / "params.json", json.dumps(params))
     (root / META).unlink(missing_ok=True)  # the source changed: the set is incomplete until rebuilt
-    folders = {i.rel.rpartition("/")[0] for items in work.values() for i in items}
-    for folder in folders:
+    for folder in source.folders:
         (root / folder).mkdir(parents=True, exist_ok=True)
-    for folder in folders | {PARTIAL}:
+    for folder in source.folders | {PARTIAL}:
         remove_stale_temps(root / folder)
 
     tag = json.dumps(params, sort_keys=True)
-    chunks = []
-    for split in SPLITS:
-        items = work.get(split, [])
-        step = _chunk_size(len(items))
-        chunks += [Chunk(root, split, tuple(items[i:i + step]), produce, size, quality, tag, durable)
-                   for i in range(0, len(items), step)]
+    progress = Progress(label, source.total)  # the rate counts this run's images only
+    order: list[tuple[str, str]] = []  # (chunk name, split) of every chunk, in the source's order
     results: dict[str, dict] = {}
-    todo = []
-    for c in chunks:
-        saved = _load_chunk(root / PARTIAL / c.name) if (root / PARTIAL / c.name).is_file() else None
-        if saved is None:
-            todo.append(c)
-        else:
-            results[c.name] = saved
-    total = sum(len(c.items) for c in chunks)
-    done = total - sum(len(c.items) for c in todo)
-    progress = Progress(label, total, done=done)  # the rate counts this run's images only
-    progress.update(done)
-    if workers <= 1 or len(todo) <= 1:
-        for c in todo:
-            results[c.name] = run_chunk(c)
-            done += len(c.items)
-            progress.update(done)
-    else:
-        with ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context()) as pool:
-            pending = {pool.submit(run_chunk, c): c for c in todo}
-            try:
-                while pending:
-                    finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-                    for f in finished:
-                        c = pending.pop(f)
-                        results[c.name] = f.result()
-                        done += len(c.items)
-                        progress.update(done)
-            except BaseException:
-                for f in pending:
-                    f.cancel()
-                raise
+
+    def todo() -> Iterator[Chunk]:
+        for split, items in source.chunks():
+            c = Chunk(root, split, items, produce, size, quality, tag, durable)
+            order.append((c.name, split))
+            path = root / PARTIAL / c.name
+            saved = _load_chunk(path) if path.is_file() else None
+            if saved is None:
+                yield c
+            else:
+                results[c.name] = saved
+                progress.found_done(len(items))
+
+    for c, result in _run(todo(), workers):
+        results[c.name] = result
+        progress.update(progress.done + len(c.items))
     progress.close()
-    return _finish(root, params, classes, chunks, results, size, work_hash, list(skipped))
+    return _finish(root, params, source, order, results, size)
 
 
-def _finish(root: Path, params: dict, classes: list[str], chunks: list[Chunk], results: dict,
-            size: int, work_hash: str, bad: list[tuple[str, str, str]]) -> dict:
+def _run(chunks: Iterator[Chunk], workers: int) -> Iterator[tuple[Chunk, dict]]:
+    """(chunk, result) as each chunk is made: in this process with one worker, else by a pool
+    that holds at most two chunks per worker not yet done, so that a streamed source is read
+    only a little ahead of the work. On an error (the source's too: an archive cut short), the
+    chunks not started are dropped and the running ones finish."""
+    if workers <= 1:
+        for c in chunks:
+            yield c, run_chunk(c)
+        return
+    with ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context()) as pool:
+        pending: dict = {}
+
+        def finished():
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            return [(pending.pop(f), f.result()) for f in done]
+
+        try:
+            for c in chunks:
+                while len(pending) >= 2 * workers:
+                    yield from finished()
+                pending[pool.submit(run_chunk, c)] = c
+            while pending:
+                yield from finished()
+        except BaseException:
+            for f in pending:
+                f.cancel()
+            raise
+
+
+def _finish(root: Path, params: dict, source, order: list[tuple[str, str]], results: dict, size: int) -> dict:
     manifests: dict[str, list[tuple[str, int]]] = {s: [] for s in SPLITS}
     checksums: list[tuple[str, int, int]] = []
+    bad = list(source.skipped)
     pix_sum = np.zeros((size, size, 3), np.int64)
     rgb_sum, rgb_outer = np.zeros(3, np.int64), np.zeros((3, 3), np.int64)
-    for c in chunks:
-        r = results[c.name]
-        manifests[c.split] += [(str(p), int(l)) for p, l in zip(r["rel"], r["label"])]
+    for name, split in order:
+        r = results[name]
+        manifests[split] += [(str(p), int(l)) for p, l in zip(r["rel"], r["label"])]
         checksums += [(str(p), int(n), int(crc)) for p, n, crc in zip(r["rel"], r["size"], r["crc"])]
-        bad += [(c.split, str(k), str(why)) for k, why in zip(r["bad_key"], r["bad_reason"])]
-        if c.split == "train":
+        bad += [(split, str(k), str(why)) for k, why in zip(r["bad_key"], r["bad_reason"])]
+        if split == "train":
             pix_sum += r["pix_sum"].astype(np.int64)
             rgb_sum += r["rgb_sum"]
             rgb_outer += r["rgb_outer"]
@@ -328,14 +371,15 @@ def _finish(root: Path, params: dict, classes: list[str], chunks: list[Chunk], r
     buf = io.BytesIO()
     np.savez(buf, mean=(pix_sum / n).astype(np.float32), cov=cov, eigvals=eigvals, eigvecs=eigvecs)
     atomic_write(root / STATS, buf.getvalue())
-    atomic_write(root / CLASSES, "".join(f"{c}\n" for c in classes))
+    atomic_write(root / CLASSES, "".join(f"{c}\n" for c in source.classes))
     for split, items in manifests.items():
         write_manifest(root / f"{split}.txt", sorted(items, key=lambda x: (x[1], x[0])))
     write_checksums(root / CHECKSUMS, checksums)
     atomic_write(root / REPORT, f"# {len(bad)} skipped file(s): split<TAB>file<TAB>reason\n"
                  + "".join(f"{s}\t{printable(k)}\t{printable(why)}\n" for s, k, why in sorted(bad)))
-    meta = {"format": FORMAT, "image_size": size, "classes": len(classes), "train": n,
-            "val": len(manifests["val"]), "skipped": len(bad), "work": work_hash, "params": params}
+    meta = {"format": FORMAT, "image_size": size, "classes": len(source.classes), "train": n,
+            "val": len(manifests["val"]), "skipped": len(bad), "work": source.identity, "params": params,
+            **source.extra}
     atomic_write(root / META, json.dumps(meta, indent=2) + "\n")
     shutil.rmtree(root / PARTIAL, ignore_errors=True)
     return meta

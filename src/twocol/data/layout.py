@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import zipfile
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
@@ -35,6 +36,38 @@ SPLITS = ("train", "val")
 META, CLASSES, STATS, REPORT, PARTIAL = "meta.json", "classes.txt", "stats.npz", "report.txt", ".partial"
 CHECKSUMS = "checksums.txt"
 VERIFIED = "verified.txt"
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._+-]")
+
+
+def safe_name(name: str) -> str:
+    """File and folder names DALI's file lists and any shell take as they are."""
+    return _UNSAFE.sub("_", name) or "_"
+
+
+def class_folders(classes: list[str]) -> dict[str, str]:
+    """Class name -> its folder under train/ and val/: the safe name, made unique by the class's
+    index where two names become the same."""
+    folders, used = {}, set()
+    for i, c in enumerate(classes):
+        f = safe_name(c)
+        folders[c] = f if f not in used else f"{f}-{i}"
+        used.add(folders[c])
+    return folders
+
+
+def stored_path(split: str, folder: str, source_name: str, taken: set[str]) -> str:
+    """The relative path of the stored image made from the source file `source_name` (a file
+    name, without folders): <split>/<folder>/<safe stem>.jpg, with -1, -2, ... added where
+    another source of the split took that path (a.JPEG and a.png of one class). Adds it to
+    `taken`."""
+    rel = f"{split}/{folder}/{safe_name(PurePosixPath(source_name).stem)}.jpg"
+    base, n = rel[:-4], 1
+    while rel in taken:
+        rel, n = f"{base}-{n}.jpg", n + 1
+    taken.add(rel)
+    return rel
 
 
 def write_manifest(path: Path, items: list[tuple[str, int]]) -> None:

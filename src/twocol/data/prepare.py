@@ -1,4 +1,5 @@
-"""`twocol prepare SRC DST`: an ImageNet-style tree -> the stored layout of layout.py.
+"""`twocol prepare SRC DST`: an ImageNet-style tree -> the stored layout of layout.py (a folder
+of the ILSVRC archives as downloaded goes to ilsvrc.py instead).
 
 SRC/train/<class>/<image> gives the classes (sorted folder names) and the training set;
 SRC/val/<class>/<image>, or ILSVRC's flat SRC/val/<image> with --val-labels, the validation
@@ -10,80 +11,14 @@ from __future__ import annotations
 
 import functools
 import os
-import re
-import warnings
 from pathlib import Path
-
-import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..config import MAX_IMAGE_SIDE
 from ..errors import DataError
-from .build import BadImage, Item, build, printable, worker_count
-
-
-def to_rgb(im: Image.Image) -> Image.Image:
-    """Any Pillow mode -> 8-bit RGB. 16-bit greyscale (some PNGs) is scaled down (rounded)
-    rather than clipped; CMYK (Adobe's inverted kind included) and palette images go through
-    Pillow. Integer arithmetic in place (4 bytes a pixel for 16-bit images, not float64 copies)."""
-    if im.mode == "RGB":
-        return im
-    if im.mode.startswith("I"):
-        arr = np.asarray(im).astype(np.int64 if im.mode == "I" else np.int32)
-        if arr.max() > 255:
-            arr += 128
-            arr //= 257  # round(x / 257) for whole x
-        np.clip(arr, 0, 255, out=arr)
-        return Image.fromarray(arr.astype(np.uint8), "L").convert("RGB")
-    return im.convert("RGB")
-
-
-# Pixels prepare decodes of one image at most (a JPEG counts at the reduced scale it is decoded
-# at, never below --size: a 13000x13000 JPEG decodes at 1/8, 1625x1625). Measured here, one
-# 7000x7000 PNG peaks at 410 MB (RGB) or 640 MB (16-bit grey) per worker; larger images (a
-# 13000x13000 PNG of 0.5 MB took 1.3 GB) are skipped and listed in report.txt.
-MAX_PIXELS = 50_000_000
-
-
-def load_source(path: str, size: int) -> np.ndarray:
-    """A source image, upright (EXIF orientation applied), shorter side resized to `size` and
-    centre-cropped: (size, size, 3) uint8. Raises BadImage with the reason otherwise."""
-    try:
-        if os.path.getsize(path) == 0:
-            raise BadImage("empty file")
-    except OSError as e:
-        raise BadImage(f"unreadable: {e.strerror or e}") from None
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # Pillow warns on odd EXIF and palettes; the image is fine
-            with Image.open(path) as im:
-                full = im.size
-                # A large JPEG decodes straight at 1/2, 1/4 or 1/8 scale, never below `size`.
-                im.draft("RGB", (size, size))
-                if im.size[0] * im.size[1] > MAX_PIXELS:
-                    raise BadImage(f"too large: {full[0]}x{full[1]} pixels, over prepare's limit of "
-                                   f"{MAX_PIXELS:,} decoded pixels")
-                im.load()
-                im = to_rgb(ImageOps.exif_transpose(im))
-        w, h = im.size
-        side = min(w, h)
-        box = ((w - side) / 2, (h - side) / 2, (w + side) / 2, (h + side) / 2)
-        return np.asarray(im.resize((size, size), Image.Resampling.BICUBIC, box=box))
-    except UnidentifiedImageError:
-        raise BadImage("not an image (no known image format)") from None
-    except Image.DecompressionBombError as e:
-        raise BadImage(f"too large: {e}") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as e:
-        msg = str(e) or type(e).__name__
-        raise BadImage(("truncated: " if "truncat" in msg else "cannot decode: ") + msg) from None
-
-
-_UNSAFE = re.compile(r"[^A-Za-z0-9._+-]")
-
-
-def _safe(name: str) -> str:
-    """File and folder names DALI's file lists and any shell take as they are."""
-    return _UNSAFE.sub("_", name) or "_"
+from .build import Item, build, printable, worker_count
+from .decode import load_source
+from .ilsvrc import find_release, prepare_archives
+from .layout import class_folders, stored_path
 
 
 def _entries(folder: Path, roots: tuple[Path, ...], problems: list[tuple[Path, str]]) -> tuple[list[Path], list[str]]:
@@ -169,7 +104,8 @@ def scan(src: Path, val_labels: Path | None) -> tuple[list[str], dict[str, list[
     files without a label (flat val folder), links not followed, empty class folders."""
     train_dir, val_dir = src / "train", src / "val"
     if not train_dir.is_dir():
-        raise DataError(f"{src} has no train/ folder (expected {src}/train/<class>/<image>)")
+        raise DataError(f"{src} has no train/ folder (expected {src}/train/<class>/<image>, or the ILSVRC "
+                        "archives as image-net.org names them: docs/data.md)")
     if not val_dir.is_dir():
         raise DataError(f"{src} has no val/ folder (expected {src}/val/<class>/<image>, or a flat "
                         "val/ folder with --val-labels)")
@@ -183,11 +119,7 @@ def scan(src: Path, val_labels: Path | None) -> tuple[list[str], dict[str, list[
                             "lines of classes.txt)")
     if len(classes) < 2:
         raise DataError(f"{train_dir} must hold at least 2 class folders, found {len(classes)}")
-    folders, used = {}, set()
-    for i, c in enumerate(classes):
-        f = _safe(c)
-        folders[c] = f if f not in used else f"{f}-{i}"
-        used.add(folders[c])
+    folders = class_folders(classes)
 
     def images(split: str, folder: Path) -> list[Path]:
         found, _ = _entries(folder, roots, problems[split])
@@ -214,15 +146,9 @@ def scan(src: Path, val_labels: Path | None) -> tuple[list[str], dict[str, list[
         raise DataError(f"{val_dir} is empty")
     work: dict[str, list[Item]] = {}
     for split, pairs in labelled.items():
-        items, taken = [], set()
-        for path, label in pairs:
-            rel = f"{split}/{folders[classes[label]]}/{_safe(path.stem)}.jpg"
-            base, n = rel[:-4], 1
-            while rel in taken:  # e.g. a.JPEG and a.png in one folder
-                rel, n = f"{base}-{n}.jpg", n + 1
-            taken.add(rel)
-            items.append(Item(str(path.resolve()), rel, label))
-        work[split] = items
+        taken: set[str] = set()
+        work[split] = [Item(str(path.resolve()), stored_path(split, folders[classes[label]], path.name, taken), label)
+                       for path, label in pairs]
     skipped = [(split, os.path.abspath(p), why) for split, found in problems.items() for p, why in found]
     return classes, work, skipped
 
@@ -244,8 +170,10 @@ def refuse_overlap(src: Path, dst: Path) -> None:
 
 
 def prepare(src: Path, dst: Path, size: int = 256, quality: int = 90, workers: int | None = None,
-            val_labels: Path | None = None) -> dict:
-    """Prepare `src` into `dst`; returns the dataset's meta (counts, skipped files)."""
+            val_labels: Path | None = None, val_split: str | None = None) -> dict:
+    """Prepare `src` (a tree, or a folder of ILSVRC archives: ilsvrc.py) into `dst`; returns the
+    dataset's meta (counts, skipped files). `val_split` (archives only): the ILSVRC split that
+    becomes the set's val split, val (the default) or test."""
     src, dst = Path(src), Path(dst)
     if not src.is_dir():
         raise DataError(f"source {src} is not a folder")
@@ -255,6 +183,15 @@ def prepare(src: Path, dst: Path, size: int = 256, quality: int = 90, workers: i
         raise DataError(f"--quality must be in 1..100, got {quality}")
     if size > MAX_IMAGE_SIDE:
         raise DataError(f"--size must be at most {MAX_IMAGE_SIDE}, got {size}")
+    release = None if (src / "train").is_dir() else find_release(src)
+    if release is not None:
+        if val_labels is not None:
+            raise DataError(f"--val-labels is for an extracted tree: the labels of the {release.title} archives "
+                            "come from their devkit")
+        return prepare_archives(src, dst, release, size=size, quality=quality, workers=workers,
+                                split=val_split or "val")
+    if val_split is not None:
+        raise DataError(f"--val-split is for a folder of ILSVRC archives; {src} is not one")
     workers = worker_count(workers)
     refuse_overlap(src, dst)
     classes, work, skipped = scan(src, val_labels)
