@@ -157,7 +157,8 @@ machine() {
   echo "commit: $("$PY" -c 'from twocol.provenance import commit; c, why = commit(); print(c or f"unknown: {why}")')"
   echo "gpu: $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null |
     paste -sd ';' - | grep . || echo "none seen by nvidia-smi")"
-  "$PY" -c 'import platform, torch; print(f"torch {torch.__version__} (CUDA {torch.version.cuda}), Python {platform.python_version()}")'
+  "$PY" -c 'import platform, torch; print(f"torch {torch.__version__} (CUDA {torch.version.cuda}), Python {platform.python_version()}")' \
+    2>/dev/null || echo "torch: not importable by $PY"
   echo "cores: $(nproc); xz: $(command -v xz || echo "not found (the DALI pieces unpack without it)")"
   echo "/dev/shm: $(df -h --output=size,avail /dev/shm 2>/dev/null | tail -n 1 | awk '{print $1 " (" $2 " free)"}' | grep . || echo "none")"
 }
