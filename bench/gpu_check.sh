@@ -159,7 +159,8 @@ machine() {
     paste -sd ';' - | grep . || echo "none seen by nvidia-smi")"
   "$PY" -c 'import platform, torch; print(f"torch {torch.__version__} (CUDA {torch.version.cuda}), Python {platform.python_version()}")' \
     2>/dev/null || echo "torch: not importable by $PY"
-  echo "cores: $(nproc); xz: $(command -v xz || echo "not found (the DALI pieces unpack without it)")"
+  echo "cores: $(nproc)"
+  echo "xz: $(command -v xz || echo "not found (the DALI pieces unpack without it)")"
   echo "/dev/shm: $(df -h --output=size,avail /dev/shm 2>/dev/null | tail -n 1 | awk '{print $1 " (" $2 " free)"}' | grep . || echo "none")"
 }
 
@@ -299,8 +300,8 @@ EOF
 
 e2e() {
   # bench/e2e.py with the feeds given; the paper net, batch 128, both columns on GPU 0, 10,000
-  # JPEGs at 256 px made here with every core (in data/, ignored: kept on a warm machine). Dry
-  # run: the tiny net, 40 JPEGs in $OUT.
+  # JPEGs at 256 px made here with every core (in data/, ignored: reused by a later run on a
+  # machine that keeps it). Dry run: the tiny net, 40 JPEGs in $OUT.
   if dry; then
     "$PY" -m bench.e2e --gpus cpu --preset tiny --images 40 --batch 8 --steps 2 --warmup 1 --workers 1 \
       --data-dir "$OUT/e2e-data" --feeds "$1" --out "$2"
