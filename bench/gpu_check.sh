@@ -123,9 +123,9 @@ need_gpu() {
 dry() { [ "$MODE" = dry ]; }
 quick() { [ "$MODE" = quick ]; }
 
-# DALI from the pieces sent with the parts (.dali-all/: dali.tar.xz.part-*, SHA256SUMS; bench/dali_pieces.sh),
-# unpacked once into .dali/site; sets DALI_PROBLEM (one line) when it cannot be had. Run in this
-# shell, before the sections, so that they inherit PYTHONPATH.
+# DALI from the pieces sent with the parts (.dali-all/: dali.tar.xz.part-*, SHA256SUMS;
+# bench/dali_pieces.sh), unpacked once into .dali/site; sets DALI_PROBLEM (one line) when it
+# cannot be had. Run in this shell, before the sections, so that they inherit PYTHONPATH.
 dali_from_pieces() {
   local dir=.dali-all site=.dali/site piece
   if "$PY" -c "import nvidia.dali" 2>/dev/null; then return; fi

@@ -10,21 +10,21 @@ one column (48 x 55 x 55, 128 x 27 x 27: what each column's kernel sees); float3
 on CUDA. Times, through autograd, the forward pass (with requires_grad, as training runs it),
 the backward pass alone (on a retained graph) and both; the raw kernels on preallocated
 buffers; and, as the bandwidth reference, a device-to-device copy of x into a tensor like it.
-On CUDA each timing is CUDA events around at least MIN_LAUNCHES back-to-back calls, each call
-on the next of several copies of the row's buffers, which together exceed L2_FACTOR times the
-device's L2: the time is the kernel's, not the host's dispatch, and its inputs come from
-device memory, not from the L2. Beside each event time the host clock times the same loop up to
-its last launch: where the host's time for a call the targets read is at least HOST_BOUND_SHARE
-of the device's, the device waited for Python's dispatch and the time is the host's, not the
-kernel's (host_bound lists those calls). Every target is computed over the rows past the L2
-(fits_in_l2 false) with no host-bound call. On the CPU each timing is one call on the host clock. All variants of a shape take turns in every repeat, so that a noisy machine
-slows them alike; reports medians. Each kernel's bandwidth counts every byte it must read and
-write once (forward: x in, y out; backward: grad and x in, grad_input out); every row gives
-those bytes, the GB/s and the fraction of the copy's. Also times writing a fresh tensor like
-x against an existing one: what each fused pass pays for the tensor it returns on top of its
-kernel (on the CPU, page faults). The JSON is written before the first row (with every row
-under not_reached) and after each row. Writes JSON
-to bench/results/<date>-kernels-<cpu|gpu>.json unless --out says where.
+On CUDA each timing is CUDA events around at least MIN_LAUNCHES back-to-back calls, each call on
+the next of several copies of the row's buffers, which together exceed L2_FACTOR times the
+device's L2, so that launch gaps hide behind queued work and the inputs come from device memory,
+not from the L2. The host clock times the same calls up to the last launch: where the host's
+time for a call the targets read is at least HOST_BOUND_SHARE of the device's, the device waited
+for Python's dispatch and the time is the host's, not the kernel's (host_bound lists those
+calls). Every target is computed over the rows past the L2 (fits_in_l2 false) with no host-bound
+call. On the CPU each timing is one call on the host clock. All variants of a shape take turns
+in every repeat, so that a noisy machine slows them alike; reports medians. Each kernel's
+bandwidth counts every byte it must read and write once (forward: x in, y out; backward: grad
+and x in, grad_input out); every row gives those bytes, the GB/s and the fraction of the copy's.
+Also times writing a fresh tensor like x against an existing one: what each fused pass pays for
+the tensor it returns on top of its kernel (on the CPU, page faults). The JSON is written before
+the first row (with every row under not_reached) and after each row. Writes JSON to
+bench/results/<date>-kernels-<cpu|gpu>.json unless --out says where.
 """
 from __future__ import annotations
 
