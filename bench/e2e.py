@@ -31,8 +31,9 @@ The feeds, each for --steps steps after --warmup:
 A step is training's own (twocol.step.train_step: forward, cross entropy, backward, the
 paper's update). Each row: images/s over the timed steps, and data_wait_fraction, the share of
 that wall time the host spent waiting for the next batch. Writes
-bench/results/<date>-e2e-<cpu|gpu-name>.json (or --out) before the first feed and again after
-each, so that a run cut short keeps the rows it measured and lists the feeds it did not reach.
+bench/results/<date>-e2e-<cpu|gpu-name>.json (or --out) before the JPEG set is made (every feed
+under not_reached), once it is made and after each feed, so that a run cut short keeps the rows
+it measured and lists the feeds it did not reach.
 """
 from __future__ import annotations
 
@@ -102,11 +103,16 @@ def view(spec: tuple[str, int, int]) -> np.ndarray:
     return np.ascontiguousarray(img)
 
 
+def dataset_root(data_dir: Path, images: int) -> Path:
+    """Where dataset() keeps the set with `images` training images."""
+    return data_dir / f"e2e-v{SET_VERSION}-synth-v{GENERATOR}-{CLASSES}x{math.ceil(images / CLASSES)}-{SIDE}px"
+
+
 def dataset(data_dir: Path, images: int, workers: int) -> Path:
     """The 256 px JPEG set with `images` training images (rounded up to 10 classes), made once
     (resumably, without fsyncs) with `workers` processes."""
     per_class = math.ceil(images / CLASSES)
-    root = data_dir / f"e2e-v{SET_VERSION}-synth-v{GENERATOR}-{CLASSES}x{per_class}-{SIDE}px"
+    root = dataset_root(data_dir, images)
     names = class_names(CLASSES)
     work = {split: [Item((split, label, i), f"{split}/{names[label]}/{split}-{label:02d}-{i:05d}.jpg", label)
                     for label in range(CLASSES) for i in range(n)]
@@ -206,18 +212,15 @@ def main(argv=None) -> int:
         if name not in FEEDS:
             p.error(f"unknown feed {name}; choose from {', '.join(FEEDS)}")
     load_start = os.getloadavg()
-    t = time.perf_counter()
-    root = dataset(args.data_dir, args.images, os.cpu_count() or 1)
-    made_s = time.perf_counter() - t
-    print(f"dataset {root}: {open_dataset(root).meta['train']} training images ({made_s:.1f} s, "
-          "made once, then reused)", file=sys.stderr)
     device = placement.a
     env = environment()
     machine = {"cpu": env["cpu"], "cores": os.cpu_count(), "gpu": env["gpu"], "platform": platform.platform(),
                "python": platform.python_version()}
     kind = f"gpu-{slug(env['gpu'])}" if gpu else "cpu"
     out = args.out or Path("bench/results") / f"{env['date']}-e2e-{kind}.json"
-    train_images = open_dataset(root).meta["train"]
+    # train_images and made_s stay null until the set is made.
+    data = {"path": str(dataset_root(args.data_dir, args.images)), "train_images": None, "image_size": SIDE,
+            "crop": cfg.model.input_size, "made_s": None, "variants_per_scene": VARIANTS}
 
     def write(rows):
         """The results so far (rows measured or skipped), each over the synthetic ceiling."""
@@ -226,9 +229,7 @@ def main(argv=None) -> int:
             if ceiling and "images_per_s" in r:
                 r["over_synthetic"] = r["images_per_s"] / ceiling
         record = {"bench": "e2e", "environment": env, "machine": machine, "preset": preset, "config": config,
-                  "overrides": overrides, "data": {"path": str(root), "train_images": train_images,
-                                                   "image_size": SIDE, "crop": cfg.model.input_size,
-                                                   "made_s": made_s, "variants_per_scene": VARIANTS},
+                  "overrides": overrides, "data": data,
                   "batch": cfg.data.batch_size, "steps": steps, "warmup": warmup,
                   "load_average": [load_start[0], os.getloadavg()[0]], "torch_threads": torch.get_num_threads(),
                   "target": {"dali_gpu_over_synthetic": TARGET_DALI_GPU_OVER_SYNTHETIC}, "rows": rows,
@@ -240,7 +241,13 @@ def main(argv=None) -> int:
             torch.cuda.synchronize(device)
 
     rows = []
-    write(rows)  # the plan, before any feed: a run cut short says what it did not reach
+    write(rows)  # the plan, before the set is made: a run cut short says what it did not reach
+    t = time.perf_counter()
+    root = dataset(args.data_dir, args.images, os.cpu_count() or 1)
+    data.update(train_images=open_dataset(root).meta["train"], made_s=time.perf_counter() - t)
+    write(rows)
+    print(f"dataset {root}: {data['train_images']} training images ({data['made_s']:.1f} s, "
+          "made once, then reused)", file=sys.stderr)
     for name in names:
         row = {"feed": name, "device": str(device), "cpu_workers": 0 if name == "synthetic" else args.workers}
         why_not = None

@@ -10,9 +10,12 @@ from pathlib import Path
 import torch
 
 from twocol.atomic import atomic_write
+from twocol.provenance import commit
 
 
 def environment() -> dict:
+    """The date, commit (null with commit_missing saying why where the tree has no .git and no
+    commit was named: twocol.provenance), torch, CPU, threads, GPU and DALI."""
     def cmd(*args):
         try:
             return subprocess.run(args, capture_output=True, text=True, timeout=10).stdout.strip()
@@ -21,7 +24,8 @@ def environment() -> dict:
 
     cpu = next((l.split(":", 1)[1].strip() for l in cmd("cat", "/proc/cpuinfo").splitlines()
                 if l.startswith("model name")), platform.processor())
-    env = {"date": datetime.date.today().isoformat(), "commit": cmd("git", "rev-parse", "--short", "HEAD"),
+    sha, missing = commit()
+    env = {"date": datetime.date.today().isoformat(), "commit": sha, **({"commit_missing": missing} if missing else {}),
            "torch": torch.__version__, "cpu": cpu, "threads": torch.get_num_threads(),
            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
     try:

@@ -3,60 +3,57 @@
 # CUDA GPU, PyTorch, nvcc and ninja (torchvision and DALI optional). Needs no network: it builds
 # twocol._C in place against that machine's torch and imports twocol from src/.
 #
-#   QUICK=1 bash bench/gpu_check.sh      # the headline, at most 4 minutes on an H200, build included
-#   bash bench/gpu_check.sh --rest       # the other GPU sections, not DALI's (5 minutes at most)
-#   bash bench/gpu_check.sh --dali       # the DALI sections, with DALI from .dali-all/ (2.3 minutes)
-#   bash bench/gpu_check.sh              # all of it (8 minutes at most): a machine with DALI installed
+#   QUICK=1 bash bench/gpu_check.sh      # the headline, at most 4 minutes, build included
+#   bash bench/gpu_check.sh --rest       # the other GPU sections, not DALI's (8.1 minutes at most)
+#   bash bench/gpu_check.sh --dali       # the DALI sections, with DALI from .dali-all/ (2.6 minutes)
+#   bash bench/gpu_check.sh              # all of it (10.3 minutes at most): a machine with DALI installed
 #   bash bench/gpu_check.sh --dry-run    # every section's Python on the CPU at tiny sizes (CI runs it)
 #
 #   OUT=/tmp/gpu bash bench/gpu_check.sh                # results folder (default bench/results/gpu;
 #                                                       # a dry run's: a new temporary folder)
 #   SECTIONS="build:60 profile:50" bash bench/gpu_check.sh   # chosen sections, name:seconds
 #   PACK=1 ...                                          # leave only summary.txt and results.tgz
+#   TWOCOL_COMMIT=<commit> ...                          # where the tree has no .git: its commit
 #
 # The quick check: two-column vs grouped vs torchvision's AlexNet images/s at batch 128, fp32 and
 # bf16, eager and CUDA graphs (throughput.json); the fused kernels against copy bandwidth on rows
 # past the L2 (kernels.json); the end-to-end synthetic and torch + Pillow rows (e2e.json); the
 # profile's timeline.png (profile-off/); report.md beside them. Read it first.
 #
-# Writes to $OUT: summary.txt (one line per section: ok, skipped with the reason, or FAILED, and
-# seconds), <section>.log, and what the sections write: kernels.json, throughput.json (fp32 with
-# torch's TF32 defaults, fp32 with TF32 off, bf16; levers), throughput-compile.json, profile-off/,
-# profile-bf16/, profile-off-one-stream/ (trace.json.gz, timeline.png, profile.json; each
-# profile.json also copied to profile-<name>.json; profile-not-reached.txt while some are not
-# made), e2e.json, e2e-dali.json, report.md and report.png (bench/report.py over this run).
-# Every JSON is written before its first row and after each, listing what it has not reached, so
-# a section cut off by its time limit keeps its finished rows. Commit them as
-# bench/results/<date>-gpu-<card>/ (bench/report.py reads it).
+# Writes to $OUT: machine.txt (the commit, the GPU and its driver, torch, xz, the size of
+# /dev/shm: printed first and again beside the summary), summary.txt (one line per section: ok,
+# skipped with the reason, or FAILED, and seconds; a test section cut off by its limit also says
+# what passed and failed before the cut), <section>.log, and what the sections write:
+# kernels.json, throughput.json (fp32 with torch's TF32 defaults, fp32 with TF32 off, bf16;
+# levers), throughput-compile.json, profile-off/, profile-bf16/, profile-off-one-stream/
+# (trace.json.gz, timeline.png, profile.json; each profile.json also copied to
+# profile-<name>.json; profile-not-reached.txt while some are not made), e2e.json, e2e-dali.json,
+# report.md and report.png (bench/report.py over this run). Every JSON names the GPU and the
+# commit (null, with commit_missing saying why, where neither .git nor TWOCOL_COMMIT gives it),
+# and is written before its first row and after each, listing what it has not reached, so a
+# section cut off by its time limit keeps its finished rows. Commit them as
+# bench/results/<date>-gpu-<card>/ (bench/report.py reads it): figures from different cards are
+# separate runs, never compared with each other.
 #
 # Each section is a function named section_<name>, run with a time limit; a failing section is
 # recorded and the next one runs. A section that cannot run here prints "skipped: <why>" as its
 # last line and returns 77. To add one: define section_<name> and add <name>:<seconds> to the
-# lists below. Measured on an H200 (2026-11-27, before this layout): build 30-40 s, model tests
-# 21 s, kernel tests 13 s, the old throughput section 16-17 s.
+# lists below, its limit fitted to what it was measured to cost.
 #
-# On this project's lent GPU machine (the device tool's `run`; one H200, torch 2.11, no network,
-# no DALI; at most 64 MiB carried per call, ignored folders of the working tree kept while the
-# machine stays warm, about 30 s after a call): first make the DALI pieces here, where pip can
-# download (57 MiB each, into .dali-all/, which git ignores; the working tree is ~2 MiB):
+# A GPU machine without network that takes only small uploads (the working tree is about 2 MiB):
+# make the DALI pieces where pip can download, into .dali-all/ (ignored by git):
 #     bash bench/dali_pieces.sh .dali-all
-# then three calls, each started within 30 s of the last one's answer; each does useful work on
-# its own, so a machine given back between them costs only the DALI sections (one line saying
-# which piece is missing), never the others:
-#   1. command: PACK=1 QUICK=1 bash bench/gpu_check.sh
-#      carry:   [".dali-all/dali.tar.xz.part-aa", ".dali-all/SHA256SUMS"]      timeout_s: 270
-#   2. command: PACK=1 bash bench/gpu_check.sh --rest
-#      carry:   [".dali-all/dali.tar.xz.part-ab"]                               timeout_s: 330
-#   3. command: PACK=1 bash bench/gpu_check.sh --dali
-#      carry:   [".dali-all/dali.tar.xz.part-ac"]                               timeout_s: 170
-# (one call per piece: with more pieces, more --rest-like calls; the last carries the last piece).
-# Each call's results come back as results.tgz and summary.txt; unpack each call's into a folder
-# of its own, bench/results/<date>-gpu-<card>-quick/, -rest/ and -dali/ (bench/report.py reads
-# each as a run), and commit them. Calls 2 and 3 rebuild
-# in seconds on a warm machine (build/ and src/twocol/_C*.so are ignored and stay). The section
-# limits of the three calls add up to 11.3 minutes, at most, of the device's 15; the machine's
-# start (a minute or two) comes on top. If time runs short, the quick call alone is the one
-# that matters: its report.md has the headline figures.
+# (equal pieces of at most 56 MiB, and SHA256SUMS), then send the parts one after the other,
+# each with the tree and one piece: SHA256SUMS and the first piece with --quick, the next with
+# --rest, the last with --dali (more pieces, more uploads before --dali). Each part does useful
+# work on its own; --dali needs every piece in .dali-all/ (a machine that keeps the tree's
+# ignored folders between uploads) and unpacks them once into .dali/site, and where one is
+# missing its sections are skipped with one line saying which. The build is in place and
+# ignored (build/, src/twocol/_C*.so), so a machine that keeps them rebuilds in seconds. Give
+# each part TWOCOL_COMMIT=$(git rev-parse --short HEAD), as it stands where the tree was sent
+# from, and unpack each part's results.tgz into a folder of its own,
+# bench/results/<date>-gpu-<card>-quick/, -rest/ and -dali/ (bench/report.py reads each as a
+# run). The quick part is the one that matters most: its report.md has the headline figures.
 set -u
 cd "$(dirname "$0")/.."
 
@@ -83,18 +80,38 @@ mkdir -p "$OUT"
 OUT="$(cd "$OUT" && pwd)"
 # The interpreter: $PY if set, else the project's .venv, else python3.
 if [ -z "${PY:-}" ]; then if [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY=python3; fi; fi
-# Compiled graphs in an ignored folder of the working tree: kept between calls on a warm machine.
+# Compiled graphs in an ignored folder of the working tree: kept for the next run where the tree's
+# ignored folders are.
 export TORCHINDUCTOR_CACHE_DIR="${TORCHINDUCTOR_CACHE_DIR:-$PWD/build/inductor}"
 export OUT PY MODE PYTHONUNBUFFERED=1 PYTHONPATH="$PWD/src:$PWD${PYTHONPATH:+:$PYTHONPATH}"
 
-# name:seconds, in order. full: 480 s together; quick: 240; rest: 300; dali: 140 (the three
-# calls 680 s: the lent machine's 15 minutes less a start and some slack).
+# name:seconds, in order. full: 620 s together; quick: 240; rest: 485; dali: 155 (the DALI
+# pieces' unpacking comes before the sections). Each limit is what the section was measured or
+# estimated to cost, with a margin of about half as much again:
+#   build         30-40 s on an H200 (2026-11-27, nvcc on every core): 60 s (quick: 65); seconds
+#                 where build/ is kept from an earlier run.
+#   kernel_tests  125 cases (98 of them took 13 s on an H200, 2026-11-27). The CPU half: 23 s in
+#                 pytest, 37 s with its start, on 2 cores of an AMD EPYC at load average 5.6
+#                 (2026-12-06), 10 s of it the nvcc build of the CUDA file and 10 s the CPU
+#                 twins of the 60 CUDA cases; the CUDA cases about as much as their twins plus
+#                 CUDA's start and a child process, ~20 s: ~57 s, 90 s.
+#   model_tests   6 cases, 2 of them capturing a CUDA graph of the step after 3 eager warm-up
+#                 steps; the other 4 took 21 s on an H200 (2026-11-27): ~40 s, 60 s.
+#   compile       a cold inductor compile of the 9 stage graphs, forward and backward, for bf16
+#                 and again for fp32. On the CPU (AMD EPYC, 2 cores at load average 7-8,
+#                 2026-12-06; the paper net at batch 2) the fp32 compile took ~31 s of CPU time
+#                 (bench.throughput --levers compile: 42 s of CPU; without the lever 7 s; the
+#                 compiled net's own steps 4 s), bf16 and fp32 together 82 s of CPU in 224 s;
+#                 on a GPU Triton's compile replaces the C++ one and a fresh machine first
+#                 starts its compile workers: ~75 s, 120 s.
+#   the others    sized to their own plans of rows and steps (a throughput section of fewer
+#                 rows took 16-17 s on an H200, 2026-11-27).
 case $MODE in
   quick) DEFAULT="build:65 kernel_bench:30 throughput:45 e2e:50 profile:35 report:15" ;;
-  rest) DEFAULT="build:45 kernel_tests:30 model_tests:25 kernel_bench:35 throughput:80 compile:45 profile:35 report:5" ;;
-  dali) DEFAULT="build:45 dali_tests:40 e2e_dali:50 report:5" ;;
+  rest) DEFAULT="build:60 kernel_tests:90 model_tests:60 kernel_bench:35 throughput:80 compile:120 profile:35 report:5" ;;
+  dali) DEFAULT="build:60 dali_tests:40 e2e_dali:50 report:5" ;;
   dry) DEFAULT="build:10 kernel_tests:10 model_tests:10 dali_tests:10 kernel_bench:120 throughput:240 compile:240 profile:120 e2e:180 e2e_dali:60 report:60" ;;
-  *) DEFAULT="build:60 kernel_tests:40 kernel_bench:45 model_tests:30 throughput:100 compile:60 profile:40 e2e:55 dali_tests:45 report:5" ;;
+  *) DEFAULT="build:60 kernel_tests:90 kernel_bench:45 model_tests:60 throughput:100 compile:120 profile:40 e2e:55 dali_tests:45 report:5" ;;
 esac
 SECTIONS="${SECTIONS:-$DEFAULT}"
 
@@ -106,30 +123,51 @@ need_gpu() {
 dry() { [ "$MODE" = dry ]; }
 quick() { [ "$MODE" = quick ]; }
 
-# DALI from the carried pieces (.dali-all/: dali.tar.xz.part-*, SHA256SUMS; bench/dali_pieces.sh),
-# unpacked once into .dali/site; sets DALI_PROBLEM (one line) when it cannot be had. Run in this
-# shell, before the sections, so that they inherit PYTHONPATH.
+# DALI from the pieces sent with the parts (.dali-all/: dali.tar.xz.part-*, SHA256SUMS;
+# bench/dali_pieces.sh), unpacked once into .dali/site; sets DALI_PROBLEM (one line) when it
+# cannot be had. Run in this shell, before the sections, so that they inherit PYTHONPATH.
 dali_from_pieces() {
   local dir=.dali-all site=.dali/site piece
   if "$PY" -c "import nvidia.dali" 2>/dev/null; then return; fi
   if [ ! -f "$dir/SHA256SUMS" ]; then
-    DALI_PROBLEM="no $dir/SHA256SUMS (carried with the first call; the machine was given back since?)"; return
+    DALI_PROBLEM="no $dir/SHA256SUMS (sent with the first part; not kept since?)"; return
   fi
   while read -r _ piece; do
     if [ ! -f "$dir/$piece" ]; then
-      DALI_PROBLEM="DALI piece $piece is missing from $dir (the machine was given back between the calls?)"; return
+      DALI_PROBLEM="DALI piece $piece is missing from $dir (not sent, or not kept since it was?)"; return
     fi
   done <"$dir/SHA256SUMS"
   if ! (cd "$dir" && sha256sum --quiet -c SHA256SUMS >/dev/null 2>&1); then
-    DALI_PROBLEM="a DALI piece in $dir does not match SHA256SUMS (bad transfer): make the pieces again"; return
+    DALI_PROBLEM="a DALI piece in $dir does not match SHA256SUMS (a broken upload?): send it again"; return
   fi
   if ! cmp -s "$dir/SHA256SUMS" "$site.sums"; then
+    # Through Python's lzma, which every machine that runs this has (xz may not be installed).
     rm -rf "$site" && mkdir -p "$site" &&
-      cat "$dir"/dali.tar.xz.part-* | xz -d | tar -C "$site" -xf - && cp "$dir/SHA256SUMS" "$site.sums" ||
+      cat "$dir"/dali.tar.xz.part-* | "$PY" -c 'import sys, tarfile
+with tarfile.open(fileobj=sys.stdin.buffer, mode="r|xz") as t:
+    t.extractall(sys.argv[1], filter="data")' "$site" && cp "$dir/SHA256SUMS" "$site.sums" ||
       { DALI_PROBLEM="the DALI pieces did not unpack into $site"; return; }
   fi
   export PYTHONPATH="$PWD/$site:$PYTHONPATH"
   "$PY" -c "import nvidia.dali" 2>/dev/null || DALI_PROBLEM="DALI unpacked into $site but does not import"
+}
+
+machine() {
+  # What ran this: printed first, and again beside the summary (machine.txt).
+  echo "commit: $("$PY" -c 'from twocol.provenance import commit; c, why = commit(); print(c or f"unknown: {why}")')"
+  echo "gpu: $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null |
+    paste -sd ';' - | grep . || echo "none seen by nvidia-smi")"
+  "$PY" -c 'import platform, torch; print(f"torch {torch.__version__} (CUDA {torch.version.cuda}), Python {platform.python_version()}")' \
+    2>/dev/null || echo "torch: not importable by $PY"
+  echo "cores: $(nproc)"
+  echo "xz: $(command -v xz || echo "not found (the DALI pieces unpack without it)")"
+  echo "/dev/shm: $(df -h --output=size,avail /dev/shm 2>/dev/null | tail -n 1 | awk '{print $1 " (" $2 " free)"}' | grep . || echo "none")"
+}
+
+# The test sections' pytest, as the section's own process: the limit's SIGTERM reaches it, and it
+# still writes what passed and failed before the cut (bench/pytest_sigterm.py).
+run_tests() {
+  exec "$PY" -m pytest -q -p no:cacheprovider -p bench.pytest_sigterm -rs "$@"
 }
 
 section_build() {
@@ -158,7 +196,7 @@ EOF
 section_kernel_tests() {
   if dry; then echo "skipped: dry run: CI runs tests/test_kernels.py (its CUDA cases skip without a GPU)"; return 77; fi
   need_gpu || return 1
-  "$PY" -m pytest -q -p no:cacheprovider -rs tests/test_kernels.py
+  run_tests tests/test_kernels.py
 }
 
 section_model_tests() {
@@ -166,7 +204,7 @@ section_model_tests() {
   # and the CPU simulation, and the captured (CUDA graph) step against eager steps.
   if dry; then echo "skipped: dry run: CI runs tests/test_gpu.py (it skips without a GPU)"; return 77; fi
   need_gpu || return 1
-  "$PY" -m pytest -q -p no:cacheprovider -rs tests/test_gpu.py
+  run_tests tests/test_gpu.py
 }
 
 section_kernel_bench() {
@@ -262,8 +300,8 @@ EOF
 
 e2e() {
   # bench/e2e.py with the feeds given; the paper net, batch 128, both columns on GPU 0, 10,000
-  # JPEGs at 256 px made here with every core (in data/, ignored: kept on a warm machine). Dry
-  # run: the tiny net, 40 JPEGs in $OUT.
+  # JPEGs at 256 px made here with every core (in data/, ignored: reused by a later run on a
+  # machine that keeps it). Dry run: the tiny net, 40 JPEGs in $OUT.
   if dry; then
     "$PY" -m bench.e2e --gpus cpu --preset tiny --images 40 --batch 8 --steps 2 --warmup 1 --workers 1 \
       --data-dir "$OUT/e2e-data" --feeds "$1" --out "$2"
@@ -293,12 +331,12 @@ section_dali_tests() {
   if [ -n "${DALI_PROBLEM:-}" ]; then echo "skipped: $DALI_PROBLEM"; return 77; fi
   need_gpu || return 1
   if ! "$PY" -c "import nvidia.dali" 2>/dev/null; then
-    echo "skipped: nvidia.dali cannot be imported here (install nvidia-dali-cuda<CUDA major>, or carry the pieces: see the top of bench/gpu_check.sh)"
+    echo "skipped: nvidia.dali cannot be imported here (install nvidia-dali-cuda<CUDA major>, or send the pieces: see the top of bench/gpu_check.sh)"
     return 77
   fi
   # An importable DALI that cannot decode on the GPU is a failure, not a skip.
   "$PY" -c "from twocol.data.loader import dali_problem; p = dali_problem('cuda:0'); assert p is None, p" || return 1
-  "$PY" -m pytest -q -p no:cacheprovider -rs tests/test_gpu_data.py
+  run_tests tests/test_gpu_data.py
 }
 
 section_report() {
@@ -312,14 +350,18 @@ section_report() {
 }
 
 run_section() {
-  local name=$1 limit=$2 start=$SECONDS rc status
+  local name=$1 limit=$2 start=$SECONDS rc status tests
   echo "== $name (limit ${limit}s)"
-  timeout "$limit" bash -c "section_$name" >"$OUT/$name.log" 2>&1
+  timeout -k 10 "$limit" bash -c "section_$name" >"$OUT/$name.log" 2>&1
   rc=$?
   case $rc in
     0) status=ok ;;
     77) status="skipped: $(tail -n 1 "$OUT/$name.log" | sed 's/^skipped: //')"; rc=0 ;;
-    124) status="FAILED (timed out)" ;;
+    124 | 137)
+      # A test section's count of what passed and failed before the cut: pytest's last line.
+      tests=$(grep -E '[0-9]+ (passed|failed|errors?|skipped)' "$OUT/$name.log" | tail -n 1 | tr -d '=' |
+        sed 's/^ *//; s/ in [0-9.]*s.*$//')
+      status="FAILED (timed out${tests:+; before the cut: $tests})" ;;
     *) status="FAILED (exit $rc)" ;;
   esac
   printf '%-14s %5ds  %s\n' "$name" $((SECONDS - start)) "$status" >>"$OUT/summary.txt"
@@ -327,7 +369,9 @@ run_section() {
   return $rc
 }
 
-export -f need_gpu dry quick e2e $(compgen -A function section_)
+export -f need_gpu dry quick e2e run_tests $(compgen -A function section_)
+machine >"$OUT/machine.txt" 2>&1
+cat "$OUT/machine.txt"
 : >"$OUT/summary.txt"
 DALI_PROBLEM=""
 case " $SECTIONS" in
@@ -340,7 +384,7 @@ for entry in $SECTIONS; do
   run_section "${entry%%:*}" "${entry##*:}" || failed=1
 done
 echo "== summary ($OUT)"
-cat "$OUT/summary.txt"
+cat "$OUT/machine.txt" "$OUT/summary.txt"
 if [ "${PACK:-0}" = 1 ]; then
   (cd "$OUT" && find . -mindepth 1 -maxdepth 1 ! -name summary.txt ! -name results.tgz -printf '%P\n' |
     tar czf results.tgz -T - && find . -mindepth 1 -maxdepth 1 ! -name summary.txt ! -name results.tgz \

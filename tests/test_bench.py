@@ -10,6 +10,8 @@ import pytest
 import torch
 
 from bench.report import __main__ as bench_report
+from bench.record import normalise
+from bench.report import speed
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -234,6 +236,47 @@ def test_report_reads_a_gpu_run_folder_with_the_targets(tmp_path):
     assert rows_of(md, "update") == [["update", "0.500", "", "", ""]]
     assert rows_of(md, "PCIe 2.0") == [["PCIe 2.0", "8", "5.00", "1.30x"]]
     assert "both columns at once 25.0% of the step" in md
+
+
+def test_a_gpu_run_without_its_commit_says_so_in_the_report(tmp_path):
+    """A results file made from a tree without .git and without TWOCOL_COMMIT (or with an empty
+    commit, "commit": "") reads as an unknown commit, with the reason where it has one."""
+    run = tmp_path / "2030-01-03-gpu-h100"
+    run.mkdir()
+    files = handmade_gpu_run()
+    files["throughput.json"]["environment"] = {**ENV, "gpu": "NVIDIA H100", "commit": None,
+                                               "commit_missing": "/x is not a git checkout"}
+    files["e2e.json"]["environment"] = {**ENV, "commit": ""}
+    for name, v in files.items():
+        (run / name).write_text(json.dumps(v))
+    md = report(tmp_path)
+    assert "NVIDIA H100; torch 2.13.0+cpu, DALI 2.4.0, commit unknown (/x is not a git checkout), 2030-01-02" in md
+    assert "DALI 2.4.0, commit unknown (not recorded), 2030-01-02; load average" in md  # e2e
+    assert "torch 2.11, commit unknown (not recorded)." in md  # the profile
+
+
+def test_e2e_results_list_every_feed_before_the_jpeg_set_is_made(monkeypatch, tmp_path):
+    """Making the 10,000 files is the first thing the bench spends time on: a limit that runs
+    out while it does still leaves the results file, every feed not reached."""
+    from bench import e2e
+    out = tmp_path / "e2e.json"
+    seen = []
+
+    def cut(data_dir, images, workers):
+        seen.append(json.loads(out.read_text()))
+        raise KeyboardInterrupt  # a time limit, while the set is made
+
+    monkeypatch.setattr(e2e, "dataset", cut)
+    with pytest.raises(KeyboardInterrupt):
+        e2e.main(["--gpus", "cpu", "--preset", "tiny", "--images", "40", "--data-dir", str(tmp_path / "d"),
+                  "--out", str(out)])
+    (before,) = seen
+    assert before == json.loads(out.read_text())
+    assert before["rows"] == [] and before["not_reached"] == list(e2e.FEEDS) and not before["complete"]
+    assert before["data"]["train_images"] is None and before["data"]["made_s"] is None
+    assert before["data"]["path"] == str(e2e.dataset_root(tmp_path / "d", 40))
+    md = "\n".join(speed.e2e_section({**normalise(before), "_file": "e2e.json"}))
+    assert "the set of stored 256 px JPEGs (`" in md and "not made: the run was cut short before" in md
 
 
 def test_e2e_harness_counts_waiting_for_data(monkeypatch):

@@ -52,7 +52,13 @@ def table(head: list[str], rows: list[list[str]]) -> list[str]:
             *("| " + " | ".join(r) + " |" for r in rows)]
 
 
+def commit_text(record: dict) -> str:
+    """'commit abc1234', or that the record does not know its commit, and why where it says."""
+    if record.get("commit"):
+        return f"commit {record['commit']}"
+    return f"commit unknown ({record.get('commit_missing') or 'not recorded'})"
+
+
 def env_line(env: dict) -> str:
     where = env.get("gpu") or f"{env.get('cpu')}, torch threads: {env.get('threads')}"
-    return (f"{where}; torch {env.get('torch')}, DALI {env.get('dali')}, commit {env.get('commit')}, "
-            f"{env.get('date')}")
+    return f"{where}; torch {env.get('torch')}, DALI {env.get('dali')}, {commit_text(env)}, {env.get('date')}"

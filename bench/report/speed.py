@@ -3,7 +3,7 @@ training end to end from JPEG files, and the profiler's timeline of the two colu
 from __future__ import annotations
 
 from bench.ratios import TARGETS, throughput_summary
-from bench.report.format import env_line, table
+from bench.report.format import commit_text, env_line, table
 from twocol.timeline import layer_table
 
 # Fused ReLU+LRN: on the CPU, forward+backward over torch at conv1, N = 128; on a GPU, forward
@@ -71,12 +71,16 @@ def throughput_section(t: dict) -> list[str]:
 
 def e2e_section(e: dict) -> list[str]:
     where = e["machine"].get("gpu") or f"{e['machine']['cpu']}, {e['machine']['cores']} cores"
+    images = e["data"]["train_images"]
     lines = [f"## End to end from JPEG files ({e['_file']})", "",
              f"{e['preset']} preset: `{e['config']}` with `{' '.join(e['overrides'])}`, batch {e['batch']}, "
-             f"{e['steps']} timed steps per feed after {e['warmup']}; {e['data']['train_images']} stored "
-             f"{e['data']['image_size']} px JPEGs (`{e['data']['path']}`), {e['data']['crop']} px crops; {where}; "
-             f"torch {e['environment'].get('torch')}, DALI {e['environment'].get('dali')}, commit "
-             f"{e['environment'].get('commit')}, {e['environment'].get('date')}; load average "
+             f"{e['steps']} timed steps per feed after {e['warmup']}; "
+             + (f"{images} stored " if images is not None else "the set of stored ")
+             + f"{e['data']['image_size']} px JPEGs (`{e['data']['path']}`"
+             + ("" if images is not None else ", not made: the run was cut short before")
+             + f"), {e['data']['crop']} px crops; {where}; "
+             f"torch {e['environment'].get('torch')}, DALI {e['environment'].get('dali')}, "
+             f"{commit_text(e['environment'])}, {e['environment'].get('date')}; load average "
              f"{e['load_average'][0]:.1f} at the start, {e['load_average'][1]:.1f} at the end.", ""]
     rows = []
     for r in e["rows"]:
@@ -102,7 +106,7 @@ def profile_section(p: dict) -> list[str]:
     lines = [f"## Timeline of the two columns ({p['_file']})", "",
              f"`twocol profile`: `{p['config']}`, batch {p['batch']}, amp {p['amp']}, {where}"
              + (", column streams" if p.get("column_streams") else "")
-             + f"; torch {p.get('torch')}"
+             + f"; torch {p.get('torch')}, {commit_text(p)}"
              + (f"; load average {p['load_average'][0]:.1f}" if "load_average" in p else "")
              + f". Step {1e3 * p['median_step_s']:.2f} ms without the profiler; both columns "
              f"at once {100 * tl['both_columns_share']:.1f}% of the step. Per step, ms (median of {tl['steps']}):", ""]
@@ -123,9 +127,10 @@ def profile_section(p: dict) -> list[str]:
 
 def kernels_section(k: dict) -> list[str]:
     gpu = k["device"].startswith("cuda")
-    target = (f"Targets: forward and backward each at least {KERNEL_GPU_TARGET:.0f}x torch on every row, and "
-              f"{100 * KERNEL_GPU_COPY_FRACTION:.0f}% of the copy bandwidth on every row past the L2 (rows "
-              "marked 'in L2' fit in it and do not count)." if gpu else
+    target = (f"Targets, over the rows past the L2 with no host-bound call: each pass at least "
+              f"{KERNEL_GPU_TARGET:.0f}x torch, and each kernel at least {100 * KERNEL_GPU_COPY_FRACTION:.0f}% of "
+              "the copy bandwidth (rows marked 'in L2' fit in it; a host-bound call's time is Python's "
+              "dispatch, not the kernel's)." if gpu else
               f"Target: forward+backward at least {KERNEL_CPU_TARGET:.0f}x torch at conv1, N = 128, float32.")
     lines = [f"## Fused ReLU+LRN kernels ({k['_file']})", "",
              f"{k['device']}: {env_line(k['environment'])}; medians of {k['repeats']} interleaved repeats"
@@ -144,15 +149,18 @@ def kernels_section(k: dict) -> list[str]:
     def l2(r):
         return "-" if "fits_in_l2" not in r else ("in L2" if r["fits_in_l2"] else "past L2")
 
+    def host(r):  # on a GPU only: on the CPU the host's time is the timing
+        return ["not recorded" if "host_bound" not in r else (", ".join(r["host_bound"]) or "-")] if gpu else []
+
     lines += table(["layer", "dtype", "shape", "forward x", "backward x", "forward+backward x",
                     "MB moved fwd / bwd", "kernel fwd GB/s", "kernel fwd, % of copy", "kernel bwd GB/s",
-                    "kernel bwd, % of copy", "L2"],
+                    "kernel bwd, % of copy", "L2"] + (["host-bound calls"] if gpu else []),
                    [[r["layer"], r.get("dtype", "float32"), "x".join(map(str, r["shape"])),
                      f"{r['speedup']['forward']:.1f}",
                      f"{r['speedup']['backward']:.1f}" if "backward" in r["speedup"] else "-",
                      f"{r['speedup']['forward_backward']:.1f}", moved(r), gbps(r, "kernel_forward_GBps"),
                      pct(r, "kernel_forward_fraction_of_copy"), gbps(r, "kernel_backward_GBps"),
-                     pct(r, "kernel_backward_fraction_of_copy"), l2(r)] for r in k["results"]])
+                     pct(r, "kernel_backward_fraction_of_copy"), l2(r)] + host(r) for r in k["results"]])
     met = k.get("targets_met", {})
     lines += ["", "Targets: " + (", ".join(f"{n} **{'met' if v else 'NOT met'}**" for n, v in met.items())
                                  or "none checked in this run") + "."]
