@@ -21,7 +21,9 @@ import sys
 import time
 from pathlib import Path
 
-from bench.env import environment, write_result
+from bench.env import environment
+from bench.record import Record
+from bench.targets import DATA_CPU
 from twocol.config import load_config
 from twocol.data.layout import open_dataset
 from twocol.data.loader import dali_problem, make_loader
@@ -76,9 +78,22 @@ def main(argv=None) -> int:
             import torch
             torch.cuda.synchronize(placement.a)
 
-    results = []
-    for pair in args.sets.split(","):
-        stored, crop = (int(v) for v in pair.split(":"))
+    kind = "gpu" if placement.a.type == "cuda" else "cpu"
+    env = environment()
+    out = args.out or Path("bench/results") / f"{env['date']}-data-{kind}.json"
+    pairs = [tuple(int(v) for v in pair.split(":")) for pair in args.sets.split(",")]
+
+    def derive(data: dict) -> dict:
+        return {"load_average": os.getloadavg(),
+                "met": {r["set"]: r["dali_over_torch"] >= DATA_CPU["dali_over_torch"] for r in data["rows"]}
+                if kind == "cpu" else {}}
+
+    # The plan before the first set: a run cut short says what it did not reach.
+    rec = Record(out, "data", planned=[f"{s} -> {c}" for s, c in pairs], targets=DATA_CPU if kind == "cpu" else {},
+                 env=env, derive=derive, device=device, batch=args.batch, workers=args.workers,
+                 repeats=args.repeats, what="one training epoch per repeat: decode, random crop, flip, mean image, "
+                                            "PCA lighting, scale; loader start-up included")
+    for stored, crop in pairs:
         root = dataset(stored, args.images, args.data_dir)
         cfg = load_config("configs/small_twocol.yaml", [
             f"data.image_size={stored}", f"model.input_size={crop}", f"data.batch_size={args.batch}",
@@ -96,19 +111,13 @@ def main(argv=None) -> int:
                       file=sys.stderr)
         med = {b: statistics.median(v) for b, v in rates.items()}
         med_ms = {b: statistics.median(v) for b, v in cpu_ms.items()}
-        results.append({"stored": stored, "crop": crop, "train_images": open_dataset(root).meta["train"],
-                        "images_per_epoch": loaders["dali"].num_images, "rates": rates, "median": med,
-                        "dali_over_torch": med["dali"] / med["torch"], "cpu_ms_per_image": cpu_ms,
-                        "median_cpu_ms_per_image": med_ms})
-
-    kind = "gpu" if placement.a.type == "cuda" else "cpu"
-    env = environment()
-    out = args.out or Path("bench/results") / f"{env['date']}-data-{kind}.json"
-    record = {"bench": "data", "env": env, "device": device, "batch": args.batch, "workers": args.workers,
-              "load_average": os.getloadavg(),
-              "repeats": args.repeats, "what": "one training epoch per repeat: decode, random crop, flip, "
-              "mean image, PCA lighting, scale; loader start-up included", "results": results}
-    write_result(record, out)
+        key = f"{stored} -> {crop}"
+        rec.put(key, {"set": key, "stored": stored, "crop": crop, "train_images": open_dataset(root).meta["train"],
+                      "images_per_epoch": loaders["dali"].num_images, "rates": rates, "median": med,
+                      "dali_over_torch": med["dali"] / med["torch"], "cpu_ms_per_image": cpu_ms,
+                      "median_cpu_ms_per_image": med_ms})
+        rec.write()
+    results = rec["rows"]
     print(f"medians of {args.repeats} epochs, {device}, {args.workers} workers, batch {args.batch}, "
           f"load average {os.getloadavg()[0]:.1f}")
     print(f"{'set':<10}{'DALI img/s':>12}{'torch img/s':>13}{'DALI/torch':>12}{'DALI CPU-ms/img':>17}{'torch CPU-ms/img':>18}")

@@ -39,7 +39,9 @@ from pathlib import Path
 
 import torch
 
-from bench.env import environment, write_result
+from bench.env import environment
+from bench.record import Record
+from bench.targets import KERNELS_CPU, KERNELS_GPU
 from twocol import ops
 from twocol.config import ModelConfig
 from twocol.layers import plan
@@ -53,10 +55,11 @@ SIZE, K, ALPHA, BETA = 5, 2.0, 1e-4, 0.75  # the paper's LRN, alpha on the plain
 # CUDA timing: at least MIN_LAUNCHES calls per timing, on buffer sets that together exceed
 # L2_FACTOR times the device's L2 (an H200's is 60 MB, an H100's 50 MB).
 MIN_LAUNCHES, L2_FACTOR = 50, 4
-# The issue's targets. CPU: forward+backward at conv1, N = 128, float32. CUDA: every row past
-# the L2 and not host-bound.
-TARGET_CPU_SPEEDUP = 10.0
-TARGET_GPU_SPEEDUP, TARGET_FRACTION_OF_COPY = 5.0, 0.8
+# The targets (bench/targets.py). CPU: forward+backward at conv1, N = 128, float32. CUDA: every
+# row past the L2 and not host-bound.
+TARGET_CPU_SPEEDUP = KERNELS_CPU["forward_backward_speedup_at_least_10x"]
+TARGET_GPU_SPEEDUP = KERNELS_GPU["every_pass_at_least_5x_torch"]
+TARGET_FRACTION_OF_COPY = KERNELS_GPU["kernels_at_least_80pct_of_copy_bandwidth_past_l2"]
 PASSES = ("forward", "backward", "forward_backward")
 # The calls the CUDA targets read: torch's and the fused passes, the raw kernels and the copy.
 TARGET_CALLS = tuple(f"{v}_{p}" for v in ("torch", "fused") for p in PASSES) + (
@@ -260,7 +263,7 @@ def counted(row: dict) -> bool:
 
 
 def targets(rows: list[dict], device: torch.device) -> dict:
-    """The issue's targets: on the CPU forward+backward at conv1, N = 128, float32 (absent where
+    """Which targets are met: on the CPU forward+backward at conv1, N = 128, float32 (absent where
     that row was not run); on CUDA, over the rows past the L2 with no host-bound call (both
     absent without such a row), each pass at least 5x torch and each kernel at least 80% of the
     copy's bandwidth."""
@@ -320,42 +323,43 @@ def main(argv=None) -> int:
     out = a.out or Path("bench/results") / f"{env['date']}-kernels-{'gpu' if gpu else 'cpu'}.json"
     planned = [(layer, int(batch), dtype) for layer in layers for batch in a.batches.split(",")
                for dtype in dtypes]
-    rows = []
 
-    def result() -> dict:
-        return {
-            "what": "fused ReLU+LRN (twocol.ops, backend=fused) vs torch relu + "
-                    "nn.LocalResponseNorm(5, alpha=5e-4, beta=0.75, k=2)",
-            "environment": env, "device": str(device), "repeats": repeats, "l2_bytes": l2,
-            "timing": (f"CUDA events around at least {MIN_LAUNCHES} back-to-back calls, each on the next "
-                       f"of a row's buffer sets, which together exceed {L2_FACTOR}x the L2; the host clock "
-                       f"around the same calls' launches; a call is host-bound where the host's time is at "
-                       f"least {HOST_BOUND_SHARE:.0%} of the device's; the targets count the rows past the "
-                       "L2 with no host-bound call" if gpu else
-                       "host clock around one call" if not l2 else
-                       f"host clock around the CUDA path's rotation, for a pretended L2 of {l2} bytes"),
-            "copy_GBps": statistics.median(r["copy_GBps"] for r in rows) if rows else None,
-            "note": "medians of interleaved repeats; forward runs with requires_grad (what training "
-                    "runs); backward on a retained graph; kernel bytes: forward 2 tensors (x in, y "
-                    "out), backward 3 (grad, x in, grad_input out); the copy (x into a tensor like "
-                    "it, 2 tensors) timed the same way in the same repeats as each row's kernels",
-            "load_average_1min_before_after": [load_before[0], os.getloadavg()[0]],
-            "results": rows, "targets_met": targets(rows, device),
-            "not_reached": [f"{layer} N={batch} {str(dtype).replace('torch.', '')}"
-                            for layer, batch, dtype in planned[len(rows):]]}
+    def name(layer, batch, dtype) -> str:
+        return f"{layer} N={batch} {str(dtype).replace('torch.', '')}"
 
-    write_result(result(), out)  # the plan, before any row: a run cut short says what it missed
+    def derive(data: dict) -> dict:
+        rows = data["rows"]
+        return {"copy_GBps": statistics.median(r["copy_GBps"] for r in rows) if rows else None,
+                "met": targets(rows, device), "load_average_1min_before_after": [load_before[0], os.getloadavg()[0]]}
+
+    # The plan, before any row: a run cut short says what it missed.
+    rec = Record(out, "kernels", planned=[name(*p) for p in planned], targets=KERNELS_GPU if gpu else KERNELS_CPU,
+                 env=env, derive=derive,
+                 what="fused ReLU+LRN (twocol.ops, backend=fused) vs torch relu + "
+                      "nn.LocalResponseNorm(5, alpha=5e-4, beta=0.75, k=2)",
+                 device=str(device), repeats=repeats, l2_bytes=l2,
+                 timing=(f"CUDA events around at least {MIN_LAUNCHES} back-to-back calls, each on the next "
+                         f"of a row's buffer sets, which together exceed {L2_FACTOR}x the L2; the host clock "
+                         f"around the same calls' launches; a call is host-bound where the host's time is at "
+                         f"least {HOST_BOUND_SHARE:.0%} of the device's; the targets count the rows past the "
+                         "L2 with no host-bound call" if gpu else
+                         "host clock around one call" if not l2 else
+                         f"host clock around the CUDA path's rotation, for a pretended L2 of {l2} bytes"),
+                 note="medians of interleaved repeats; forward runs with requires_grad (what training "
+                      "runs); backward on a retained graph; kernel bytes: forward 2 tensors (x in, y "
+                      "out), backward 3 (grad, x in, grad_input out); the copy (x into a tensor like "
+                      "it, 2 tensors) timed the same way in the same repeats as each row's kernels")
     for layer, batch, dtype in planned:
-        rows.append(bench_shape(layer, batch, dtype, device, repeats, l2))
-        write_result(result(), out)
-        print(f"  {layer} N={batch} {rows[-1]['dtype']} done", file=sys.stderr, flush=True)
-    res = result()
+        rec.put(name(layer, batch, dtype), bench_shape(layer, batch, dtype, device, repeats, l2))
+        rec.write()
+        print(f"  {layer} N={batch} {rec['rows'][-1]['dtype']} done", file=sys.stderr, flush=True)
+    res, rows = rec.data, rec["rows"]
     print(f"{device} ({env['gpu'] or env['cpu']}), {env['threads']} CPU threads, "
           f"copy {res['copy_GBps']:.1f} GB/s (median over rows), L2 {res['l2_bytes'] / 2 ** 20:.0f} MiB, "
           f"load average {load_before[0]:.1f} before, {os.getloadavg()[0]:.1f} after")
     print(table(rows))
-    print("targets met:", json.dumps(res["targets_met"]))
-    if gpu and not res["targets_met"]:
+    print("targets met:", json.dumps(res["met"]))
+    if gpu and not res["met"]:
         print("(no row past the L2 without a host-bound call: the targets were not checked)")
     print(f"wrote {out}")
     return 0

@@ -215,8 +215,8 @@ def main(argv=None) -> int:
                     data={k: {"path": str(d), **{f: metas[k].get(f) for f in ("classes", "train", "val", "image_size")},
                               "params": metas[k].get("params", {})} for k, d in dirs.items()},
                     sittings=(earlier or {}).get("sittings", []) + [sitting], trainings={"total": len(todo)},
-                    not_reached=[k for k in ("two_vs_one", "ensemble", "ablations", "dropout")
-                                 if getattr(p.comparisons, k) is not None], env=env)
+                    planned=[k for k in ("two_vs_one", "ensemble", "ablations", "dropout")
+                             if getattr(p.comparisons, k) is not None], env=env)
     classes = {k: m["classes"] for k, m in metas.items()}
     start = time.perf_counter()
     timed: list[float] = []

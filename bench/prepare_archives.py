@@ -34,7 +34,8 @@ import scipy.io
 from PIL import Image
 
 from bench.data import cpu_seconds
-from bench.env import environment, write_result
+from bench.env import environment
+from bench.record import Record
 from twocol.data.build import worker_count
 from twocol.data.prepare import prepare
 from twocol.data.tarstream import TarStream
@@ -215,7 +216,7 @@ def main(argv=None) -> int:
     per_core = 1e3 / a["cpu_ms_per_image"]
     rate16 = min(16 * per_core, walk_rate / mean_bytes)
     result = {
-        "bench": "prepare_archives", "env": environment(), "load_average_start": load_start,
+        "environment": environment(), "load_average_start": load_start,
         "load_average": os.getloadavg(), "workers": workers,
         "images": n, "classes": args.classes, "image_bytes_mean": mean_bytes, "size": args.size,
         "repeats": args.repeats, "median": med, "walk_bytes_per_s": walk_rate,
@@ -225,9 +226,9 @@ def main(argv=None) -> int:
                                 "stored_gb": stored / n * ILSVRC2012_IMAGES / 1e9},
         "what": "twocol prepare of the same images from the ILSVRC-2012 archives and from the extracted tree "
                 "(flat val with a labels file), medians; CPU time of the process and its workers"}
-    env = result["env"]
+    env = result.pop("environment")
     out = args.out or Path("bench/results") / f"{env['date']}-prepare-archives-cpu.json"
-    write_result(result, out)
+    Record(out, "prepare_archives", env=env, **result)
     print(f"{n} images of {mean_bytes / 1e3:.0f} KB mean, {workers} workers, {env['cpu']}, "
           f"load average {load_start[0]:.1f} at the start, {os.getloadavg()[0]:.1f} at the end")
     for k, v in med.items():

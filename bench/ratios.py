@@ -1,9 +1,8 @@
-"""The throughput targets of issue 15 and the ratios that are read against them, computed from a
-results file's rows (bench/throughput.py writes them; bench/report.py reads them, old files too)."""
+"""The ratios the throughput targets (bench/targets.py) are read against, computed from a results
+file's rows (bench/throughput.py writes them; the report reads them, old files too)."""
 from __future__ import annotations
 
-TARGETS = {"twocol_over_grouped": 1.05, "twocol_over_torchvision_images_per_s": 1.0, "bf16_over_fp32_step": 0.75,
-           "twocol_over_grouped_graphed": 1.05, "twocol_over_torchvision_images_per_s_graphed": 1.0}
+from bench.targets import THROUGHPUT, THROUGHPUT_UPPER
 BASELINE = ("twocol, column streams", "twocol")  # the plain two-column net: CUDA, CPU
 GRAPH = " + CUDA graph"  # a variant's name with its step captured and replayed
 
@@ -36,3 +35,13 @@ def throughput_summary(results: list[dict], amps: list[str]) -> dict:
         s["levers_over_plain"] = {name: t / base for name, t in by.items() if name.startswith("twocol") and " + " in name}
         summary[amp] = s
     return summary
+
+
+def throughput_met(summary: dict) -> dict:
+    """Per precision and target: whether the ratio measured meets it (targets not measured absent)."""
+    met = {}
+    for amp, s in summary.items():
+        for name, goal in THROUGHPUT.items():
+            if name in s:
+                met[f"{amp}: {name}"] = s[name] <= goal if name in THROUGHPUT_UPPER else s[name] >= goal
+    return met

@@ -52,8 +52,10 @@ from pathlib import Path
 
 import torch
 
-from bench.env import environment, write_result
-from bench.ratios import BASELINE, GRAPH, TARGETS, throughput_summary
+from bench.env import environment
+from bench.ratios import BASELINE, GRAPH, throughput_met, throughput_summary
+from bench.record import Record
+from bench.targets import THROUGHPUT
 from bench.nets import ONECOL_FOR
 from twocol import ops
 from twocol.config import load_config
@@ -346,38 +348,12 @@ def own_process_rows(args: list[str], name: str, amps: list[str]) -> dict[str, d
         out = Path(d) / "rows.json"
         r = subprocess.run([sys.executable, "-m", "bench.throughput", *args, "--out", str(out)],
                            capture_output=True, text=True)
-        record = json.loads(out.read_text()) if out.exists() else {"results": []}
+        record = json.loads(out.read_text()) if out.exists() else {"rows": []}
     rows = {row["amp"]: {**row, "variant": name, "process": "own", "cudnn_benchmark": record["cudnn_benchmark"]}
-            for row in record["results"]}
+            for row in record["rows"]}
     last = (r.stderr.strip().splitlines() or ["(no output)"])[-1]
     return {amp: rows.get(amp, {"variant": name, "skipped": f"failed in its own process (exit {r.returncode}): {last}"})
             for amp in amps}
-
-
-class Record:
-    """The results file, written up front with every planned row under not_reached and again
-    whenever a row changes, so that a run stopped by a time limit keeps what it measured."""
-
-    def __init__(self, out: Path | None, head: dict, planned: list[tuple[str, str]], amps: list[str]):
-        self.out, self.head, self.amps = out, head, amps
-        self.rows: dict[tuple[str, str], dict] = {}
-        self.not_reached = list(planned)
-        self.write()
-
-    def put(self, amp: str, row: dict, done: bool = True) -> None:
-        key = (amp, row["variant"])
-        self.rows[key] = {"variant": row["variant"], "amp": amp, **row}
-        if done and key in self.not_reached:
-            self.not_reached.remove(key)
-
-    def record(self) -> dict:
-        results = list(self.rows.values())
-        return {**self.head, "results": results, "not_reached": [f"{a}: {v}" for a, v in self.not_reached],
-                "summary": throughput_summary(results, self.amps)}
-
-    def write(self) -> None:
-        if self.out is not None:
-            write_result(self.record(), self.out)
 
 
 def timed_row(name: str, times: list[float], batch: int, planned_steps: int, net, rounds: int, extra: dict) -> dict:
@@ -396,17 +372,24 @@ def run(cfg_path: str, spec: str | None, batch: int, steps: int, warmup: int, am
         torchvision: bool = False, out: Path | None = None, nets: list[str] | None = None,
         compile_backend: str = "inductor") -> dict:
     """Every variant at every precision; with `out`, the results file is written before the
-    first step and after every round of steps (Record)."""
+    first step (every planned row under not_reached) and after every round of steps, so that a
+    run stopped by a time limit keeps what it measured."""
     placement = Placement.parse(spec)
     cfg = load_config(cfg_path, [f"data.batch_size={batch}"])
     one_cfg = load_config(ONECOL_FOR.get(cfg.name, "configs/small_onecol.yaml"), [f"data.batch_size={batch}"])
     nets = [n for n in (nets or ["twocol", "one_stream", "onecol", "grouped"]) if n != "torchvision"]
     nets += ["torchvision"] if torchvision else []
     planned = plan(placement, list(levers), nets, compile_backend)
-    head = {"benchmark": "throughput", "config": cfg.name, "placement": str(placement), "batch": batch,
-            "steps": steps, "warmup": warmup, "levers": list(levers), "targets": TARGETS, "environment": environment(),
-            "cudnn_benchmark": torch.backends.cudnn.benchmark}
-    rec = Record(out, head, [(amp, name) for amp in amps for name, _, _ in planned], amps)
+    def derive(data: dict) -> dict:
+        summary = throughput_summary(data["rows"], amps)
+        return {"summary": summary, "met": throughput_met(summary)}
+
+    rec = Record(out, "throughput", planned=[f"{amp}: {name}" for amp in amps for name, _, _ in planned],
+                 targets=THROUGHPUT, derive=derive, config=cfg.name, placement=str(placement), batch=batch,
+                 steps=steps, warmup=warmup, levers=list(levers), cudnn_benchmark=torch.backends.cudnn.benchmark)
+
+    def put(amp: str, row: dict, done: bool = True) -> None:
+        rec.put(f"{amp}: {row['variant']}", {"variant": row["variant"], "amp": amp, **row}, done)
     for amp in amps:
         autocast_amp, allow_tf32 = PRECISIONS[amp]
         with tf32(allow_tf32):
@@ -416,7 +399,7 @@ def run(cfg_path: str, spec: str | None, batch: int, steps: int, warmup: int, am
                         for name, net_name, opts in here}
             for name, (_, step, notes) in variants.items():
                 if not callable(step):
-                    rec.put(amp, {"variant": name, "skipped": step, **notes, **state})
+                    put(amp, {"variant": name, "skipped": step, **notes, **state})
                     print(f"{amp:>12}  {name:<40} skipped: {step}", flush=True)
             runnable = {name: step for name, (_, step, _) in variants.items() if callable(step)}
             failed = {}
@@ -425,16 +408,16 @@ def run(cfg_path: str, spec: str | None, batch: int, steps: int, warmup: int, am
                 for name in runnable:
                     net, _, notes = variants[name]
                     if name in failed:
-                        rec.put(amp, {"variant": name, "skipped": failed[name], **notes, **state})
+                        put(amp, {"variant": name, "skipped": failed[name], **notes, **state})
                     else:
-                        rec.put(amp, timed_row(name, times[name], batch, steps, net, rounds, {**notes, **state}),
+                        put(amp, timed_row(name, times[name], batch, steps, net, rounds, {**notes, **state}),
                                 done=final)
                 rec.write()
 
             times = time_interleaved(runnable, steps, warmup, failed, after_round)
             after_round(times, warmup + steps, final=True)
             for name in runnable:
-                row = rec.rows[(amp, name)]
+                row = rec.row(f"{amp}: {name}")
                 if "median_step_s" in row:
                     print(f"{amp:>12}  {name:<40} {1000 * row['median_step_s']:9.2f} ms/step  "
                           f"{row['images_per_s']:9.1f} img/s", flush=True)
@@ -450,14 +433,14 @@ def run(cfg_path: str, spec: str | None, batch: int, steps: int, warmup: int, am
             for amp, row in own_process_rows(args, name, amps).items():
                 if placement.a.type != "cuda":
                     row["note"] = "no cuDNN here: the baseline again, in a process of its own"
-                rec.put(amp, row)
+                put(amp, row)
                 print(f"{amp:>12}  {name:<40} " + (f"{1000 * row['median_step_s']:9.2f} ms/step (own process)"
                                                    if "median_step_s" in row else row["skipped"]), flush=True)
             rec.write()
-    record = rec.record()
-    for amp, s in record["summary"].items():
+    rec.write()
+    for amp, s in rec["summary"].items():
         print(f"{amp:>12}  " + "; ".join(f"{k} {v:.3f}" for k, v in s.items() if isinstance(v, float)))
-    return record
+    return rec.data
 
 
 def main(argv=None) -> int:

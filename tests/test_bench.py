@@ -97,7 +97,7 @@ def test_throughput_levers_and_torchvision_row_on_the_cpu(monkeypatch):
     monkeypatch.setitem(sys.modules, "torchvision", stub_torchvision(made))
     res = throughput.run("configs/tiny_twocol.yaml", "cpu", batch=8, steps=2, warmup=1, amps=["off"],
                          levers=["channels_last", "foreach", "cuda_graphs"], torchvision=True)
-    rows = {r["variant"]: r for r in res["results"]}
+    rows = {r["variant"]: r for r in res["rows"]}
     for name in ("twocol", "onecol", "grouped", "torchvision alexnet", "twocol + foreach update"):
         assert rows[name]["steps"] == 2 and rows[name]["images_per_s"] == 8 / rows[name]["median_step_s"], name
         assert rows[name]["tf32"] == throughput.tf32_state(), name
@@ -123,7 +123,7 @@ def test_channels_last_lever_runs_where_relu_lrn_takes_any_layout(monkeypatch):
     monkeypatch.setenv("TWOCOL_KERNELS", "reference")  # the reference LRN: plain torch ops, any layout
     res = throughput.run("configs/tiny_twocol.yaml", "cpu", batch=4, steps=1, warmup=0, amps=["off"],
                          levers=["channels_last"], nets=["twocol"])
-    assert [r["steps"] for r in res["results"] if r["variant"] == "twocol + channels_last"] == [1]
+    assert [r["steps"] for r in res["rows"] if r["variant"] == "twocol + channels_last"] == [1]
 
 
 def test_fp32_rows_with_tf32_off_record_it_and_restore_it():
@@ -131,7 +131,7 @@ def test_fp32_rows_with_tf32_off_record_it_and_restore_it():
     before = throughput.tf32_state()
     res = throughput.run("configs/tiny_twocol.yaml", "cpu", batch=4, steps=1, warmup=0, amps=["off", "off-tf32-off"],
                          nets=["twocol"])
-    state = {r["amp"]: r["tf32"] for r in res["results"]}
+    state = {r["amp"]: r["tf32"] for r in res["rows"]}
     assert state["off"] == before and throughput.tf32_state() == before
     assert (state["off-tf32-off"]["convolutions"], state["off-tf32-off"]["matmuls"]) == ("ieee", "ieee")
 
@@ -156,16 +156,16 @@ def test_throughput_file_is_written_up_front_and_after_every_round(monkeypatch, 
                        nets=["twocol", "grouped"], out=out)
     res = json.loads(out.read_text())
     assert res["not_reached"] == ["off: twocol", "off: grouped", "bf16: twocol", "bf16: grouped"]
-    assert [(r["variant"], r["steps"], r["partial"]) for r in res["results"]] == [
+    assert [(r["variant"], r["steps"], r["partial"]) for r in res["rows"]] == [
         ("twocol", 1, "1 of 3 timed steps so far"), ("grouped", 1, "1 of 3 timed steps so far")]
-    assert all(r["median_step_s"] > 0 for r in res["results"])
+    assert all(r["median_step_s"] > 0 for r in res["rows"])
 
 
 def test_throughput_without_torchvision_skips_its_row(monkeypatch):
     from bench import throughput
     monkeypatch.setitem(sys.modules, "torchvision", None)  # import torchvision raises ImportError
     res = throughput.run("configs/tiny_twocol.yaml", "cpu", batch=4, steps=1, warmup=0, amps=["off"], torchvision=True)
-    (tv,) = [r for r in res["results"] if r["variant"] == "torchvision alexnet"]
+    (tv,) = [r for r in res["rows"] if r["variant"] == "torchvision alexnet"]
     assert tv["skipped"].startswith("torchvision is not importable")
     assert "twocol_over_torchvision_images_per_s" not in res["summary"]["off"]
 
@@ -174,7 +174,7 @@ def test_throughput_without_torchvision_skips_its_row(monkeypatch):
 def test_throughput_compile_lever_runs_on_the_cpu():
     from bench import throughput
     res = throughput.run("configs/tiny_twocol.yaml", "cpu", batch=4, steps=1, warmup=1, amps=["off"], levers=["compile"])
-    (row,) = [r for r in res["results"] if r["variant"] == "twocol + torch.compile"]
+    (row,) = [r for r in res["rows"] if r["variant"] == "twocol + torch.compile"]
     assert row["steps"] == 1 and row["relu_lrn"].startswith(("fused", "reference"))
 
 

@@ -90,10 +90,10 @@ def test_the_dry_run_runs_every_section_and_records_the_commit_from_a_tree_witho
     machine = (out / "machine.txt").read_text()
     assert machine.startswith(f"commit: {commit}\n") and "\nxz: " in machine and "\n/dev/shm: " in machine
     assert r.stdout.count(f"commit: {commit}\n") == 2  # first, and again beside the summary
-    rows = {r["variant"] for r in json.loads((out / "throughput-compile.json").read_text())["results"]
+    rows = {r["variant"] for r in json.loads((out / "throughput-compile.json").read_text())["rows"]
             if "median_step_s" in r}
     assert rows == {"twocol", "twocol + torch.compile"}
-    kernels = json.loads((out / "kernels.json").read_text())["results"]
+    kernels = json.loads((out / "kernels.json").read_text())["rows"]
     assert kernels and all(r["host_median_ms"] == r["median_ms"] and r["host_bound"] == [] for r in kernels)
     assert (out / "profile-off" / "timeline.png").stat().st_size > 0
     assert not (out / "profile-not-reached.txt").exists()  # every profile made

@@ -127,7 +127,7 @@ def test_the_results_file_lists_unreached_rows_and_shrinks_as_rows_finish(monkey
         pass
     assert seen == [["conv1 N=2 float32", "conv2 N=2 float32"], ["conv2 N=2 float32"]]
     res = json.loads(out.read_text())
-    assert [r["layer"] for r in res["results"]] == ["conv1"] and res["not_reached"] == ["conv2 N=2 float32"]
+    assert [r["layer"] for r in res["rows"]] == ["conv1"] and res["not_reached"] == ["conv2 N=2 float32"]
 
 
 def test_report_labels_rows_in_the_l2_and_gives_bytes_and_bandwidth(tmp_path):
@@ -141,8 +141,8 @@ def test_report_labels_rows_in_the_l2_and_gives_bytes_and_bandwidth(tmp_path):
         "host_bound": ["fused_forward", "copy"] if shape[0] == 32 else []}
     env = {"date": "2030-01-02", "commit": "abc", "torch": "2.11", "gpu": "NVIDIA H200", "dali": None}
     k = {"environment": env, "device": "cuda", "repeats": 5, "timing": "CUDA events", "_file": "k.json",
-         "results": [row([32, 256, 27, 27], True, 12), row([128, 256, 27, 27], False, 47.8)],
-         "targets_met": kernels.targets([row([32], False, 1), row([128], False, 1)], torch.device("cuda")),
+         "rows": [row([32, 256, 27, 27], True, 12), row([128, 256, 27, 27], False, 47.8)],
+         "met": kernels.targets([row([32], False, 1), row([128], False, 1)], torch.device("cuda")),
          "not_reached": ["conv1 N=128 float32"]}
     md = "\n".join(report.kernels_section(k))
     cells = [[c.strip() for c in line.strip("|").split("|")] for line in md.splitlines() if line.startswith("| conv2")]
@@ -153,6 +153,6 @@ def test_report_labels_rows_in_the_l2_and_gives_bytes_and_bandwidth(tmp_path):
     assert "Not reached (the run was cut short): conv1 N=128 float32." in md
     # A results file without host times says so instead of passing for "none host-bound".
     old = {key: v for key, v in row([128, 256, 27, 27], False, 47.8).items() if key != "host_bound"}
-    md = "\n".join(report.kernels_section({**k, "results": [old]}))
+    md = "\n".join(report.kernels_section({**k, "rows": [old]}))
     (line,) = [line for line in md.splitlines() if line.startswith("| conv2")]
     assert line.strip("|").split("|")[-1].strip() == "not recorded"

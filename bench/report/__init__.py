@@ -43,6 +43,7 @@ def write_report(results: Path, out: Path | None = None) -> tuple[Path, dict] | 
     if not found:
         return None
     md = out or Path(results) / "latest.md"
+    md.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(md, markdown(found))
     chart(found, paper_results(found), md.with_suffix(".png"))
     return md, found

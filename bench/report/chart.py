@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench.ratios import TARGETS, throughput_summary
+from bench.ratios import throughput_summary
+from bench.targets import THROUGHPUT as TARGETS
 from bench.report.paper import label
 from bench.report.speed import DATA_TARGET, KERNEL_CPU_TARGET, KERNEL_GPU_TARGET
 from twocol.atomic import atomic_write
@@ -44,8 +45,8 @@ def _speed_bars(found: dict) -> list[tuple[str, float, float]]:
     for key, v in found.items():
         kind = key.split("-")[0]
         if kind == "throughput":
-            amps = list(dict.fromkeys(r["amp"] for r in v["results"]))
-            for amp, s in throughput_summary(v["results"], amps).items():
+            amps = list(dict.fromkeys(r["amp"] for r in v["rows"]))
+            for amp, s in throughput_summary(v["rows"], amps).items():
                 if "twocol_over_grouped" in s:
                     bars.append((f"grouped / two-col step\n{key}, {amp}", 1 / s["twocol_over_grouped"],
                                  1 / TARGETS["twocol_over_grouped"]))
@@ -59,12 +60,12 @@ def _speed_bars(found: dict) -> list[tuple[str, float, float]]:
             if dali:
                 bars.append((f"DALI GPU / synthetic\n{key}", dali["over_synthetic"], v["targets"]["dali_gpu_over_synthetic"]))
         elif kind == "kernels":
-            row = next((r for r in v["results"] if r["layer"] == "conv1" and r["shape"][0] == 128), None)
+            row = next((r for r in v["rows"] if r["layer"] == "conv1" and r["shape"][0] == 128), None)
             if row:
                 bars.append((f"kernel fwd+bwd\n{key}", row["speedup"]["forward_backward"],
                              KERNEL_GPU_TARGET if v["device"].startswith("cuda") else KERNEL_CPU_TARGET))
         elif kind == "data":
-            for r in v["results"]:
+            for r in v["rows"]:
                 bars.append((f"DALI / torch {r['stored']}px\n{key}", r["dali_over_torch"],
                              DATA_TARGET if v["device"] == "cpu" else float("nan")))
     return bars

@@ -2,14 +2,15 @@
 training end to end from JPEG files, and the profiler's timeline of the two columns."""
 from __future__ import annotations
 
-from bench.ratios import TARGETS, throughput_summary
+from bench.ratios import throughput_summary
+from bench.targets import DATA_CPU, KERNELS_CPU, KERNELS_GPU, THROUGHPUT as TARGETS
 from bench.report.format import commit_text, env_line, table
 from twocol.timeline import layer_table
 
-# Fused ReLU+LRN: on the CPU, forward+backward over torch at conv1, N = 128; on a GPU, forward
-# and backward each over torch and as a share of the copy bandwidth, every shape.
-KERNEL_CPU_TARGET, KERNEL_GPU_TARGET, KERNEL_GPU_COPY_FRACTION = 10.0, 5.0, 0.8
-DATA_TARGET = 1.5    # DALI over the torch + Pillow loader on the CPU
+KERNEL_CPU_TARGET = KERNELS_CPU["forward_backward_speedup_at_least_10x"]
+KERNEL_GPU_TARGET = KERNELS_GPU["every_pass_at_least_5x_torch"]
+KERNEL_GPU_COPY_FRACTION = KERNELS_GPU["kernels_at_least_80pct_of_copy_bandwidth_past_l2"]
+DATA_TARGET = DATA_CPU["dali_over_torch"]
 TARGET_LABELS = {"twocol_over_grouped": ("two-column / grouped step time", "<="),
                  "twocol_over_torchvision_images_per_s": ("two-column / torchvision AlexNet images/s", ">="),
                  "bf16_over_fp32_step": ("bf16 / fp32 step time", "<="),
@@ -23,10 +24,10 @@ def throughput_section(t: dict) -> list[str]:
              f"`{t['config']}`, batch {t['batch']}, {t['placement']}; {env_line(t['environment'])}. "
              "Median seconds per training step (forward, backward, update) on random tensors, the variants "
              "taking turns step by step; a lever's row is the two-column net with that one change.", ""]
-    amps = list(dict.fromkeys(r["amp"] for r in t["results"]))
-    summary = throughput_summary(t["results"], amps)
+    amps = list(dict.fromkeys(r["amp"] for r in t["rows"]))
+    summary = throughput_summary(t["rows"], amps)
     rows = []
-    for r in t["results"]:
+    for r in t["rows"]:
         lever = summary.get(r["amp"], {}).get("levers_over_plain", {}).get(r["variant"])
         if "median_step_s" not in r:
             rows.append([r["variant"], r["amp"], "-", "-", "skipped: " + r["skipped"] if "skipped" in r
@@ -61,7 +62,7 @@ def throughput_section(t: dict) -> list[str]:
         s = summary.get(amp, {})
         if "overlapped_over_serialised" in s:
             lines.append(f"- {amp}: column streams overlapped / serialised step time {s['overlapped_over_serialised']:.3f}")
-    links = next((r["link_bytes_per_step"] for r in t["results"] if "link_bytes_per_step" in r), None)
+    links = next((r["link_bytes_per_step"] for r in t["rows"] if "link_bytes_per_step" in r), None)
     if links:
         lines += ["", "Bytes each link moved per step (forward + backward; both directions of the link): "
                   + ", ".join(f"{k} {(v['forward'] + v['backward']) / 2 ** 20:.2f} MiB" for k, v in links.items())
@@ -160,8 +161,8 @@ def kernels_section(k: dict) -> list[str]:
                      f"{r['speedup']['backward']:.1f}" if "backward" in r["speedup"] else "-",
                      f"{r['speedup']['forward_backward']:.1f}", moved(r), gbps(r, "kernel_forward_GBps"),
                      pct(r, "kernel_forward_fraction_of_copy"), gbps(r, "kernel_backward_GBps"),
-                     pct(r, "kernel_backward_fraction_of_copy"), l2(r)] + host(r) for r in k["results"]])
-    met = k.get("targets_met", {})
+                     pct(r, "kernel_backward_fraction_of_copy"), l2(r)] + host(r) for r in k["rows"]])
+    met = k.get("met", {})
     lines += ["", "Targets: " + (", ".join(f"{n} **{'met' if v else 'NOT met'}**" for n, v in met.items())
                                  or "none checked in this run") + "."]
     if k.get("not_reached"):
@@ -178,5 +179,5 @@ def data_section(d: dict) -> list[str]:
                    [[f"{r['stored']} -> {r['crop']}", f"{r['median']['dali']:.0f}", f"{r['median']['torch']:.0f}",
                      f"{r['dali_over_torch']:.2f}",
                      ("met" if r["dali_over_torch"] >= DATA_TARGET else "NOT met") if d["device"] == "cpu" else "-"]
-                    for r in d["results"]])
+                    for r in d["rows"]])
     return lines + [""]
