@@ -42,7 +42,7 @@ struct Named {
 // call it before they take a pointer, and a failure is a c10::Error, which torch raises as a
 // RuntimeError. (On the GPU machine, torch 2.11+cu130, the first bad-argument case of
 // test_raw_kernels_reject_bad_arguments_clearly killed the process with SIGSEGV; the same
-// wheel and build on the CPU, Python 3.11 and 3.12, raise cleanly: cause still open, issue 15.)
+// wheel and build on the CPU, Python 3.11 and 3.12, raise cleanly: the cause is not known.)
 ColumnShape check_same(const char* op, const at::Tensor& x, std::initializer_list<Named> others) {
   TORCH_CHECK(x.defined(), op, ": x is an undefined tensor");
   for (const Named& o : others) TORCH_CHECK(o.t.defined(), op, ": ", o.name, " is undefined");

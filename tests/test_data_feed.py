@@ -62,7 +62,7 @@ def test_feed_bytes_per_image_for_each_placement():
     ]
     for c, placement, decode, want in cases:
         assert feed_bytes_per_image(c, placement, decode) == want, (c.name, placement, decode)
-    # The float32 batch the model used to copy to column B: four times the uint8 crop.
+    # A float32 batch copied to column B instead would be four times the uint8 crop.
     assert 4 * px == 602_112
 
 
