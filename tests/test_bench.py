@@ -201,9 +201,9 @@ def test_paper_protocol_end_to_end_at_a_toy_scale(tmp_path):
     # dropout_off of a net without dropout: against the net with dropout, and itself the baseline net
     assert set(res["runs"]) == {"twocol", "onecol", "tanh", "conv4_off", "dropout_off_baseline", "dropout_off"}
     assert res["jobs"] == 2
-    cfg = load_config(res["configs"]["twocol"], res["overrides"]["twocol"])
-    for name, a in res["ablations"].items():  # what `twocol train --ablation NAME` applies
-        assert a["overrides"] == ablation_overrides(cfg, [name])
+    for name, a in res["ablations"].items():  # what `twocol train --ablation NAME` applies to its baseline
+        base = load_config(res["configs"]["twocol"], res["overrides"]["twocol"] + a["baseline_overrides"])
+        assert a["overrides"] == ablation_overrides(base, [name])
         assert a["baseline"] == ("dropout_off_baseline" if name == "dropout_off" else "twocol")
     # Two runs at a time in worker processes: the same result as a run in this process.
     again = paper.train_and_test(res["configs"]["twocol"], res["overrides"]["twocol"], 0, data, "cpu",
