@@ -17,6 +17,7 @@ import contextlib
 import math
 import os
 import pickle
+import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -289,8 +290,16 @@ def load_checkpoint(path: str | Path) -> dict:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, ValueError) as e:
+        if isinstance(e, pickle.UnpicklingError) and "weights only load failed" in str(e).lower():
+            # torch's own message, a paragraph on how to load it anyway, would tell how to run its code
+            found = re.search(r"GLOBAL ([\w.]+)", str(e))
+            what = found.group(1) if found else "code to rebuild its objects"
+            raise CheckpointError(f"{path} is not a twocol checkpoint: loading it would call {what}, which twocol "
+                                  "never runs (a checkpoint holds only tensors and plain values)") from None
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path} is truncated or not a twocol checkpoint ({first[:160]})") from None
+        if len(first) > 160:  # cut between words
+            first = first[:160].rsplit(" ", 1)[0] + " ..."
+        raise CheckpointError(f"{path} is truncated or not a twocol checkpoint ({first})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT or "model" not in ckpt or "config" not in ckpt:
         raise CheckpointError(f"{path} is not a twocol checkpoint (format {FORMAT})")
     # Shared references let a small file stand for a huge tree of values: the fields that are
