@@ -124,3 +124,13 @@ def test_a_checkpoint_without_class_names_is_evaluated_unchecked(run, other_clas
     code, out, err = twocol(capsys, "eval", "--ckpt", run / "checkpoint.pt", "--gpus", "cpu", "--threads", "1",
                             "--data", swapped, "data.loader=torch", "data.workers=0")
     assert code == 0 and "top-1 error" in out, err
+
+
+def test_resume_into_a_directory_holding_another_runs_log_is_refused(run, tmp_path, capsys):
+    new = tmp_path / "new"
+    new.mkdir()
+    stray = '{"kind": "epoch", "epoch": 7, "step": 70}\n'
+    (new / "metrics.jsonl").write_text(stray)
+    code, _, err = twocol(capsys, "train", "--resume", run / "checkpoint.pt", "--threads", "1", "--run-dir", new)
+    one_line_error(code, err, f"{new} holds metrics.jsonl (of another run, without a checkpoint)", "another --run-dir")
+    assert (new / "metrics.jsonl").read_text() == stray and sorted(p.name for p in new.iterdir()) == ["metrics.jsonl"]
