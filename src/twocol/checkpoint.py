@@ -226,15 +226,16 @@ def check_same_classes(ckpt: dict, path: str | Path, classes: list[str], root: s
 
 
 def resumed_origin(ckpt: dict, path: str | Path, data: str | None, gpus: str | None) -> tuple[str | None, str | None]:
-    """(--data, --gpus) for a run resumed from `ckpt`: those given now, else the ones it was
-    started with. A recorded dataset that is gone is a CheckpointError naming it."""
+    """(--data, --gpus) for a run resumed (or a net evaluated) from `ckpt`: those given now, else
+    the ones its run was started with. A recorded dataset that is gone is a CheckpointError
+    naming it."""
     origin = ckpt.get("origin", {})
     if not (isinstance(origin, dict) and all(isinstance(origin.get(k), (str, type(None))) for k in ("data", "gpus"))):
         raise CheckpointError(f"{path}: origin must hold data and gpus (each a string or null), got {show(origin)}")
     if data is None and origin.get("data") is not None:
         data = origin["data"]
         if not Path(data).is_dir():
-            raise CheckpointError(f"{path} continues a run on the dataset {data}, which is not there any more (moved "
+            raise CheckpointError(f"{path} was trained on the dataset {data}, which is not there any more (moved "
                                   f"or deleted?); give its place with --data")
     return data, gpus if gpus is not None else origin.get("gpus")
 
@@ -344,8 +345,9 @@ def eval_dropout_scale(cfg: Config) -> float:
     return 1.0 - m.dropout if m.dropout_convention == "paper" else 1.0
 
 
-def check_same_architecture(ckpt: dict, cfg: Config, path: str | Path) -> None:
-    """Refuse a checkpoint whose net differs from the config's (by any model setting)."""
+def check_same_architecture(ckpt: dict, cfg: Config, path: str | Path, source: str = "config") -> None:
+    """Refuse a checkpoint whose net differs from the config's (by any model setting); `source`
+    names where `cfg` comes from: a config file, or an override of the checkpoint's own."""
     # Read through the config classes, so a key added since the checkpoint was written compares
     # as its default (or, for the dropout convention, as what such a checkpoint was trained with).
     stored_cfg = checkpoint_config(ckpt, path)
@@ -358,7 +360,7 @@ def check_same_architecture(ckpt: dict, cfg: Config, path: str | Path) -> None:
             if isinstance(va, dict) and isinstance(vb, dict):
                 yield from diff(va, vb, f"{prefix}{k}.")
             elif va != vb:
-                yield f"{prefix}{k}: checkpoint {show(va)}, config {show(vb)}"
+                yield f"{prefix}{k}: checkpoint {show(va)}, {source} {show(vb)}"
 
     diffs = list(diff(stored, wanted))
     # Dropout changes no weight, so a net may go on training at another rate; but what the
@@ -368,12 +370,27 @@ def check_same_architecture(ckpt: dict, cfg: Config, path: str | Path) -> None:
     if trained != asked:
         m = cfg.model
         diffs.append(f"dropout: the checkpoint's net multiplies fc6 and fc7 by {trained:g} at test (model.dropout "
-                     f"{stored['dropout']:g}, {stored['dropout_convention']}), the config's by {asked:g} "
-                     f"({m.dropout:g}, {m.dropout_convention}); override model.dropout and "
-                     "model.dropout_convention to match")
+                     f"{stored['dropout']:g}, {stored['dropout_convention']}), the {source}'s by {asked:g} "
+                     f"({m.dropout:g}, {m.dropout_convention}); "
+                     + ("override model.dropout and model.dropout_convention to match" if source == "config"
+                        else "keep model.dropout and model.dropout_convention as trained"))
     if diffs:
-        raise CheckpointError(f"{path} holds another architecture: model.{diffs[0]}"
-                              + (f" (and {len(diffs) - 1} more)" if len(diffs) > 1 else ""))
+        more = f" (and {len(diffs) - 1} more)" if len(diffs) > 1 else ""
+        if source == "config":
+            raise CheckpointError(f"{path} holds another architecture: model.{diffs[0]}{more}")
+        raise CheckpointError(f"{path}: an override would change the net it holds, which is kept as trained: "
+                              f"model.{diffs[0]}{more}")
+
+
+def resumed_config(ckpt: dict, path: str | Path, overrides: list[str] = ()) -> Config:
+    """The config a checkpoint was trained with, and `overrides` of it (`train --resume` and
+    `eval` without --config): each is checked as any override is, and one that would change the
+    net (a model setting, or the dropout scale at test) is refused, naming the key."""
+    if not overrides:
+        return checkpoint_config(ckpt, path)
+    cfg = config_from_dict(stored_config(ckpt), f"config stored in {path}", overrides)
+    check_same_architecture(ckpt, cfg, path, source="override")
+    return cfg
 
 
 def load_model_state(net: torch.nn.Module, ckpt: dict, path: str | Path) -> None:
@@ -401,12 +418,13 @@ def load_model_state(net: torch.nn.Module, ckpt: dict, path: str | Path) -> None
     net.load_state_dict(saved)
 
 
-def load_net(path: str | Path, placement, cfg: Config | None = None):
-    """Build the net a checkpoint holds on `placement` and load its weights.
-    With `cfg`, the checkpoint must have the same architecture; without, its own config is used."""
+def load_net(path: str | Path, placement, cfg: Config | None = None, overrides: list[str] = ()):
+    """Build the net a checkpoint holds on `placement` and load its weights. With `cfg`, the
+    checkpoint must have the same architecture; without, its own config is used, with
+    `overrides` (`resumed_config`)."""
     ckpt = load_checkpoint(path)
     if cfg is None:
-        cfg = checkpoint_config(ckpt, path)
+        cfg = resumed_config(ckpt, path, overrides)
     else:
         check_same_architecture(ckpt, cfg, path)
     net = build_model(cfg, placement)
