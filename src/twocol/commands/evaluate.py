@@ -5,8 +5,7 @@ import json
 
 from ..devices import Placement
 from ..evaluate import evaluate_checkpoints
-from ..threads import set_threads
-from .common import add_config_arguments, add_threads_argument, config_of
+from .common import add_config_arguments, add_threads_argument, config_of, set_threads
 
 HELP = "top-1/top-5 error of checkpoints, centre crop or 10-patch, alone or as an ensemble"
 

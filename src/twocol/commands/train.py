@@ -9,10 +9,10 @@ from ..data.synth import dataset_root
 from ..distributed import barrier, gather_objects, init, placement_for, shutdown, world_from_env
 from ..errors import TwocolError
 from ..interrupt import Interrupted, exit_code
-from ..threads import set_threads
 from ..train import train
 from ..viz.training import plot_run
-from .common import add_config_arguments, add_threads_argument, config_of, refuse_ablations_without_config
+from .common import (add_config_arguments, add_threads_argument, config_of, refuse_ablations_without_config,
+                     set_threads)
 
 HELP = "train a net (default: the small two-column net on the built-in synthetic data)"
 DEFAULT_CONFIG = "configs/small_twocol.yaml"
