@@ -331,11 +331,19 @@ def stored_config(ckpt: dict) -> dict:
     return stored
 
 
-def checkpoint_config(ckpt: dict, path: str | Path) -> Config:
+def checkpoint_config(ckpt: dict, path: str | Path, overrides: list[str] = ()) -> Config:
+    """The config a checkpoint was trained with, and `overrides` of it (`train --resume` and
+    `eval` without --config): each is checked as any override is, and one that would change the
+    net (a model setting, or the dropout scale at test) is refused, naming the key."""
+    source = f"config stored in {path}"
     try:
-        return config_from_dict(stored_config(ckpt), source=f"config stored in {path}")
+        cfg = config_from_dict(stored_config(ckpt), source)
     except ConfigError as e:
         raise CheckpointError(str(e)) from None
+    if overrides:
+        cfg = config_from_dict(stored_config(ckpt), source, overrides)
+        check_same_architecture(ckpt, cfg, path, source="override")
+    return cfg
 
 
 def eval_dropout_scale(cfg: Config) -> float:
@@ -382,17 +390,6 @@ def check_same_architecture(ckpt: dict, cfg: Config, path: str | Path, source: s
                               f"model.{diffs[0]}{more}")
 
 
-def resumed_config(ckpt: dict, path: str | Path, overrides: list[str] = ()) -> Config:
-    """The config a checkpoint was trained with, and `overrides` of it (`train --resume` and
-    `eval` without --config): each is checked as any override is, and one that would change the
-    net (a model setting, or the dropout scale at test) is refused, naming the key."""
-    if not overrides:
-        return checkpoint_config(ckpt, path)
-    cfg = config_from_dict(stored_config(ckpt), f"config stored in {path}", overrides)
-    check_same_architecture(ckpt, cfg, path, source="override")
-    return cfg
-
-
 def load_model_state(net: torch.nn.Module, ckpt: dict, path: str | Path) -> None:
     """Load the weights, refusing (with the key named) a missing, extra, misshapen or
     non-finite one."""
@@ -421,10 +418,10 @@ def load_model_state(net: torch.nn.Module, ckpt: dict, path: str | Path) -> None
 def load_net(path: str | Path, placement, cfg: Config | None = None, overrides: list[str] = ()):
     """Build the net a checkpoint holds on `placement` and load its weights. With `cfg`, the
     checkpoint must have the same architecture; without, its own config is used, with
-    `overrides` (`resumed_config`)."""
+    `overrides` (`checkpoint_config`)."""
     ckpt = load_checkpoint(path)
     if cfg is None:
-        cfg = resumed_config(ckpt, path, overrides)
+        cfg = checkpoint_config(ckpt, path, overrides)
     else:
         check_same_architecture(ckpt, cfg, path)
     net = build_model(cfg, placement)

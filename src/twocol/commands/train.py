@@ -4,7 +4,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from ..checkpoint import load_checkpoint, resumed_config, resumed_origin
+from ..checkpoint import checkpoint_config, load_checkpoint, resumed_origin
 from ..data.synth import dataset_root
 from ..distributed import barrier, gather_objects, init, placement_for, shutdown, world_from_env
 from ..errors import TwocolError
@@ -42,7 +42,7 @@ def run(args) -> int:
         data, gpus = resumed_origin(ckpt, resume, data, gpus)
     if resume is not None and args.config is None:
         # Continue with the run's own config (overrides still apply, e.g. train.epochs=...).
-        cfg = resumed_config(ckpt, resume, args.overrides)
+        cfg = checkpoint_config(ckpt, resume, args.overrides)
     else:
         cfg = config_of(args, path=args.config or DEFAULT_CONFIG)
     ckpt = None  # train() reads it again: not two copies of the weights in memory
