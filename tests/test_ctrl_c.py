@@ -1,7 +1,7 @@
 """Ctrl-C, as a terminal sends it (SIGINT to the whole process group), while the torch loader's
 worker processes start: the workers leave signals to the main process, which stops with one
 line and exit code 130. Real processes and real signals (slow); the moment between a worker's
-fork and torch's own handling of signals, which a Ctrl-C hits by chance, is made two seconds
+fork and torch's own handling of signals, which a Ctrl-C hits by chance, is made four seconds
 long so that every run hits it."""
 import os
 import signal
@@ -21,7 +21,7 @@ SLOW_WORKER_START = textwrap.dedent("""
     real = worker._worker_loop
     def slow(*args, **kwargs):
         print("WORKER STARTING", flush=True)
-        time.sleep(2)
+        time.sleep(4)
         return real(*args, **kwargs)
     worker._worker_loop = slow
     from twocol.cli import main
@@ -30,16 +30,18 @@ SLOW_WORKER_START = textwrap.dedent("""
 
 
 def ctrl_c(args, presses: int) -> tuple[int, str]:
-    """Run `twocol ARGS` in its own process group and press Ctrl-C `presses` times as its
-    first loader worker starts; (exit code, stderr)."""
+    """Run `twocol ARGS` in its own process group and press Ctrl-C `presses` times, 1.5 s
+    apart, as its first loader worker starts; (exit code, stderr). (While the main process
+    forks its workers it holds signals, and two presses held together count as one.)"""
     proc = subprocess.Popen([sys.executable, "-c", SLOW_WORKER_START, *map(str, args)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=ENV, start_new_session=True)
     try:
         for line in proc.stdout:
             if line.startswith("WORKER STARTING"):
-                for _ in range(presses):
+                for press in range(presses):
+                    if press:
+                        time.sleep(1.5)
                     os.killpg(proc.pid, signal.SIGINT)
-                    time.sleep(0.2)
                 break
         else:
             raise AssertionError(f"no loader worker started: {proc.communicate()[1][-2000:]}")
