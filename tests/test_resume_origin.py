@@ -170,9 +170,10 @@ def test_eval_and_resume_check_every_override_and_refuse_one_that_changes_the_ne
     assert not (tmp_path / "r").exists()
 
 
-def test_eval_applies_the_overrides_that_keep_the_net(trained, capsys, monkeypatch):
+def test_eval_applies_the_overrides_that_keep_the_net(trained, tmp_path, capsys, monkeypatch):
     import twocol.evaluate as evaluate
 
+    monkeypatch.chdir(tmp_path)  # (an eval that took no override would make its synthetic set here)
     real, asked = evaluate.make_loader, []
     monkeypatch.setattr(evaluate, "make_loader", lambda cfg, *a, **kw: asked.append(cfg) or real(cfg, *a, **kw))
     code, out, err = twocol(capsys, "eval", "--ckpt", trained / "checkpoint.pt", "--gpus", "cpu", "--threads", "1",
