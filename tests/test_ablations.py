@@ -108,3 +108,24 @@ def test_cli_applies_what_the_bench_applies(capsys):
 def test_bad_ablation_use_is_one_line_and_exit_code_2(capsys, args, needle):
     code, _, err = twocol(capsys, *args)
     assert code == 2 and err.count("\n") == 1 and needle in err, err
+
+
+@pytest.mark.parametrize("ablation,already", [
+    ("lrn_off", "model.lrn.enabled=false"), ("lighting_off", "data.lighting_std=0"),
+    ("tanh", "model.activation=tanh"), ("dropout_off", "model.dropout=0"),
+])
+def test_an_ablation_that_changes_nothing_is_refused(capsys, tmp_path, ablation, already):
+    for command in (["describe"], ["train", "--gpus", "cpu", "--run-dir", tmp_path / "run"]):
+        code, _, err = twocol(capsys, *map(str, command), "-c", "configs/small_twocol.yaml", already,
+                              "--ablation", ablation)
+        assert code == 2 and err == f"twocol: error: ablation {ablation} changes nothing: the config already has " \
+                                    f"{already}\n", err
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_bench_ablates_a_baseline_that_has_what_its_config_lacks():
+    tiny = config("tiny_twocol")  # no dropout: dropout_off alone would change nothing
+    with pytest.raises(ConfigError, match="dropout_off changes nothing"):
+        ablation_overrides(tiny, ["dropout_off"])
+    baseline = config("tiny_twocol", *ABLATIONS["dropout_off"].baseline(tiny))
+    assert ablation_overrides(baseline, ["dropout_off"]) == ["model.dropout=0"]

@@ -8,7 +8,7 @@ import time
 import pytest
 import torch
 
-from conftest import config
+from conftest import config, one_line_error, twocol_in_process as twocol
 from twocol.checkpoint import check_same_architecture, load_checkpoint, load_net, save_checkpoint
 from twocol.devices import Placement
 from twocol.errors import CheckpointError
@@ -54,14 +54,19 @@ def test_checkpoint_of_another_architecture_is_refused(tmp_path):
     check_same_architecture(ckpt, config("small_twocol", "model.dropout=0"), tmp_path / "c.pt")
 
 
-def test_pickled_objects_are_never_loaded(tmp_path):
+def test_pickled_objects_are_never_loaded_and_the_refusal_says_so_in_whole_words(tmp_path, capsys):
     class Evil:
         def __reduce__(self):
-            return (os.system, ("echo pwned",))
+            return (os.system, (f"touch {tmp_path / 'pwned'}",))
 
-    torch.save({"format": 1, "model": {}, "config": {}, "x": Evil()}, tmp_path / "evil.pt")
-    with pytest.raises(CheckpointError):
-        load_checkpoint(tmp_path / "evil.pt")
+    evil = tmp_path / "evil.pt"
+    torch.save({"format": 1, "model": {}, "config": {}, "x": Evil()}, evil)
+    code, _, err = twocol(capsys, "eval", "--ckpt", evil, "--gpus", "cpu")
+    one_line_error(code, err)
+    assert err == f"twocol: error: {evil} is not a twocol checkpoint: loading it would call " \
+                  f"{os.system.__module__}.system, which twocol never runs (a checkpoint holds only tensors and " \
+                  "plain values)\n"
+    assert not (tmp_path / "pwned").exists()
 
 
 WRITER = textwrap.dedent("""

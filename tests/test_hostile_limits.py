@@ -64,6 +64,14 @@ def test_thread_counts_above_the_cpus_are_lowered_with_one_line(notes, monkeypat
     assert said[1].startswith(lowered("OMP_NUM_THREADS=99999999999999999...")), said
 
 
+@pytest.mark.parametrize("value", ["abc", *(pytest.param(v, marks=pytest.mark.slow) for v in ("0", "-3", "1.5"))])
+def test_a_bad_omp_num_threads_is_one_line_before_openmp_complains_of_it(tmp_path, value):
+    # A real process: OpenMP reads the variable once, as torch loads.
+    r = subprocess.run([sys.executable, "-m", "twocol", "eval", "--ckpt", str(tmp_path / "none.pt")], capture_output=True,
+                       text=True, env={**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": value}, timeout=120)
+    assert (r.returncode, r.stderr) == (2, f"twocol: error: OMP_NUM_THREADS={value!r} is not a whole number >= 1\n")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("how", ["--threads", "OMP_NUM_THREADS"])
 def test_an_absurd_thread_count_is_lowered_instead_of_crashing(tmp_path, how):

@@ -67,6 +67,28 @@ def test_a_tampered_checkpoint_field_is_named(data, run_copy, capsys, change, ne
     one_line_error(code, err, str(ckpt), *needles)
 
 
+def test_a_mid_epoch_checkpoint_refuses_an_override_that_changes_the_rest_of_its_epoch(data, trained_run, run_copy,
+                                                                                       tmp_path, capsys):
+    ckpt = run_copy / "checkpoint.pt"
+    tamper(ckpt, lambda c: c.update(batch=2, step=7))  # stopped after batch 2 of epoch 2 (5 batches of 32)
+    kept = {p.name: p.read_bytes() for p in run_copy.iterdir()}
+    resume = ["train", "--resume", ckpt, "--gpus", "cpu", "--threads", "1", "--data", data, "train.epochs=2"]
+    for override, shown in [("data.batch_size=16", "data.batch_size=16 (32 in"), ("train.seed=7", "train.seed=7 (0 in"),
+                            ("data.lighting_std=0", "data.lighting_std=0.0 (0.1 in"),
+                            ("data.crop_chunk=4", "data.crop_chunk=4 (1 in")]:
+        code, _, err = twocol(capsys, *resume, override)
+        one_line_error(code, err, f"{ckpt} was written mid-epoch (epoch 2, batch 2 of 5): {shown} the checkpoint) would "
+                                  "change the rest of that epoch; resume without it to the epoch's end (train.epochs=2)")
+        assert {p.name: p.read_bytes() for p in run_copy.iterdir()} == kept
+    code, _, err = twocol(capsys, *resume, "data.max_bad_fraction=0.5")  # not in the epoch's plan: applied
+    assert code == 0 and load_checkpoint(ckpt)["step"] == 10, err
+    # At an epoch's end the next epoch's plan is not begun: the batch size may change.
+    ended = shutil.copytree(trained_run, tmp_path / "ended")
+    code, _, err = twocol(capsys, "train", "--resume", ended / "checkpoint.pt", "--gpus", "cpu", "--threads", "1",
+                          "--data", data, "train.epochs=2", "data.batch_size=16")
+    assert code == 0 and load_checkpoint(ended / "checkpoint.pt")["step"] == 15, err
+
+
 def test_resume_cleans_stale_temps_and_keeps_metrics_consistent_with_the_checkpoint(data, run_copy, capsys):
     dead = subprocess.Popen(["true"])
     dead.wait()

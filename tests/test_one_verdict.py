@@ -1,8 +1,13 @@
 """Both loaders give every stored file the same verdict: a JPEG corrupted in place (same size)
 is left out by both, with the same reason, found by the default start-up check (the CRC-32
 against checksums.txt, reading only the files changed since they last matched); a JPEG with an
-EXIF orientation is turned by both."""
+EXIF orientation is turned by both. The dataset's own files (the CRC cache, checksums.txt, the
+manifests, ...) are read only when they are regular files within a bound set by its counts."""
+import contextlib
+import os
+import resource
 import shutil
+import signal
 
 import numpy as np
 import pytest
@@ -11,11 +16,11 @@ from PIL import Image, ImageOps
 
 from twocol.data import bad as bad_module
 from twocol.data import loader as loader_module
-from twocol.data.layout import CHECKSUMS, VERIFIED
+from twocol.data.layout import CHECKSUMS, CLASSES, META, STATS, VERIFIED
 from twocol.data.loader import make_loader
 from twocol.devices import Placement
 
-from conftest import LOADER_BACKENDS, LOADER_SIZE, loader_config
+from conftest import LOADER_BACKENDS, LOADER_SIZE, loader_config, one_line_error, train_args, twocol_in_process as twocol
 
 CRC_CHANGED = f"CRC-32 differs from {CHECKSUMS} (changed since it was stored)"
 
@@ -82,6 +87,69 @@ def test_a_damaged_cache_is_ignored(root):
     (root / VERIFIED).write_text("nonsense\n")
     corrupt_in_place(root / loader(root).files[4])
     assert loader(root).excluded == {4: CRC_CHANGED}
+
+
+@contextlib.contextmanager
+def bounded(seconds=20, memory=1 << 30):
+    """What this process may still spend: `seconds` (a read that blocks is interrupted) and
+    `memory` more bytes of address space (a read that never ends fails)."""
+    def timed_out(*_):
+        raise TimeoutError(f"still running after {seconds} s")
+
+    with open("/proc/self/statm") as f:
+        used = int(f.read().split()[0]) * resource.getpagesize()
+    old_limit, old_handler = resource.getrlimit(resource.RLIMIT_AS), signal.signal(signal.SIGALRM, timed_out)
+    resource.setrlimit(resource.RLIMIT_AS, (used + memory, old_limit[1]))
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        resource.setrlimit(resource.RLIMIT_AS, old_limit)
+        signal.signal(signal.SIGALRM, old_handler)
+
+
+def put(path, what):
+    """Something that is no file to read in place of `path`: a FIFO (a read waits for a writer),
+    a link to /dev/zero (a read never ends) or a file of 30 MB (far past any bound here)."""
+    path.unlink(missing_ok=True)
+    if what == "fifo":
+        os.mkfifo(path)
+    elif what == "/dev/zero":
+        path.symlink_to("/dev/zero")
+    else:
+        path.write_bytes(b"a" * 30_000_000)
+
+
+SAID = {"fifo": "is a FIFO (named pipe), not a regular file", "/dev/zero": "(a link to /dev/zero) is a character "
+        "device, not a regular file", "huge": "is 30,000,000 bytes, more than a listing of its 51 images takes (6,"}
+
+
+@pytest.mark.parametrize("what", ["fifo", "/dev/zero", "huge"])
+def test_a_cache_that_is_no_regular_file_or_too_long_is_ignored_with_one_line_and_written_anew(root, capsys, what):
+    loader(root)
+    corrupt_in_place(root / loader(root).files[4])
+    put(root / VERIFIED, what)
+    capsys.readouterr()
+    with bounded():
+        assert loader(root).excluded == {4: CRC_CHANGED}  # every file read again
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"twocol: {root / VERIFIED} {SAID[what]}"), err
+    assert err.endswith(": ignored (the CRC of every file is read) and written anew\n"), err
+    assert (root / VERIFIED).is_file() and not (root / VERIFIED).is_symlink()
+    assert len((root / VERIFIED).read_text().splitlines()) == len(loader(root).files) - 1  # all but the bad one
+
+
+@pytest.mark.parametrize("name", [CHECKSUMS, "train.txt", CLASSES, META, STATS])
+@pytest.mark.parametrize("what", ["fifo", "/dev/zero", "huge"])
+def test_a_dataset_file_that_is_no_regular_file_or_too_long_is_refused_with_one_line(tiny_set, tmp_path, capsys, name,
+                                                                                      what):
+    data = shutil.copytree(tiny_set, tmp_path / "set", ignore=shutil.ignore_patterns(VERIFIED))
+    put(data / name, what)
+    with bounded():
+        code, _, err = twocol(capsys, *train_args(data, tmp_path / "run", "--threads", "1"))
+    one_line_error(code, err, f"{data / name} {SAID[what] if what != 'huge' else 'is 30,000,000 bytes, more than'}")
+    assert "missing" not in err
 
 
 def rotated_jpeg(path, orientation):

@@ -1,7 +1,8 @@
 """`--resume` alone continues a run as it was started (its dataset and devices, recorded in the
-checkpoint), into another run directory too; a checkpoint's position is bounded; a checkpoint
-used on a dataset of other classes (train --resume, eval, features) is refused, naming the first
-class that differs."""
+checkpoint), into another run directory too, and `eval` alone evaluates on that dataset; both
+apply the overrides that keep the checkpoint's net and refuse the others by name; a checkpoint's
+position is bounded; a checkpoint used on a dataset of other classes (train --resume, eval,
+features) is refused, naming the first class that differs."""
 import shutil
 
 import pytest
@@ -124,3 +125,60 @@ def test_a_checkpoint_without_class_names_is_evaluated_unchecked(run, other_clas
     code, out, err = twocol(capsys, "eval", "--ckpt", run / "checkpoint.pt", "--gpus", "cpu", "--threads", "1",
                             "--data", swapped, "data.loader=torch", "data.workers=0")
     assert code == 0 and "top-1 error" in out, err
+
+
+def test_resume_into_a_directory_holding_another_runs_log_is_refused(run, tmp_path, capsys):
+    new = tmp_path / "new"
+    new.mkdir()
+    stray = '{"kind": "epoch", "epoch": 7, "step": 70}\n'
+    (new / "metrics.jsonl").write_text(stray)
+    code, _, err = twocol(capsys, "train", "--resume", run / "checkpoint.pt", "--threads", "1", "--run-dir", new)
+    one_line_error(code, err, f"{new} holds metrics.jsonl (of another run, without a checkpoint)", "another --run-dir")
+    assert (new / "metrics.jsonl").read_text() == stray and sorted(p.name for p in new.iterdir()) == ["metrics.jsonl"]
+
+
+def test_eval_alone_uses_the_runs_dataset(run, tmp_path, capsys, monkeypatch):
+    cwd = tmp_path / "cwd"  # where the built-in synthetic set would be made
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    evaluate = ["eval", "--ckpt", run / "checkpoint.pt", "--gpus", "cpu", "--threads", "1", "data.loader=torch",
+                "data.workers=0"]
+    code, out, err = twocol(capsys, *evaluate)
+    assert code == 0 and ", 8 val images: top-1 error" in out, err  # the run's set: 4 classes of 2
+    assert list(cwd.iterdir()) == []
+    tamper(run / "checkpoint.pt", lambda c: c["origin"].update(data=str(tmp_path / "gone")))
+    code, _, err = twocol(capsys, *evaluate)
+    one_line_error(code, err, f"{run / 'checkpoint.pt'} was trained on the dataset {tmp_path / 'gone'}, which is not "
+                              "there any more", "--data")
+
+
+@pytest.mark.parametrize("override,needle", [
+    ("no_such.key=1", "override 'no_such.key=1': unknown key 'no_such'"),
+    ("data.batch_size=-5", "override 'data.batch_size=-5': data.batch_size must be positive"),
+    ("model.num_classes=999", "an override would change the net it holds, which is kept as trained: "
+                              "model.num_classes: checkpoint 4, override 999"),
+    # the tiny net's dropout 0 under the paper's convention: 0.5 would scale fc6 and fc7 by 0.5 at test
+    ("model.dropout=0.5", "model.dropout: the checkpoint's net multiplies fc6 and fc7 by 1 at test"),
+])
+def test_eval_and_resume_check_every_override_and_refuse_one_that_changes_the_net(trained, tmp_path, capsys,
+                                                                                  monkeypatch, override, needle):
+    monkeypatch.chdir(tmp_path)  # (an eval that took no override would make its synthetic set here)
+    ckpt = trained / "checkpoint.pt"
+    for command in (["eval", "--ckpt", ckpt, "--gpus", "cpu"], ["train", "--resume", ckpt, "--run-dir", tmp_path / "r"]):
+        code, _, err = twocol(capsys, *command, "--threads", "1", override)
+        one_line_error(code, err, needle)
+    assert not (tmp_path / "r").exists()
+
+
+def test_eval_applies_the_overrides_that_keep_the_net(trained, tmp_path, capsys, monkeypatch):
+    import twocol.evaluate as evaluate
+
+    monkeypatch.chdir(tmp_path)  # (an eval that took no override would make its synthetic set here)
+    real, asked = evaluate.make_loader, []
+    monkeypatch.setattr(evaluate, "make_loader", lambda cfg, *a, **kw: asked.append(cfg) or real(cfg, *a, **kw))
+    code, out, err = twocol(capsys, "eval", "--ckpt", trained / "checkpoint.pt", "--gpus", "cpu", "--threads", "1",
+                            "data.batch_size=3", "data.loader=torch", "data.workers=0", "model.dropout_convention=inverted")
+    assert code == 0 and ", 8 val images: top-1 error" in out, err
+    (cfg,) = asked
+    assert (cfg.data.batch_size, cfg.data.loader, cfg.data.workers, cfg.model.dropout_convention) == \
+        (3, "torch", 0, "inverted")  # dropout 0: either convention is the same net at test

@@ -147,7 +147,8 @@ ABLATIONS = {a.name: a for a in (
 
 
 def ablation_overrides(cfg: Config, names: list[str] | tuple[str, ...]) -> list[str]:
-    """The overrides that apply `names`, in order, to `cfg` (each sees the previous ones)."""
+    """The overrides that apply `names`, in order, to `cfg` (each sees the previous ones). One
+    that would leave the config as it is (lrn_off of a net without LRN) is a ConfigError."""
     out: list[str] = []
     for name in names:
         if name not in ABLATIONS:
@@ -155,6 +156,10 @@ def ablation_overrides(cfg: Config, names: list[str] | tuple[str, ...]) -> list[
         ablation = ABLATIONS[name]
         extra = ablation.overrides(cfg)
         ablated = config_from_dict(cfg.to_dict(), f"ablation {name}", extra)
+        # Ablating what the config lacks compares nothing (the bench ablates a baseline that has
+        # it instead: Ablation.baseline).
+        if ablated.to_dict() == cfg.to_dict():
+            raise ConfigError(f"ablation {name} changes nothing: the config already has {', '.join(extra)}")
         if ablation.check is not None:
             ablation.check(cfg, ablated)
         cfg, out = ablated, out + extra

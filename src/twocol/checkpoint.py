@@ -17,6 +17,7 @@ import contextlib
 import math
 import os
 import pickle
+import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,7 +53,8 @@ def claim_run_dir(run_dir: Path, resume: Path | None, world: World):
     """Hold `run_dir` for this run (rank 0 does, under torchrun): another process asking for it
     gets a LockError naming our pid. Temporary files of a save that was killed are removed; a
     new run (no `resume`) refuses a directory that holds a checkpoint, and so does a resumed
-    one, unless that checkpoint is the one it resumes."""
+    one, unless that checkpoint is the one it resumes; a run resumed into another directory
+    also refuses one that holds a metrics.jsonl (the log of a run that wrote no checkpoint)."""
     if not world.is_main:
         yield
         return
@@ -65,6 +67,10 @@ def claim_run_dir(run_dir: Path, resume: Path | None, world: World):
         if resume is not None and ckpt.exists() and not same_file(ckpt, resume):
             raise CheckpointError(f"{run_dir} holds the checkpoint of another run, which continuing {resume} there "
                                   f"would replace; give another --run-dir")
+        log = run_dir / "metrics.jsonl"
+        if resume is not None and not ckpt.exists() and log.exists() and not same_file(run_dir, resume.parent):
+            raise CheckpointError(f"{run_dir} holds {log.name} (of another run, without a checkpoint), which continuing "
+                                  f"{resume} there would replace; give another --run-dir")
         yield
 
 
@@ -221,15 +227,16 @@ def check_same_classes(ckpt: dict, path: str | Path, classes: list[str], root: s
 
 
 def resumed_origin(ckpt: dict, path: str | Path, data: str | None, gpus: str | None) -> tuple[str | None, str | None]:
-    """(--data, --gpus) for a run resumed from `ckpt`: those given now, else the ones it was
-    started with. A recorded dataset that is gone is a CheckpointError naming it."""
+    """(--data, --gpus) for a run resumed (or a net evaluated) from `ckpt`: those given now, else
+    the ones its run was started with. A recorded dataset that is gone is a CheckpointError
+    naming it."""
     origin = ckpt.get("origin", {})
     if not (isinstance(origin, dict) and all(isinstance(origin.get(k), (str, type(None))) for k in ("data", "gpus"))):
         raise CheckpointError(f"{path}: origin must hold data and gpus (each a string or null), got {show(origin)}")
     if data is None and origin.get("data") is not None:
         data = origin["data"]
         if not Path(data).is_dir():
-            raise CheckpointError(f"{path} continues a run on the dataset {data}, which is not there any more (moved "
+            raise CheckpointError(f"{path} was trained on the dataset {data}, which is not there any more (moved "
                                   f"or deleted?); give its place with --data")
     return data, gpus if gpus is not None else origin.get("gpus")
 
@@ -290,8 +297,16 @@ def load_checkpoint(path: str | Path) -> dict:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, ValueError) as e:
+        if isinstance(e, pickle.UnpicklingError) and "weights only load failed" in str(e).lower():
+            # torch's own message, a paragraph on how to load it anyway, would tell how to run its code
+            found = re.search(r"GLOBAL ([\w.]+)", str(e))
+            what = found.group(1) if found else "code to rebuild its objects"
+            raise CheckpointError(f"{path} is not a twocol checkpoint: loading it would call {what}, which twocol "
+                                  "never runs (a checkpoint holds only tensors and plain values)") from None
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path} is truncated or not a twocol checkpoint ({first[:160]})") from None
+        if len(first) > 160:  # cut between words
+            first = first[:160].rsplit(" ", 1)[0] + " ..."
+        raise CheckpointError(f"{path} is truncated or not a twocol checkpoint ({first})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT or "model" not in ckpt or "config" not in ckpt:
         raise CheckpointError(f"{path} is not a twocol checkpoint (format {FORMAT})")
     # Shared references let a small file stand for a huge tree of values: the fields that are
@@ -321,11 +336,19 @@ def stored_config(ckpt: dict) -> dict:
     return {**stored, "model": model} if model != stored.get("model", {}) else stored
 
 
-def checkpoint_config(ckpt: dict, path: str | Path) -> Config:
+def checkpoint_config(ckpt: dict, path: str | Path, overrides: list[str] = ()) -> Config:
+    """The config a checkpoint was trained with, and `overrides` of it (`train --resume` and
+    `eval` without --config): each is checked as any override is, and one that would change the
+    net (a model setting, or the dropout scale at test) is refused, naming the key."""
+    source = f"config stored in {path}"
     try:
-        return config_from_dict(stored_config(ckpt), source=f"config stored in {path}")
+        cfg = config_from_dict(stored_config(ckpt), source)
     except ConfigError as e:
         raise CheckpointError(str(e)) from None
+    if overrides:
+        cfg = config_from_dict(stored_config(ckpt), source, overrides)
+        check_same_architecture(ckpt, cfg, path, source="override")
+    return cfg
 
 
 def eval_dropout_scale(cfg: Config) -> float:
@@ -335,8 +358,9 @@ def eval_dropout_scale(cfg: Config) -> float:
     return 1.0 - m.dropout if m.dropout_convention == "paper" else 1.0
 
 
-def check_same_architecture(ckpt: dict, cfg: Config, path: str | Path) -> None:
-    """Refuse a checkpoint whose net differs from the config's (by any model setting)."""
+def check_same_architecture(ckpt: dict, cfg: Config, path: str | Path, source: str = "config") -> None:
+    """Refuse a checkpoint whose net differs from the config's (by any model setting); `source`
+    names where `cfg` comes from: a config file, or an override of the checkpoint's own."""
     # Read through the config classes, so a key added since the checkpoint was written compares
     # as its default (or, for the dropout convention, as what such a checkpoint was trained with).
     stored_cfg = checkpoint_config(ckpt, path)
@@ -349,7 +373,7 @@ def check_same_architecture(ckpt: dict, cfg: Config, path: str | Path) -> None:
             if isinstance(va, dict) and isinstance(vb, dict):
                 yield from diff(va, vb, f"{prefix}{k}.")
             elif va != vb:
-                yield f"{prefix}{k}: checkpoint {show(va)}, config {show(vb)}"
+                yield f"{prefix}{k}: checkpoint {show(va)}, {source} {show(vb)}"
 
     diffs = list(diff(stored, wanted))
     # Dropout changes no weight, so a net may go on training at another rate; but what the
@@ -359,12 +383,16 @@ def check_same_architecture(ckpt: dict, cfg: Config, path: str | Path) -> None:
     if trained != asked:
         m = cfg.model
         diffs.append(f"dropout: the checkpoint's net multiplies fc6 and fc7 by {trained:g} at test (model.dropout "
-                     f"{stored['dropout']:g}, {stored['dropout_convention']}), the config's by {asked:g} "
-                     f"({m.dropout:g}, {m.dropout_convention}); override model.dropout and "
-                     "model.dropout_convention to match")
+                     f"{stored['dropout']:g}, {stored['dropout_convention']}), the {source}'s by {asked:g} "
+                     f"({m.dropout:g}, {m.dropout_convention}); "
+                     + ("override model.dropout and model.dropout_convention to match" if source == "config"
+                        else "keep model.dropout and model.dropout_convention as trained"))
     if diffs:
-        raise CheckpointError(f"{path} holds another architecture: model.{diffs[0]}"
-                              + (f" (and {len(diffs) - 1} more)" if len(diffs) > 1 else ""))
+        more = f" (and {len(diffs) - 1} more)" if len(diffs) > 1 else ""
+        if source == "config":
+            raise CheckpointError(f"{path} holds another architecture: model.{diffs[0]}{more}")
+        raise CheckpointError(f"{path}: an override would change the net it holds, which is kept as trained: "
+                              f"model.{diffs[0]}{more}")
 
 
 def load_model_state(net: torch.nn.Module, ckpt: dict, path: str | Path) -> None:
@@ -392,12 +420,13 @@ def load_model_state(net: torch.nn.Module, ckpt: dict, path: str | Path) -> None
     net.load_state_dict(saved)
 
 
-def load_net(path: str | Path, placement, cfg: Config | None = None):
-    """Build the net a checkpoint holds on `placement` and load its weights.
-    With `cfg`, the checkpoint must have the same architecture; without, its own config is used."""
+def load_net(path: str | Path, placement, cfg: Config | None = None, overrides: list[str] = ()):
+    """Build the net a checkpoint holds on `placement` and load its weights. With `cfg`, the
+    checkpoint must have the same architecture; without, its own config is used, with
+    `overrides` (`checkpoint_config`)."""
     ckpt = load_checkpoint(path)
     if cfg is None:
-        cfg = checkpoint_config(ckpt, path)
+        cfg = checkpoint_config(ckpt, path, overrides)
     else:
         check_same_architecture(ckpt, cfg, path)
     net = build_model(cfg, placement)

@@ -14,8 +14,20 @@ import sys
 # (twocol.threads; docs/guarantees.md measures it). A value the user set is kept.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+from .errors import ConfigError, TwocolError, one_line  # noqa: E402
+from .threads import omp_num_threads  # noqa: E402 (it does not load torch)
+
+# OpenMP also reads OMP_NUM_THREADS when torch loads, and complains on stderr of a value it cannot
+# use, before our own one line: such a value is taken out of the environment first, and main()
+# refuses it.
+try:
+    omp_num_threads()
+    BAD_OMP_NUM_THREADS = None
+except ConfigError as e:
+    BAD_OMP_NUM_THREADS = e
+    del os.environ["OMP_NUM_THREADS"]
+
 from .commands import describe, evaluate, features, prepare, profile, synth, train, viz  # noqa: E402
-from .errors import TwocolError, one_line  # noqa: E402
 
 COMMANDS = {"describe": describe, "prepare": prepare, "synth": synth, "train": train, "eval": evaluate,
             "features": features, "viz": viz, "profile": profile}
@@ -44,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     if extra:
         args.overrides = args.overrides + extra
     try:
+        if BAD_OMP_NUM_THREADS is not None:
+            raise BAD_OMP_NUM_THREADS
         return args._run(args) or 0
     except TwocolError as e:
         print(f"twocol: error: {one_line(str(e))}", file=sys.stderr)

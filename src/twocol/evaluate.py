@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from . import sim
-from .checkpoint import check_same_classes, load_net, recorded_classes
+from .checkpoint import check_same_classes, load_net, recorded_classes, resumed_origin
 from .config import Config
 from .data.loader import make_loader
 from .data.synth import dataset_root
@@ -81,15 +81,17 @@ def evaluate_sharded(net, loader, world: World) -> dict:
 
 def evaluate_checkpoints(paths: list[str | Path], data: str | Path | None, placement: Placement,
                          cfg: Config | None = None, split: str = "val", ten_crop: bool = False,
-                         check_isolation: bool = False) -> dict:
+                         check_isolation: bool = False, overrides: list[str] = ()) -> dict:
     """The error of one checkpoint, or of the ensemble of several, on a split of the dataset at
-    `data` (None: the config's built-in synthetic set). Every checkpoint must hold the
-    architecture of `cfg` (default: the first checkpoint's own config, which also sets the
-    data settings)."""
+    `data` (None: the dataset the first checkpoint's run was trained on, as `train --resume`
+    takes it, else the config's built-in synthetic set). Every checkpoint must hold the
+    architecture of `cfg` (default: the first checkpoint's own config with `overrides`, which
+    also sets the data settings; an override that would change the net is refused)."""
     nets, trained_on = [], []
     for path in paths:
-        net, net_cfg, ckpt = load_net(path, placement, cfg)
-        cfg = cfg or net_cfg
+        net, cfg, ckpt = load_net(path, placement, cfg, overrides)
+        if not nets and data is None:
+            data, _ = resumed_origin(ckpt, path, None, None)
         nets.append(net)
         trained_on.append(recorded_classes(ckpt, path))  # not the whole checkpoint: its weights are in the net
     root = dataset_root(cfg, data)

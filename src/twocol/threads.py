@@ -16,7 +16,9 @@ one line on stderr, `at_most_cpus`. More threads than CPUs only take turns on th
 told to use 100,000 crashed here (a segmentation fault). A count below the least that means
 something is refused (ConfigError, exit 2).
 OMP_NUM_THREADS itself is harmless at torch's import (its OpenMP caps the value it reads to the
-CPUs); only the count torch is then told to use matters.
+CPUs); only the count torch is then told to use matters (twocol.commands.common.set_threads). A
+value that is no count is refused: the CLI checks it before torch loads, since OpenMP prints
+its own complaint of it then. This module does not import torch, so that it can.
 """
 from __future__ import annotations
 
@@ -24,8 +26,6 @@ import functools
 import os
 import sys
 from pathlib import Path
-
-import torch
 
 from .errors import ConfigError
 
@@ -119,19 +119,21 @@ def choose_threads(requested: int | None = None) -> tuple[int, str]:
         if requested < 1:
             raise ConfigError(f"--threads must be at least 1, got {requested}")
         return at_most_cpus(requested, f"--threads {requested}"), "--threads"
-    env = os.environ.get("OMP_NUM_THREADS", "").strip()
-    if env:
-        if not (env.isascii() and env.isdigit() and env.strip("0")):
-            raise ConfigError(f"OMP_NUM_THREADS={env[:20]!r} is not a whole number >= 1")
-        # Any count of 19 digits or more is as absurd as 10**18 (and int() refuses 4,300 digits).
-        n = int(env) if len(env) < 19 else 10 ** 18
+    n = omp_num_threads()
+    if n is not None:
+        env = os.environ["OMP_NUM_THREADS"].strip()
         shown = env if len(env) <= 20 else env[:17] + "..."
         return at_most_cpus(n, f"OMP_NUM_THREADS={shown}"), "OMP_NUM_THREADS"
     return available_cpus()
 
 
-def set_threads(requested: int | None = None) -> str:
-    """Apply the choice to torch; returns it in words, for the log."""
-    n, why = choose_threads(requested)
-    torch.set_num_threads(n)
-    return f"{n} compute thread(s) ({why})"
+def omp_num_threads() -> int | None:
+    """The count OMP_NUM_THREADS asks for (None when it is unset or empty); a value that is no
+    whole number >= 1 is a ConfigError."""
+    env = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if not env:
+        return None
+    if not (env.isascii() and env.isdigit() and env.strip("0")):
+        raise ConfigError(f"OMP_NUM_THREADS={env[:20]!r} is not a whole number >= 1")
+    # Any count of 19 digits or more is as absurd as 10**18 (and int() refuses 4,300 digits).
+    return int(env) if len(env) < 19 else 10 ** 18

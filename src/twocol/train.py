@@ -7,6 +7,7 @@ Under torchrun every rank calls it with the same arguments; rank 0 logs and writ
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import sys
@@ -17,14 +18,14 @@ import torch
 
 from . import sim
 from .atomic import atomic_write
-from .checkpoint import (RunState, check_same_classes, checkpoint_state, claim_run_dir, load_checkpoint, restore,
-                         same_file, save)
-from .config import Config
+from .checkpoint import (MAX_EPOCHS, RunState, check_same_classes, checkpoint_config, checkpoint_state, claim_run_dir,
+                         load_checkpoint, restore, same_file, save)
+from .config import Config, DataConfig, show
 from .data.bad import BadImageLog
 from .data.loader import make_loader
 from .devices import Placement
 from .distributed import World, all_sum, wrap
-from .errors import DataError, TrainingDiverged
+from .errors import CheckpointError, DataError, TrainingDiverged
 from .evaluate import evaluate_sharded
 from .interrupt import Interrupted, StopFlag
 from .metrics import COLOUR_KEY, column_scores, topk_errors
@@ -92,6 +93,30 @@ def bad_image_stop(loader, bad_log: BadImageLog, epoch: int, excluded: int, runt
     if world.active and all_sum([float(why is not None)], labels.device, world)[0] > 0 and why is None:
         why = "another process met too many bad images"
     return runtime_bad, why
+
+
+def check_resumed_plan(ckpt: dict, path: Path, cfg: Config, loader) -> None:
+    """A checkpoint written mid-epoch continues that epoch's plan at its batch: refuse a config
+    whose plan of that epoch differs from the checkpoint's (data.batch_size, train.seed, a crop
+    or lighting key), naming the key, since the rest of the epoch would then repeat some images
+    and leave out others, or treat them otherwise. Each changed key is tried alone, so one that
+    leaves the plan as it is (data.workers, lighting_until_epoch past this epoch) is kept."""
+    epoch, batch = ckpt.get("epoch"), ckpt.get("batch")
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (epoch, batch)) or batch <= 0 \
+            or not 0 <= epoch <= MAX_EPOCHS:
+        return  # an epoch's end, or a field that restore() refuses
+    trained = checkpoint_config(ckpt, path)
+    plan = loader.plan(epoch, trained.data, trained.train.seed)
+    changed = [(f"data.{f.name}", getattr(trained.data, f.name), getattr(cfg.data, f.name),
+                dataclasses.replace(trained.data, **{f.name: getattr(cfg.data, f.name)}), trained.train.seed)
+               for f in dataclasses.fields(DataConfig) if getattr(trained.data, f.name) != getattr(cfg.data, f.name)]
+    if cfg.train.seed != trained.train.seed:
+        changed.append(("train.seed", trained.train.seed, cfg.train.seed, trained.data, cfg.train.seed))
+    for key, was, now, data, seed in changed:
+        if not plan.same_as(loader.plan(epoch, data, seed)):
+            raise CheckpointError(f"{path} was written mid-epoch (epoch {epoch + 1}, batch {batch} of {len(plan)}): "
+                                  f"{key}={show(now)} ({show(was)} in the checkpoint) would change the rest of that "
+                                  f"epoch; resume without it to the epoch's end (train.epochs={epoch + 1}), then with it")
 
 
 def train_one_epoch(net, optimizer, loader, cfg: Config, state: RunState, log: MetricsLog, progress: Progress,
@@ -183,6 +208,7 @@ def _train(cfg: Config, placement: Placement, data_root: Path, run_dir: Path, re
     if resume is not None:
         ckpt = load_checkpoint(resume)
         check_same_classes(ckpt, resume, about["classes"], data_root)
+        check_resumed_plan(ckpt, resume, cfg, train_loader)
         state = restore(ckpt, resume, net, optimizer, schedule, cfg, world, batches=len(train_loader))
         metrics = ckpt.get("metrics", {})
         log.keep_until(state.step, state.epoch, metrics)  # rows past the checkpoint are work it lacks

@@ -3,9 +3,12 @@ from __future__ import annotations
 
 import argparse
 
+import torch
+
 from ..ablations import ABLATIONS, apply_ablations
 from ..config import Config, load_config
 from ..errors import ConfigError
+from ..threads import choose_threads
 
 
 def add_config_arguments(p: argparse.ArgumentParser, gpus: bool = True,
@@ -35,6 +38,11 @@ def add_threads_argument(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None, metavar="N",
                    help="compute threads of this process (default: OMP_NUM_THREADS if set, else the CPUs "
                         "this process may use: its affinity and cgroup quota)")
+
+
+def set_threads(requested: int | None = None) -> None:
+    """Compute with the threads twocol.threads.choose_threads picks (--threads given as `requested`)."""
+    torch.set_num_threads(choose_threads(requested)[0])
 
 
 def refuse_ablations_without_config(args) -> None:

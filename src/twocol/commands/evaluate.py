@@ -5,8 +5,7 @@ import json
 
 from ..devices import Placement
 from ..evaluate import evaluate_checkpoints
-from ..threads import set_threads
-from .common import add_config_arguments, add_threads_argument, config_of
+from .common import add_config_arguments, add_threads_argument, config_of, set_threads
 
 HELP = "top-1/top-5 error of checkpoints, centre crop or 10-patch, alone or as an ensemble"
 
@@ -16,7 +15,8 @@ def add_arguments(p) -> None:
                                                              "(default: the first checkpoint's own)")
     p.add_argument("--ckpt", action="append", required=True, metavar="PATH",
                    help="a checkpoint; give several for their ensemble (softmax average)")
-    p.add_argument("--data", help="prepared dataset (default: the config's built-in synthetic set)")
+    p.add_argument("--data", help="prepared dataset (default: the one the first checkpoint's run was trained on, "
+                                  "else the config's built-in synthetic set)")
     p.add_argument("--split", default="val", choices=["val", "train"])
     p.add_argument("--ten-crop", action="store_true",
                    help="the paper's 10-patch test: 4 corners and centre, and their mirrors")
@@ -26,9 +26,10 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     set_threads(args.threads)
-    cfg = config_of(args) if args.config or args.ablation else None  # no config: each checkpoint's own
+    # No config: the first checkpoint's own, with the overrides (those that would change its net are refused).
+    cfg = config_of(args) if args.config or args.ablation else None
     result = evaluate_checkpoints(args.ckpt, args.data, Placement.parse(args.gpus), cfg, args.split,
-                                  args.ten_crop, args.check_isolation)
+                                  args.ten_crop, args.check_isolation, overrides=args.overrides if cfg is None else ())
     if args.json:
         print(json.dumps(result))
     else:

@@ -3,8 +3,7 @@ from __future__ import annotations
 
 from ..devices import Placement
 from ..features import save_features
-from ..threads import set_threads
-from .common import add_gpus_argument, add_threads_argument
+from .common import add_gpus_argument, add_threads_argument, set_threads
 
 HELP = "save the last hidden layer (fc7) of every image of a split, for viz neighbours"
 

@@ -4,16 +4,15 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from ..checkpoint import load_checkpoint, resumed_origin, stored_config
-from ..config import config_from_dict
+from ..checkpoint import checkpoint_config, load_checkpoint, resumed_origin
 from ..data.synth import dataset_root
 from ..distributed import barrier, gather_objects, init, placement_for, shutdown, world_from_env
 from ..errors import TwocolError
 from ..interrupt import Interrupted, exit_code
-from ..threads import set_threads
 from ..train import train
 from ..viz.training import plot_run
-from .common import add_config_arguments, add_threads_argument, config_of, refuse_ablations_without_config
+from .common import (add_config_arguments, add_threads_argument, config_of, refuse_ablations_without_config,
+                     set_threads)
 
 HELP = "train a net (default: the small two-column net on the built-in synthetic data)"
 DEFAULT_CONFIG = "configs/small_twocol.yaml"
@@ -43,7 +42,7 @@ def run(args) -> int:
         data, gpus = resumed_origin(ckpt, resume, data, gpus)
     if resume is not None and args.config is None:
         # Continue with the run's own config (overrides still apply, e.g. train.epochs=...).
-        cfg = config_from_dict(stored_config(ckpt), f"config stored in {resume}", args.overrides)
+        cfg = checkpoint_config(ckpt, resume, args.overrides)
     else:
         cfg = config_of(args, path=args.config or DEFAULT_CONFIG)
     ckpt = None  # train() reads it again: not two copies of the weights in memory

@@ -33,7 +33,9 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from ..atomic import atomic_write
-from .layout import CHECKSUMS, VERIFIED, Dataset, read_checksums
+from ..errors import DataError
+from ..threads import note
+from .layout import CHECKSUMS, VERIFIED, Dataset, listing_bytes, read_checksums, read_text
 
 REASON_CHARS = 300  # a reason is one line of at most this many characters
 
@@ -130,16 +132,18 @@ def _read(path: Path, whole: bool, ends: bool) -> tuple[bytes | None, bytes, byt
         os.close(fd)
 
 
-def read_verified(root: Path) -> dict[str, tuple[int, int, int, int]]:
+def read_verified(dataset: Dataset) -> dict[str, tuple[int, int, int, int]]:
     """VERIFIED: relative path -> (size, mtime_ns, ctime_ns, CRC-32) of each file whose CRC
     was last found equal to checksums.txt's; {} when there is none or it cannot be read (it is
-    a cache: the files are then read again)."""
+    a cache: the files are then read again, and it is written anew). One that is no regular
+    file, or longer than a listing of the set's images, is not read, and one line says so."""
     out = {}
     try:
-        text = (root / VERIFIED).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
+        text = read_text(dataset.root / VERIFIED, *listing_bytes(dataset))
+    except DataError as e:
+        note(f"{e}: ignored (the CRC of every file is read) and written anew")
         return out
-    for line in text.splitlines():
+    for line in (text or "").splitlines():
         parts = line.rsplit(" ", 4)
         try:
             out[parts[0]] = (int(parts[1]), int(parts[2]), int(parts[3]), int(parts[4], 16))
@@ -169,11 +173,11 @@ def check_files(dataset: Dataset, split: str, mode: str,
     does a set without checksums.txt). The JPEG check (with jpeg_size) reads each file's first
     bytes and last two: the DALI loader gives DALI only files that pass it, since some
     malformed files crash DALI's decoder (a segmentation fault) instead of raising an error."""
-    sums = read_checksums(dataset.root / CHECKSUMS) if mode != "off" else None
+    sums = read_checksums(dataset) if mode != "off" else None
     if sums is None and jpeg_size is None:
         return {}, set()
     crc = mode == "crc" and sums is not None
-    verified = read_verified(dataset.root) if crc else {}
+    verified = read_verified(dataset) if crc else {}
     fresh = {}
     bad, odd = {}, set()
     for i, (rel, _) in enumerate(dataset.split(split)):

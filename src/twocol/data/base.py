@@ -24,7 +24,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from ..config import Config
+from ..config import Config, DataConfig
 from ..devices import Placement
 from ..inputs import ColumnInputs
 from .bad import BadImage, check_files
@@ -92,11 +92,14 @@ class Loader(abc.ABC):
         first = self.plan(0)
         self._len, self._num_images = len(first), len(first.index)
 
-    def plan(self, epoch: int) -> EpochPlan:
-        n, d, ds = len(self.files), self.cfg.data, self.dataset
+    def plan(self, epoch: int, data: DataConfig | None = None, seed: int | None = None) -> EpochPlan:
+        """Epoch `epoch`'s plan; with `data` or `seed` in place of this loader's, the plan that
+        those settings would make of the same files (a resumed run compares them)."""
+        n, d, ds = len(self.files), data or self.cfg.data, self.dataset
         if self.train:
-            return train_plan(n, d, seed=self.seed, epoch=epoch, shard_id=self.shard_id, num_shards=self.num_shards,
-                              stored=self.stored, crop=self.crop, eigvals=ds.eigvals, eigvecs=ds.eigvecs)
+            return train_plan(n, d, seed=self.seed if seed is None else seed, epoch=epoch, shard_id=self.shard_id,
+                              num_shards=self.num_shards, stored=self.stored, crop=self.crop, eigvals=ds.eigvals,
+                              eigvecs=ds.eigvecs)
         return eval_plan(n, d, shard_id=self.shard_id, num_shards=self.num_shards, stored=self.stored, crop=self.crop)
 
     def __len__(self) -> int:

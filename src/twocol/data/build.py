@@ -33,7 +33,8 @@ from ..errors import DataError
 from ..lock import LOCK, DirLock
 from ..monitor import Progress
 from ..threads import at_most_cpus, available_cpus
-from .layout import CHECKSUMS, CLASSES, FORMAT, META, PARTIAL, REPORT, SPLITS, STATS, write_checksums, write_manifest
+from .layout import (CHECKSUMS, CLASSES, FORMAT, META, PARTIAL, REPORT, SPLITS, STATS, open_dataset, write_checksums,
+                     write_manifest)
 from .lighting import pca
 
 
@@ -281,7 +282,7 @@ def build_from(root: Path, *, source, params: dict, produce: Callable[[Hashable]
     meta = check_destination(root, params)
     if meta is not None and meta.get("work") == source.identity:
         if not (root / CHECKSUMS).is_file():  # a set made before checksums.txt existed
-            rels = [line.rpartition(" ")[0] for s in SPLITS for line in (root / f"{s}.txt").read_text().splitlines()]
+            rels = [rel for s in SPLITS for rel, _ in open_dataset(root).split(s)]
             write_checksums(root / CHECKSUMS, checksum_files(root, rels))
         return meta
     (root / PARTIAL).mkdir(parents=True, exist_ok=True)

@@ -22,9 +22,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import BinaryIO
 
 import numpy as np
 
@@ -70,18 +72,79 @@ def stored_path(split: str, folder: str, source_name: str, taken: set[str]) -> s
     return rel
 
 
+# What a dataset's own files may hold, from the counts in meta.json: a file past its bound is
+# refused before it is read, so that a huge one costs neither memory nor time.
+NAME_BYTES = 255                  # the longest name of a file or folder (NAME_MAX)
+REL_BYTES = 3 * (NAME_BYTES + 1)  # "<split>/<class>/<file>", the path of a stored image
+LINE_NUMBERS = 80                 # the numbers after the path on a line of a manifest, checksums.txt, verified.txt
+META_BYTES = 1 << 20
+
+
 def write_manifest(path: Path, items: list[tuple[str, int]]) -> None:
     atomic_write(path, "".join(f"{rel} {label}\n" for rel, label in items))
 
 
-def read_text(path: Path) -> str:
-    """A text file of the layout; a binary or unreadable one is a DataError naming it."""
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return "of an unknown kind"
+
+
+def open_regular(path: Path, limit: int, bound: str) -> BinaryIO | None:
+    """`path` open for reading (None when nothing is there), if it is a regular file, or a link
+    to one, of at most `limit` bytes (`bound`: what sets that limit, for the message). Anything
+    else is a DataError saying what it is, and is not read: a FIFO would block the start,
+    /dev/zero never end a read."""
+    if not os.path.lexists(path):
+        return None
+    shown = f"{path} (a link to {os.path.realpath(path)})" if os.path.islink(path) else str(path)
+
+    def check(st: os.stat_result) -> None:
+        if not stat.S_ISREG(st.st_mode):
+            raise DataError(f"{shown} is {_kind(st.st_mode)}, not a regular file")
+        if st.st_size > limit:
+            raise DataError(f"{shown} is {st.st_size:,} bytes, more than {bound} ({limit:,})")
+
     try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise DataError(f"{path} is not a text file (not UTF-8); prepare the dataset again") from None
+        check(os.stat(path))  # before opening it: opening a device can do something
+        f = open(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb")  # (a FIFO put there since: no wait)
+        try:
+            check(os.fstat(f.fileno()))
+        except DataError:
+            f.close()
+            raise
     except OSError as e:
         raise DataError(f"cannot read {path}: {e.strerror or e}") from None
+    return f
+
+
+def read_text(path: Path, limit: int, bound: str) -> str | None:
+    """A text file of the layout, read as `open_regular` allows (None when nothing is there);
+    a binary or unreadable one is a DataError naming it."""
+    f = open_regular(path, limit, bound)
+    if f is None:
+        return None
+    try:
+        with f:
+            data = f.read(limit + 1)
+    except OSError as e:
+        raise DataError(f"cannot read {path}: {e.strerror or e}") from None
+    if len(data) > limit:  # it grew since
+        raise DataError(f"{path} is more than {bound} ({limit:,} bytes)")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise DataError(f"{path} is not a text file (not UTF-8); prepare the dataset again") from None
+
+
+def listing_bytes(dataset: "Dataset") -> tuple[int, str]:
+    """(the most that a file listing each image of `dataset` on a line takes, checksums.txt
+    and verified.txt, and that bound in words)."""
+    rels = [rel for s in SPLITS for rel, _ in dataset.split(s)]
+    return sum(len(rel.encode()) + LINE_NUMBERS for rel in rels), f"a listing of its {len(rels):,} images takes"
 
 
 def write_checksums(path: Path, entries: list[tuple[str, int, int]]) -> None:
@@ -89,12 +152,15 @@ def write_checksums(path: Path, entries: list[tuple[str, int, int]]) -> None:
     atomic_write(path, "".join(f"{rel} {size} {crc:08x}\n" for rel, size, crc in sorted(entries)))
 
 
-def read_checksums(path: Path) -> dict[str, tuple[int, int]] | None:
-    """relative path -> (size, CRC-32) from checksums.txt; None when the set has none."""
-    if not path.is_file():
+def read_checksums(dataset: "Dataset") -> dict[str, tuple[int, int]] | None:
+    """relative path -> (size, CRC-32) from checksums.txt; None when the set has none. One that
+    is no regular file, or longer than a listing of the set's images, is a DataError."""
+    path = dataset.root / CHECKSUMS
+    text = read_text(path, *listing_bytes(dataset))
+    if text is None:
         return None
     out = {}
-    for n, line in enumerate(read_text(path).splitlines(), 1):
+    for n, line in enumerate(text.splitlines(), 1):
         rest, _, crc = line.rpartition(" ")
         rel, _, size = rest.rpartition(" ")
         try:
@@ -104,9 +170,13 @@ def read_checksums(path: Path) -> dict[str, tuple[int, int]] | None:
     return out
 
 
-def read_manifest(path: Path, num_classes: int) -> list[tuple[str, int]]:
+def read_manifest(path: Path, num_classes: int, count: int) -> list[tuple[str, int]]:
+    """The items of a manifest that meta.json says lists `count` images."""
+    text = read_text(path, count * (REL_BYTES + LINE_NUMBERS), f"a manifest of {count:,} images takes")
+    if text is None:
+        raise DataError(f"dataset {path.parent} is missing {path.name}")
     items = []
-    for n, line in enumerate(read_text(path).splitlines(), 1):
+    for n, line in enumerate(text.splitlines(), 1):
         rel, _, label = line.rpartition(" ")
         if not rel or not (label.isascii() and label.isdigit()) or int(label) >= num_classes or "\0" in rel:
             raise DataError(f"{path}: line {n} is not '<path> <label below {num_classes}>': {line[:80]!r}")
@@ -157,39 +227,48 @@ def open_dataset(root: Path) -> Dataset:
         raise DataError(f"dataset {root} does not exist (make one with `twocol prepare SRC {root}` "
                         f"or `twocol synth {root} --classes K --per-class M`)")
     meta_path = root / META
-    if not meta_path.is_file():
+    text = read_text(meta_path, META_BYTES, "a meta.json takes")
+    if text is None:
         if (root / PARTIAL).is_dir():
             raise DataError(f"dataset {root} is incomplete (its prepare or synth run was interrupted); "
                             "run the same command again to finish it")
         raise DataError(f"{root} is not a twocol dataset: it has no {META} (make one with "
                         f"`twocol prepare SRC {root}` or `twocol synth {root} --classes K --per-class M`)")
     try:
-        meta = json.loads(meta_path.read_text())
+        meta = json.loads(text)
         size = int(meta["image_size"])
+        # The counts bound what the set's other files may hold.
+        counts = {k: meta[k] for k in ("classes", *SPLITS)}
+        if not all(type(n) is int and n >= 0 for n in counts.values()):
+            raise ValueError("a count is not a whole number")
     except (ValueError, KeyError, TypeError):
         raise DataError(f"{meta_path} is corrupt (not the JSON that prepare writes)") from None
     if meta.get("format") != FORMAT:
         raise DataError(f"{root} was written in dataset format {meta.get('format')!r}; this version "
                         f"reads format {FORMAT}: prepare it again")
-    for name in (CLASSES, STATS) + tuple(f"{s}.txt" for s in SPLITS):
-        if not (root / name).is_file():
-            raise DataError(f"dataset {root} is missing {name}")
-    classes = read_text(root / CLASSES).splitlines()
+    text = read_text(root / CLASSES, counts["classes"] * (NAME_BYTES + 1), f"{counts['classes']:,} class names take")
+    if text is None:
+        raise DataError(f"dataset {root} is missing {CLASSES}")
+    classes = text.splitlines()
     if len(classes) < 2 or len(set(classes)) != len(classes):
         raise DataError(f"{root / CLASSES} must list at least 2 distinct class names, one per line")
-    manifests = {s: read_manifest(root / f"{s}.txt", len(classes)) for s in SPLITS}
+    manifests = {s: read_manifest(root / f"{s}.txt", len(classes), counts[s]) for s in SPLITS}
     for s, items in manifests.items():
         if not items:
             raise DataError(f"dataset {root}: the {s} split is empty")
-        if meta.get(s) is not None and meta[s] != len(items):
-            raise DataError(f"dataset {root}: {s}.txt lists {len(items)} images but {META} says {meta[s]}")
+        if counts[s] != len(items):
+            raise DataError(f"dataset {root}: {s}.txt lists {len(items)} images but {META} says {counts[s]}")
         missing = _missing_files(root, items)
         if missing:
             raise DataError(f"dataset {root}: {len(missing)} {s} image(s) listed in {s}.txt are missing, "
                             f"e.g. {missing[0]}")
+    # The mean image (float32) and three small arrays, in a zip.
+    stats = open_regular(root / STATS, size * size * 3 * 4 + (1 << 16), f"the statistics of {size}px images take")
+    if stats is None:
+        raise DataError(f"dataset {root} is missing {STATS}")
     shapes = {"mean": (size, size, 3), "eigvals": (3,), "eigvecs": (3, 3)}
     try:
-        with np.load(root / STATS) as z:
+        with stats, np.load(stats) as z:
             # Shapes are read from each array's header first: a compressed member of a few
             # bytes can claim gigabytes.
             found = {}

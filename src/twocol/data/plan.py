@@ -49,6 +49,14 @@ class EpochPlan:
     def batch(self, b: int) -> slice:
         return slice(b * self.batch_size, min(len(self.index), (b + 1) * self.batch_size))
 
+    def same_as(self, other: "EpochPlan") -> bool:
+        """Whether the two plans deliver the same images in the same batches, cut, mirrored,
+        lit and scaled alike."""
+        return (self.batch_size, self.scale, self.shift is None) == (other.batch_size, other.scale, other.shift is None) \
+            and all(np.array_equal(a, b) for a, b in ((self.index, other.index), (self.crop_y, other.crop_y),
+                                                      (self.crop_x, other.crop_x), (self.mirror, other.mirror),
+                                                      (self.shift, other.shift)))
+
 
 def shard_bounds(n: int, shard_id: int, num_shards: int) -> tuple[int, int]:
     return n * shard_id // num_shards, n * (shard_id + 1) // num_shards

@@ -5,6 +5,9 @@ simulation), else the uint8 crops, pinned by the DataLoader, which the Feeder co
 GPU without blocking and normalises there."""
 from __future__ import annotations
 
+import contextlib
+import signal
+
 import numpy as np
 import torch
 
@@ -55,7 +58,29 @@ class _Batches(torch.utils.data.Dataset):
         return RawBatch(b, rows, torch.from_numpy(pixels), bad)
 
 
-def _one_thread(_worker_id: int) -> None:
+# Signals are the main process's: it stops at a step boundary (or at once) and ends its workers.
+# A worker that took the Ctrl-C sent to the whole process group would print a traceback and die,
+# and its death would fail the main process's next wait for a batch.
+_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+@contextlib.contextmanager
+def _signals_held():
+    """Workers forked inside start with SIGINT and SIGTERM blocked (a fork keeps the forking
+    thread's mask) until `_start_worker` ignores them: none reaches a worker on its way there,
+    when it would still run the main process's handler. Those that reach the main process
+    meanwhile wait, and are handled after."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def _start_worker(_worker_id: int) -> None:
+    for s in _SIGNALS:
+        signal.signal(s, signal.SIG_IGN)  # a signal pending since the fork is dropped
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
     # Workers are processes already: threads inside them would only fight over the cores.
     torch.set_num_threads(1)
 
@@ -73,7 +98,10 @@ class TorchLoader(Loader):
         # iteration draws its workers' base seed from `generator`: from torch's global one by
         # default, which would shift the dropout masks of every later step, and differently in
         # a run resumed mid-epoch (nothing here is random: the plan holds every parameter).
-        yield from torch.utils.data.DataLoader(
+        batches = torch.utils.data.DataLoader(
             _Batches(self, plan, start), batch_size=None, shuffle=False, num_workers=workers,
-            collate_fn=_collate, pin_memory=self.feeder.pin, worker_init_fn=_one_thread if workers else None,
+            collate_fn=_collate, pin_memory=self.feeder.pin, worker_init_fn=_start_worker if workers else None,
             prefetch_factor=prefetch if workers else None, generator=torch.Generator().manual_seed(self.seed))
+        with _signals_held():  # the workers are forked here
+            batches = iter(batches)
+        yield from batches
