@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from bench.training import Training, finished, run_training
+from bench.training import LOG, Training, finished, run_training
 from twocol.errors import TwocolError, one_line
 
 
@@ -41,7 +41,7 @@ def _child(t: Training, data: Path, gpus: str | None, run_dir: Path, stamp: dict
     os.setpgrp()
     _die_with_parent()
     run_dir.mkdir(parents=True, exist_ok=True)
-    log = os.open(run_dir / "bench.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    log = os.open(run_dir / LOG, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(log, 1)
     os.dup2(log, 2)
     if threads:
@@ -110,7 +110,7 @@ def run(todo: list[Training], jobs: int, threads: int | None, gpus: str | None, 
                     os.kill(other.pid, signal.SIGTERM)
     if failed is not None:
         t, code = failed
-        log = runs / t.name / "bench.log"
+        log = runs / t.name / LOG
         last = next((l for l in reversed(log.read_text(errors="replace").splitlines()) if l.strip()), "") \
             if log.is_file() else ""
         raise TwocolError(f"training {t.name} failed (exit {code}): {last[:300]} (whole log: {log}); the other "

@@ -25,6 +25,7 @@ from twocol.monitor import read_metrics
 from twocol.train import train
 
 RESULT = "result.json"
+LOG = "bench.log"  # what the training's process prints (bench/parallel.py)
 # The 10-patch softmax of every validation image and its label, in the loader's order.
 PREDICTIONS = "val_predictions.npz"
 
@@ -74,8 +75,10 @@ def run_training(t: Training, data: Path, gpus: str | None, run_dir: Path, stamp
     placement = Placement.parse(gpus)
     ckpt_path = run_dir / "checkpoint.pt"
     resume = ckpt_path if ckpt_path.is_file() and _resumable(ckpt_path, cfg, data) else None
-    if resume is None:
-        shutil.rmtree(run_dir, ignore_errors=True)  # another training's leftovers are never resumed
+    if resume is None and run_dir.is_dir():  # another training's leftovers are never resumed
+        for p in run_dir.iterdir():
+            if p.name != LOG:  # the bench's log of this training's process, open now
+                shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
     run_dir.mkdir(parents=True, exist_ok=True)
     with open(run_dir / "train.log", "a") as log:
         try:

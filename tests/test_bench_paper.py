@@ -121,7 +121,8 @@ def run_of(tag, seed, top1, top5, *, epochs=3, ended="plateau", train=(80.0, 60.
             "train_top1_by_epoch": list(train), "val_top1_by_epoch": list(val), "val_top5_by_epoch": list(val),
             "lr_by_epoch": [0.01, 0.001, 0.0001][:epochs], "train_s": 10.0, "test_s": 1.0,
             "params": params or (1000 if tag == "onecol" else 900),
-            "overrides": ["model.dropout=0.5"] + (ablation_overrides(load_config("configs/tiny_twocol.yaml"), [tag])
+            "overrides": ["model.dropout=0.5"] + (ablation_overrides(load_config("configs/tiny_twocol.yaml",
+                                                                                 ["model.dropout=0.5"]), [tag])
                                                    if tag in ABLATIONS else [])}
 
 

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from conftest import config, one_line_error, twocol_in_process as twocol
-from twocol.checkpoint import check_same_architecture, load_checkpoint, load_net, save_checkpoint
+from twocol.checkpoint import load_checkpoint, load_net, save_checkpoint
+from twocol.checkpoint_checks import check_same_architecture
 from twocol.devices import Placement
 from twocol.errors import CheckpointError
 from twocol.model import build_model

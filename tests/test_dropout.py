@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from conftest import config, twocol_in_process
-from twocol.checkpoint import check_same_architecture, load_checkpoint, load_net, stored_config
+from twocol.checkpoint import load_checkpoint, load_net
+from twocol.checkpoint_checks import check_same_architecture, stored_config
 from twocol.config import config_from_dict
 from twocol.data.synth import synthesize
 from twocol.devices import Placement

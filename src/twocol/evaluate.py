@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from . import sim
-from .checkpoint import check_same_classes, load_net, recorded_classes, resumed_origin
+from .checkpoint import load_net
+from .checkpoint_checks import check_same_classes, recorded_classes, resumed_origin
 from .config import Config
 from .data.loader import make_loader
 from .data.synth import dataset_root

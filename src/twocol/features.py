@@ -15,7 +15,8 @@ import numpy as np
 import torch
 
 from .atomic import atomic_write
-from .checkpoint import check_same_classes, load_net
+from .checkpoint import load_net
+from .checkpoint_checks import check_same_classes
 from .data.loader import make_loader
 from .devices import Placement
 from .errors import DataError

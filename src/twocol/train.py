@@ -18,8 +18,9 @@ import torch
 
 from . import sim
 from .atomic import atomic_write
-from .checkpoint import (MAX_EPOCHS, RunState, check_same_classes, checkpoint_config, checkpoint_state, claim_run_dir,
-                         load_checkpoint, restore, same_file, save)
+from .checkpoint import RunState, checkpoint_config, checkpoint_state, load_checkpoint, restore, save
+from .checkpoint_checks import MAX_EPOCHS, check_same_classes
+from .rundir import claim_run_dir, same_file
 from .config import Config, DataConfig, show
 from .data.bad import BadImageLog
 from .data.loader import make_loader

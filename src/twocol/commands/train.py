@@ -4,7 +4,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from ..checkpoint import checkpoint_config, load_checkpoint, resumed_origin
+from ..checkpoint import checkpoint_config, load_checkpoint
+from ..checkpoint_checks import resumed_origin
 from ..data.synth import dataset_root
 from ..distributed import barrier, gather_objects, init, placement_for, shutdown, world_from_env
 from ..errors import TwocolError
