@@ -306,7 +306,7 @@ def test_an_interrupted_bench_continues_bit_for_bit(tmp_path):
     """SIGINT while trainings run: each stops with a checkpoint, the bench exits 130 with one line;
     the same command finishes, and every result equals an uninterrupted run's."""
     text = TOY.replace("  ablations: {names: [conv3_off, tanh]}\n", "").replace("  dropout: {data: small}\n", "")
-    protocol = toy(tmp_path, epochs=6, text=text)
+    protocol = toy(tmp_path, epochs=20, text=text)
     whole = tmp_path / "whole"
     whole.mkdir()
     assert bench(whole, protocol).returncode == 0
@@ -314,10 +314,13 @@ def test_an_interrupted_bench_continues_bit_for_bit(tmp_path):
                              str(tmp_path / "runs"), "--data-dir", str(whole / "data"), "--out-dir",
                              str(tmp_path / "results"), "--jobs", "2"], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
+    def training() -> bool:  # a training past its first epoch and not finished
+        return any('"kind": "epoch"' in m.read_text() and not (m.parent / "result.json").exists()
+                   for m in (tmp_path / "runs").glob("*/metrics.jsonl"))
+
     deadline = time.time() + 120
-    while time.time() < deadline and not list((tmp_path / "runs").glob("*/metrics.jsonl")):
-        time.sleep(0.2)
-    time.sleep(1.0)
+    while time.time() < deadline and not training():
+        time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
