@@ -1,4 +1,4 @@
-"""Hostile source trees for `twocol prepare` (issue 13, items 3, 4, 5 and 7): class names that
+"""Hostile source trees for `twocol prepare`: class names that
 would shift labels, symbolic links that loop or leave the tree, empty class folders, images too
 large to decode, two writers of one destination."""
 import io

@@ -1,4 +1,4 @@
-"""Hostile input (issue 13, items 1, 6 and 11): small files that would expand without bound,
+"""Hostile input: small files that would expand without bound,
 binary files where text is expected, values no code path can use, the thread count. Each gets
 exit code 2 and one line naming the file or key, within bounded memory and time."""
 import json

@@ -1,4 +1,4 @@
-"""Hostile cases of run directories and checkpoints (issue 13, items 6-10): tampered fields,
+"""Hostile cases of run directories and checkpoints: tampered fields,
 a save that fails, leftovers of a killed run, two processes in one directory, signals during a
 save. Every one must end in its recovery, or in exit code 2 and one line naming what is wrong."""
 import contextlib
