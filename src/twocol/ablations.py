@@ -45,7 +45,6 @@ class Ablation:
     label: str                                 # its row in the report
     directions: tuple[str, str]                # what a top-1 change above / below 0 means
     speed: Speed | None = None                 # also compare epochs to a training error
-    gap: bool = False                          # also compare the gap between validation and training error
     # Overrides the baseline needs first, for a config that lacks what is ablated (the bench
     # then runs that baseline and says so); none for most.
     baseline: Callable[[Config], list[str]] = lambda cfg: []
@@ -140,9 +139,7 @@ ABLATIONS = {a.name: a for a in (
              "without dropout the net overfits substantially; dropout roughly doubles the iterations "
              "needed to converge (section 4.2)", {},
              "dropout off", ("error rises without dropout", "error falls without dropout"),
-             speed=Speed(0.5, None, "dropout roughly doubles the iterations to converge",
-                         ("with dropout", "without")),
-             gap=True, baseline=_dropout_baseline),
+             baseline=_dropout_baseline),
 )}
 
 
