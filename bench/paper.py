@@ -22,6 +22,7 @@ import argparse
 import datetime
 import os
 import signal
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -219,7 +220,6 @@ def main(argv=None) -> int:
                              if getattr(p.comparisons, k) is not None], env=env)
     classes = {k: m["classes"] for k, m in metas.items()}
     start = time.perf_counter()
-    timed: list[float] = []
 
     def publish() -> None:
         comps, open_ = summarize(p, plan, done, runs, classes)
@@ -241,9 +241,8 @@ def main(argv=None) -> int:
     def on_result(t: Training, result: dict, seconds: float) -> None:
         done[t.name] = result
         sitting["trainings"] += 1
-        timed.append(seconds)
         left = len(todo) - len(done)
-        eta = f", about {duration(sum(timed) / len(timed) * left / jobs)} left" if left else ""
+        eta = f", about {duration(time_left(list(done.values()), left, jobs))} left" if left else ""
         print(f"bench: {len(done)}/{len(todo)} trainings done{eta} ({duration(time.perf_counter() - start)} in "
               f"this sitting); {t.name}: 10-patch top-1 {result['top1']:.2f}% top-5 {result['top5']:.2f}%, "
               f"{result['epochs']} epochs ({result['ended']}), {duration(seconds)}", flush=True)
@@ -267,6 +266,13 @@ def main(argv=None) -> int:
     print(f"bench: all {len(todo)} trainings done; {duration(record['wall_s'])} over "
           f"{len(record['sittings'])} sitting(s); wrote {out}", flush=True)
     return 0
+
+
+def time_left(done: list[dict], left: int, jobs: int) -> float:
+    """Seconds the `left` trainings should take, `jobs` at a time, from what a finished training
+    cost over every sitting it took (a training resumed in this sitting costs only its rest here,
+    and would make the time left look short)."""
+    return statistics.mean(r["train_s"] + r["test_s"] for r in done) * left / jobs
 
 
 def _read(path: Path) -> dict | None:

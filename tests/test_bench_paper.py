@@ -141,6 +141,13 @@ def handmade_runs():
                             run_of("dropout_off", 1, 45.0, 13.0, val=(70.0, 52.0, 50.0), centre=51.0, train_eval=28.0)]}
 
 
+def test_time_left_counts_what_a_resumed_training_cost_over_all_its_sittings():
+    # Two finished trainings cost 600 s and 400 s in all; one of them was resumed and took only its
+    # last 30 s in this sitting, which must not make the rest look short.
+    done = [{"train_s": 590.0, "test_s": 10.0}, {"train_s": 395.0, "test_s": 5.0}]
+    assert paper.time_left(done, left=4, jobs=2) == 1000.0
+
+
 def test_two_vs_one_and_convergence_by_hand():
     runs = handmade_runs()
     hw = load_protocol(DEFAULT).comparisons.two_vs_one.half_width
