@@ -8,7 +8,7 @@ the speed levers one at a time, in one process, on synthetic tensors.
 Every variant runs training's own step (twocol.step.train_step): forward (under bf16 autocast
 with --amp bf16), cross entropy on float32 logits, backward, the paper's update (PaperSGD;
 torchvision's net too). Reports each variant's median step time and images/s, and against the
-issue's targets: two-column / grouped step time, two-column / torchvision images/s (eager
+targets of bench/targets.py: two-column / grouped step time, two-column / torchvision images/s (eager
 against eager, CUDA graph against CUDA graph), bf16 / fp32 step time, and each lever's step
 time over the plain two-column net's (below 1: it pays). On CUDA the two-column net runs with
 each column on its own stream (as training does) and, as a second row, with both on the

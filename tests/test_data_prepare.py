@@ -36,7 +36,7 @@ BAD = {"truncated.JPEG": "truncated", "text.JPEG": "not an image", "empty.JPEG":
 
 @pytest.fixture(scope="module")
 def source(tmp_path_factory):
-    """An ImageNet-style tree with every kind of awkward file the issue lists."""
+    """An ImageNet-style tree with every kind of awkward file ImageNet holds or a user might add."""
     src = tmp_path_factory.mktemp("src")
     files = {}
     for split, n in (("train", 4), ("val", 2)):

@@ -67,7 +67,7 @@ def deflated_checkpoint(small, out, size=16 * 2 ** 20):
 
 def test_expanding_and_absurd_inputs_are_refused_in_bounded_memory_and_time(tmp_path):
     bomb = laughs()
-    assert len(f"name: {bomb}\n") == 412  # the file
+    assert len(f"name: {bomb}\n") == 412  # a 412-byte file
     (tmp_path / "bomb.yaml").write_text(f"name: {bomb}\n")
     nested = ["lol"] * 9  # the same tree in a checkpoint's stored config: shared references
     for _ in range(8):

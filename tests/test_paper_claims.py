@@ -30,7 +30,7 @@ DEPTH_FULL = {
     "conv3_off": 60_965_224 - 2 * conv(256, 192, 3) - 2 * (conv(192, 192, 3) - conv(256, 192, 3)),
     # conv3 and its link go: conv4 reads its own column's 128 pool2 maps.
     "conv3_and_link_off": 60_965_224 - 2 * conv(256, 192, 3) - 2 * (conv(192, 192, 3) - conv(128, 192, 3)),
-    # conv4 (192 -> 192) goes; conv5 reads conv3's 192 maps, as many as before.
+    # conv4 (192 -> 192) goes; conv5 reads conv3's 192 maps, as many as conv4 read.
     "conv4_off": 60_965_224 - 2 * conv(192, 192, 3),
 }
 

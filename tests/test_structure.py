@@ -190,3 +190,26 @@ def test_every_relative_link_of_the_docs_resolves():
                 assert anchor in anchors(where), f"{doc.relative_to(ROOT)} links to {target}: no such heading"
             checked += 1
     assert checked >= 20
+
+
+# Words that tell the project's own history or point at its issue tracker, not at what holds.
+HISTORY = re.compile(r"\bissues? ?#?\d+|\(#\d+\)|\bthis wave\b|\bthe issue\b|\bas before\b", re.I)
+TEXT = ("*.py", "*.md", "*.yaml", "*.sh", "*.h", "*.cpp", "*.cu", "Makefile", "*.toml", "*.ini", "*.cfg")
+KEPT_OUT = {".venv", "build", "data", "runs", ".git", ".dali", ".dali-all", "__pycache__"}
+
+
+def test_no_issue_numbers_or_project_history_in_the_repository_or_the_report():
+    """The repository and what its tools write state what holds: no issue numbers, no account of how the project got here."""
+    found = []
+    for pattern in TEXT:
+        for path in ROOT.rglob(pattern):
+            rel = path.relative_to(ROOT)
+            if KEPT_OUT & set(rel.parts[:-1]) or rel.parts[:2] == ("bench", "results") or not path.is_file():
+                continue
+            found += [f"{rel}:{i}: {line.strip()}" for i, line in enumerate(path.read_text(errors="replace").splitlines(), 1)
+                      if HISTORY.search(line) and "HISTORY = re.compile" not in line]
+    assert not found, "\n".join(found[:20])
+    from bench.report import markdown
+    from bench.report.find import latest
+    report = markdown(latest(ROOT / "bench" / "results"))
+    assert not HISTORY.search(report), HISTORY.search(report).group(0)
