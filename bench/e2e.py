@@ -66,9 +66,9 @@ from twocol.optim import make_optimizer
 from twocol.step import train_step
 
 PRESETS = {
-    "gpu": ("configs/alexnet_paper.yaml", ["data.batch_size=128"]),
-    "cpu": ("configs/small_twocol.yaml", ["data.image_size=256", "model.input_size=224", "model.conv1.stride=4",
-                                          "data.batch_size=128"]),
+    # The batch is --batch's (default 128, the paper's), given with the workers below.
+    "gpu": ("configs/alexnet_paper.yaml", []),
+    "cpu": ("configs/small_twocol.yaml", ["data.image_size=256", "model.input_size=224", "model.conv1.stride=4"]),
     # A dry run's (bench/gpu_check.sh --dry-run): the tiny net on 40 px crops of the stored files.
     "tiny": ("configs/tiny_twocol.yaml", ["data.image_size=256"]),
 }
