@@ -15,8 +15,11 @@ import pytest
 from conftest import train_args
 from test_hostile_runs import ENV
 
+# A terminal's foreground process takes Ctrl-C as Python's KeyboardInterrupt; a test runner
+# started in the background of a script (`cmd &`) ignores SIGINT, and a child would inherit that.
 SLOW_WORKER_START = textwrap.dedent("""
-    import sys, time
+    import signal, sys, time
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     import torch.utils.data._utils.worker as worker
     real = worker._worker_loop
     def slow(*args, **kwargs):
