@@ -213,3 +213,10 @@ def test_no_issue_numbers_or_project_history_in_the_repository_or_the_report():
     from bench.report.find import latest
     report = markdown(latest(ROOT / "bench" / "results"))
     assert not HISTORY.search(report), HISTORY.search(report).group(0)
+
+
+def test_the_readme_is_a_front_door_within_200_lines_that_names_both_quick_start_commands():
+    text = (ROOT / "README.md").read_text()
+    assert len(text.splitlines()) <= 200, len(text.splitlines())
+    quick = text[text.index("## Quick start"):]
+    assert "make train " in quick and "make test " in quick
