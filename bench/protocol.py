@@ -151,7 +151,7 @@ def resolve(path: str | Path) -> Path:
 
 def load_protocol(path: str | Path) -> Protocol:
     path = resolve(path)
-    return from_dict(Protocol, read_yaml(path, "protocol"), str(path), validate=validate, what="protocol")
+    return from_dict(Protocol, read_yaml(path, "protocol"), str(path), validate, what="protocol")
 
 
 def file_hash(path: str | Path) -> str:

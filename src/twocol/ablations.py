@@ -21,7 +21,7 @@ from typing import Callable
 
 from .config import Config, config_from_dict
 from .errors import ConfigError
-from .layers import feature_sides
+from .layers import feature_sides, next_conv
 
 
 @dataclass(frozen=True)
@@ -88,8 +88,7 @@ def _layer_off(layer: str, keep_link: bool = True) -> Callable[[Config], list[st
             raise ConfigError(f"ablation {layer}_off: the config has no {layer} to remove (model.layers_off)")
         out = [f"model.layers_off=[{', '.join([*m.layers_off, layer])}]"]
         if m.conv_link == layer:
-            later = [c for c in ("conv4", "conv5") if c > layer and c not in m.layers_off]
-            out.append(f"model.conv_link={later[0] if keep_link else 'none'}")
+            out.append(f"model.conv_link={next_conv(layer, m.layers_off) if keep_link else 'none'}")
         elif not keep_link:
             raise ConfigError(f"ablation {layer}_and_link_off: {layer} is not where the columns meet "
                               f"(model.conv_link={m.conv_link})")

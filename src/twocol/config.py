@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Literal, Optional
 
 from .errors import ConfigError
-from .layers import LAYERS, REMOVABLE
+from .layers import LAYERS, REMOVABLE, next_conv
 from .typed_yaml import from_dict, key_text, read_yaml, show
 
 # Side of a stored image (data.image_size, prepare --size, synth --size): the paper stores
@@ -254,12 +254,7 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
 
 
 def config_from_dict(data: dict, source: str = "checkpoint", overrides: list[str] = ()) -> Config:
-    return from_dict(Config, data, source, overrides, validate)
-
-
-def _next_conv(name: str, off: list[str]) -> str:
-    later = ("conv3", "conv4", "conv5")[("conv3", "conv4", "conv5").index(name) + 1:] if name != "none" else ()
-    return next((c for c in later if c not in off), "none")
+    return from_dict(Config, data, source, validate, overrides)
 
 
 def validate(cfg: Config, source: str) -> None:
@@ -283,7 +278,7 @@ def validate(cfg: Config, source: str) -> None:
          "model.layers_off", f"may name {', '.join(REMOVABLE)}, each once; got {show(m.layers_off)}")
     need(m.arch == "onecol" or m.conv_link not in m.layers_off, "model.conv_link",
          f"names {m.conv_link}, which model.layers_off removes: name the layer that reads both columns "
-         f"instead (the next one: {_next_conv(m.conv_link, m.layers_off)}) or none")
+         f"instead (the next one: {next_conv(m.conv_link, m.layers_off)}) or none")
     need(m.num_classes > 1, "model.num_classes", "must be at least 2")
     need(m.input_size > 0, "model.input_size", "must be positive")
     need(m.conv1.kernel <= m.input_size, "model.conv1.kernel", "must not exceed model.input_size")

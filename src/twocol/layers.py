@@ -35,6 +35,14 @@ LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")
 REMOVABLE = ("conv2", "conv3", "conv4")
 # What model.conv_link may name besides "none".
 CONV_LINKS = ("conv3", "conv4", "conv5")
+
+
+def next_conv(name: str, off) -> str:
+    """The conv layer after `name` that may read both columns and is not in `off`
+    (model.layers_off), or "none": where the link goes when `name` is removed."""
+    later = CONV_LINKS[CONV_LINKS.index(name) + 1:] if name in CONV_LINKS else ()
+    return next((c for c in later if c not in off), "none")
+
 # Each conv layer: (kernel, stride) where fixed by the paper (conv1's come from the config), and
 # the modules after the conv in its column.
 _AFTER = {"conv1": ("norm1", "pool1"), "conv2": ("norm2", "pool2"), "conv3": ("act3",), "conv4": ("act4",),
@@ -46,7 +54,6 @@ _KERNEL = {"conv2": 5, "conv3": 3, "conv4": 3, "conv5": 3}
 class Layer:
     """One layer as one column holds it (fc8: as column A holds it)."""
     name: str
-    kind: str                 # "conv" or "fc"
     own_in: int               # input channels (conv) or features (fc) from its own column
     link_in: int              # those the link brings from the other column (0: no link feeds it)
     out: int                  # output channels or features
@@ -55,9 +62,7 @@ class Layer:
     stride: int = 1
     padding: int = 0          # on every side (conv1: see pad_right_bottom)
     pad_right_bottom: int = 0  # conv1's extra zeros on the right and bottom (conv1_geometry)
-    side_in: int = 1          # side of its input map (fc: 1)
-    side_out: int = 1         # side of the conv's output, before any pool of its block
-    side_pooled: int = 1      # side of the block's output
+    side_out: int = 1         # side of the conv's output, before any pool of its block (fc: 1)
 
     @property
     def link(self) -> str | None:
@@ -88,13 +93,6 @@ class NetPlan:
             if layer.name == name:
                 return layer
         raise KeyError(name)
-
-    def has(self, name: str) -> bool:
-        return any(layer.name == name for layer in self.layers)
-
-    @property
-    def names(self) -> tuple[str, ...]:
-        return tuple(layer.name for layer in self.layers)
 
     @property
     def column_layers(self) -> tuple[Layer, ...]:
@@ -171,7 +169,7 @@ def plan(m) -> NetPlan:
             pools = tuple(x for x in after if x.startswith("pool"))
             for p in pools:
                 side = check(p, pool_side(side, m.pool.kernel, m.pool.stride, m.pool.round_up))
-            layers[-1] = replace(layers[-1], modules=layers[-1].modules + pools, side_pooled=side)
+            layers[-1] = replace(layers[-1], modules=layers[-1].modules + pools)
             continue
         if name == "conv1":
             kernel, stride = m.conv1.kernel, m.conv1.stride
@@ -180,17 +178,16 @@ def plan(m) -> NetPlan:
         else:
             kernel, stride, padding, extra = _KERNEL[name], 1, getattr(m.padding, name), 0
             out_side = side + 2 * padding - kernel + 1
-        side_in = side
         side = check(name, out_side)
         for p in (x for x in after if x.startswith("pool")):
             side = check(p, pool_side(side, m.pool.kernel, m.pool.stride, m.pool.round_up))
         linked = columns == 2 and name == m.conv_link
-        layers.append(Layer(name, "conv", channels, channels if linked else 0, widths[name], (name,) + after,
-                            kernel, stride, padding, extra, side_in, out_side, side))
+        layers.append(Layer(name, channels, channels if linked else 0, widths[name], (name,) + after,
+                            kernel, stride, padding, extra, out_side))
         channels = widths[name]
     features = channels * side * side
     for name, out in (("fc6", m.fc_widths[0]), ("fc7", m.fc_widths[1]), ("fc8", m.num_classes)):
-        layers.append(Layer(name, "fc", features, features if columns == 2 else 0, out, (name,) + _AFTER[name]))
+        layers.append(Layer(name, features, features if columns == 2 else 0, out, (name,) + _AFTER[name]))
         features = out
     return NetPlan(columns, tuple(layers), sides)
 

@@ -152,6 +152,8 @@ class TwoColumnNet(nn.Module):
         self.col_b = Column(self.plan, m)
         self.fc8 = nn.Linear(self.plan["fc8"].inputs, m.num_classes)
         self.links = {name: Link(name) for name in self.plan.links}
+        # The link (or None) before each of the columns' stages, in order.
+        self.stage_links = tuple(link for link, _ in self.plan.segments())
         self.run_a = ColumnRuntime("A", placement.a)
         self.run_b = ColumnRuntime("B", placement.b)
 
@@ -202,13 +204,13 @@ class TwoColumnNet(nn.Module):
         # Each column reads its own copy of the batch, on its own device: the pipeline put it
         # there. Between links each column runs its layers on its own; at a link they trade.
         xa, xb = x.a, x.b
-        for i, (link, _) in enumerate(self.plan.segments()):
+        for link, stage_a, stage_b in zip(self.stage_links, self.col_a.stages, self.col_b.stages):
             if link is not None:
                 xa, xb = self.exchange(link, xa, xb)
             with a:
-                xa = self.col_a.stages[i](xa)
+                xa = stage_a(xa)
             with b:
-                xb = self.col_b.stages[i](xb)
+                xb = stage_b(xb)
         with a:
             return torch.cat([xa, self.links["fc8"].send(xb, b, a)], 1)
 

@@ -246,8 +246,8 @@ def read_yaml(path: Path, what: str = "config", chain: tuple[Path, ...] = ()) ->
 T = TypeVar("T")
 
 
-def from_dict(cls: type[T], data: dict, source: str, overrides: list[str] = (),
-              validate: Callable[[T, str], None] | None = None, what: str = "config") -> T:
+def from_dict(cls: type[T], data: dict, source: str, validate: Callable[[T, str], None],
+              overrides: list[str] = (), what: str = "config") -> T:
     """`data` (and then each override, in order) read into the dataclass `cls`, checked by
     `validate(obj, source)` (ConfigError when invalid). When the result is invalid, the error
     blames what made it so: the override after the last valid stage, or `source` itself when
@@ -260,8 +260,6 @@ def from_dict(cls: type[T], data: dict, source: str, overrides: list[str] = (),
         where = f"override '{_short(ov)}'"
         stages.append((build(cls, merge(dataclasses.asdict(stages[-1][0]), parse_override(ov)), "", where), where))
     obj = stages[-1][0]
-    if validate is None:
-        return obj
     try:
         validate(obj, source)
     except ConfigError:
