@@ -66,8 +66,10 @@ def trainings(p: Protocol, seeds: list[int]) -> dict[str, list[Training]]:
                              + net("onecol", c.two_vs_one.data, onecol.config, (*p.common, *onecol.overrides)))
     if c.ablations is not None:
         n = c.ablations.seeds
+        # The baseline: the headline's two-column net where it is that net on the same data; else
+        # a tag of its own (a run directory is named by tag and seed).
         runs = [] if c.two_vs_one is not None and c.two_vs_one.data == c.ablations.data else \
-            net("twocol", c.ablations.data, twocol.config, base_ov, upto=n)
+            net("ablations_twocol", c.ablations.data, twocol.config, base_ov, upto=n)
         for name in c.ablations.names:
             extra = ABLATIONS[name].baseline(base_cfg)
             if extra:  # the config lacks what the ablation removes: its baseline has it
@@ -98,7 +100,6 @@ def data_dirs(p: Protocol, data_arg: str | None, data_dir: Path) -> dict[str, Pa
             if d.prepared == DATA_ARGUMENT and data_arg is None:
                 raise ConfigError(f"protocol {p.name}: data set {key} is the --data argument: give --data DIR")
             out[key] = Path(data_arg if d.prepared == DATA_ARGUMENT else d.prepared)
-            open_dataset(out[key])  # a missing or unprepared set: one line now, not in a worker
         else:
             s = d.synthetic
             root = data_dir / (f"synthetic-v{GENERATOR}-{s.classes}x{s.per_class}+{s.val_per_class}-"
@@ -138,10 +139,11 @@ def summarize(p: Protocol, plan: dict[str, list[Training]], done: dict[str, dict
         for name in c.ablations.names:
             mine = by_tag[name]
             seeds = {r["seed"] for r in mine}
-            base = [r for r in by_tag.get(f"{name}_baseline") or by_tag["twocol"] if r["seed"] in seeds]
+            tag = next(t for t in (f"{name}_baseline", "ablations_twocol", "twocol") if t in by_tag)
+            base = [r for r in by_tag[tag] if r["seed"] in seeds]
             out["ablations"][name] = comparisons.ablation(base, mine, ABLATIONS[name], list(mine[0]["overrides"]),
                                                           c.ablations.half_width, classes[c.ablations.data])
-            out["ablations"][name]["baseline"] = f"{name}_baseline" if f"{name}_baseline" in by_tag else "twocol"
+            out["ablations"][name]["baseline"] = tag
     if c.dropout is not None and complete["dropout"] and (c.two_vs_one is None or complete["two_vs_one"]):
         off = by_tag["dropout_off"]
         seeds = {r["seed"] for r in off}
@@ -198,6 +200,7 @@ def main(argv=None) -> int:
         return 0
     _refuse_changed_protocol(runs, stamp, path)
     dirs = data_dirs(p, a.data, a.data_dir)
+    # Each set opened here, once: a missing or unprepared one is one line now, not in a worker.
     metas = {k: open_dataset(d).meta for k, d in dirs.items()}
     done = {t.name: r for t in todo if (r := finished(runs / t.name, stamp)) is not None}
     out = results_path(a.out_dir, p, nseeds)

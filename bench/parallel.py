@@ -23,6 +23,7 @@ import torch
 
 from bench.training import LOG, Training, finished, run_training
 from twocol.errors import TwocolError, one_line
+from twocol.interrupt import Interrupted, StopFlag, exit_code
 
 
 def _die_with_parent() -> None:
@@ -47,38 +48,31 @@ def _child(t: Training, data: Path, gpus: str | None, run_dir: Path, stamp: dict
     if threads:
         torch.set_num_threads(threads)
     try:
-        result = run_training(t, data, gpus, run_dir, stamp)
+        run_training(t, data, gpus, run_dir, stamp)
+    except Interrupted as e:  # stopped with its checkpoint
+        sys.exit(exit_code(e.signum))
     except TwocolError as e:
         print(f"bench/paper.py: {one_line(str(e))}", flush=True)
         sys.exit(2)
-    sys.exit(128 + result["interrupted"] if "interrupted" in result else 0)
+    sys.exit(0)
 
 
-class Stop:
+class Stop(StopFlag):
     """SIGINT and SIGTERM for the bench: the first stops starting trainings and asks each running
-    one to checkpoint and stop (SIGTERM); a second stops the bench at once (each training then
-    gets its SIGTERM from the kernel as the bench dies)."""
+    one to checkpoint and stop (SIGTERM); a second stops the bench at once (Stopped; each training
+    then gets its SIGTERM from the kernel as the bench dies)."""
 
     def __init__(self):
-        self.signal: int | None = None
+        super().__init__()
         self.running: dict = {}
 
-    def __enter__(self):
-        self._old = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
-        return self
-
-    def _handle(self, signum, _frame):
-        if self.signal is not None:
-            raise KeyboardInterrupt(signum)
-        self.signal = signum
-        for proc in self.running:
-            if proc.is_alive():
-                os.kill(proc.pid, signal.SIGTERM)
-
-    def __exit__(self, *exc):
-        for s, h in self._old.items():
-            signal.signal(s, h)
-        return False
+    def _handle(self, signum, frame):
+        first = self.signal is None
+        super()._handle(signum, frame)
+        if first:
+            for proc in self.running:
+                if proc.is_alive():
+                    os.kill(proc.pid, signal.SIGTERM)
 
 
 def run(todo: list[Training], jobs: int, threads: int | None, gpus: str | None, runs: Path, dirs: dict[str, Path],

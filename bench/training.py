@@ -20,7 +20,6 @@ from twocol.data.loader import make_loader
 from twocol.devices import Placement
 from twocol.errors import TwocolError
 from twocol.evaluate import evaluate
-from twocol.interrupt import Interrupted
 from twocol.monitor import read_metrics
 from twocol.train import train
 
@@ -66,11 +65,8 @@ def _resumable(ckpt_path: Path, cfg, data: Path) -> bool:
 
 def run_training(t: Training, data: Path, gpus: str | None, run_dir: Path, stamp: dict) -> dict:
     """Train (or continue) `t`, then test it: the 10-patch error on the validation split, and the
-    training split's error in evaluation mode (centre crop, no dropout masks). Returns its result,
-    or {"interrupted": signal number} when a signal stopped it (its checkpoint kept)."""
-    done = finished(run_dir, stamp)
-    if done is not None:
-        return {**done, "reused": True}
+    training split's error in evaluation mode (centre crop, no dropout masks). Returns its result;
+    a signal that stopped it raises Interrupted (its checkpoint kept)."""
     cfg = load_config(t.config, [*t.overrides, f"train.seed={t.seed}"])
     placement = Placement.parse(gpus)
     ckpt_path = run_dir / "checkpoint.pt"
@@ -81,14 +77,12 @@ def run_training(t: Training, data: Path, gpus: str | None, run_dir: Path, stamp
                 shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
     run_dir.mkdir(parents=True, exist_ok=True)
     with open(run_dir / "train.log", "a") as log:
-        try:
-            train(cfg, placement, data, run_dir, resume=resume, stream=log,
-                  origin={"data": str(data.resolve()), "gpus": gpus})
-        except Interrupted as e:
-            return {"interrupted": int(e.signum)}
+        train(cfg, placement, data, run_dir, resume=resume, stream=log,
+              origin={"data": str(data.resolve()), "gpus": gpus})
     start = time.perf_counter()
     net, _, ckpt = load_net(ckpt_path, placement, cfg)
-    ten = evaluate([net], make_loader(cfg, data, "val", placement, train=False, ten_crop=True).epoch(0), keep=True)
+    ten = evaluate([net], make_loader(cfg, data, "val", placement, train=False, ten_crop=True).epoch(0),
+                   keep=t.keep_probs)
     on_train = evaluate([net], make_loader(cfg, data, "train", placement, train=False).epoch(0))
     if t.keep_probs:
         np.savez(run_dir / PREDICTIONS, probs=ten["probs"].numpy(), labels=ten["labels"].numpy())

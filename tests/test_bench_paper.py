@@ -110,6 +110,18 @@ def test_plan_lists_every_training_once_and_runs_nothing(tmp_path, capsys):
     assert "12 trainings" in out and not (tmp_path / "runs").exists()
 
 
+def test_ablations_on_other_data_get_a_baseline_of_their_own(tmp_path):
+    # Run directories are named by tag and seed: the ablations' two-column baseline on the small
+    # set must not share the headline's twocol-seedN.
+    p = load_protocol(toy(tmp_path, text=TOY.replace("ablations: {names: [conv3_off, tanh]}",
+                                                     "ablations: {names: [tanh], data: small}")))
+    plan = paper.trainings(p, [0, 1])
+    names = [t.name for ts in plan.values() for t in ts]
+    assert len(names) == len(set(names))
+    base = [t for t in plan["ablations"] if t.tag == "ablations_twocol"]
+    assert [(t.data, t.seed) for t in base] == [("small", 0), ("small", 1)]
+
+
 # --- the comparisons, by hand --------------------------------------------------------------
 
 def run_of(tag, seed, top1, top5, *, epochs=3, ended="plateau", train=(80.0, 60.0, 40.0), val=(70.0, 55.0, 45.0),
