@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from twocol.atomic import atomic_write
-from twocol.provenance import commit
+from twocol.provenance import commit_fields
 
 
 def environment() -> dict:
@@ -24,8 +24,7 @@ def environment() -> dict:
 
     cpu = next((l.split(":", 1)[1].strip() for l in cmd("cat", "/proc/cpuinfo").splitlines()
                 if l.startswith("model name")), platform.processor())
-    sha, missing = commit()
-    env = {"date": datetime.date.today().isoformat(), "commit": sha, **({"commit_missing": missing} if missing else {}),
+    env = {"date": datetime.date.today().isoformat(), **commit_fields(),
            "torch": torch.__version__, "cpu": cpu, "threads": torch.get_num_threads(),
            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
     try:

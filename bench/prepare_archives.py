@@ -215,8 +215,9 @@ def main(argv=None) -> int:
     # 16 cores: each image's CPU time spread over 16 processes, unless the one walk is slower.
     per_core = 1e3 / a["cpu_ms_per_image"]
     rate16 = min(16 * per_core, walk_rate / mean_bytes)
+    env = environment()
     result = {
-        "environment": environment(), "load_average_start": load_start,
+        "load_average_start": load_start,
         "load_average": os.getloadavg(), "workers": workers,
         "images": n, "classes": args.classes, "image_bytes_mean": mean_bytes, "size": args.size,
         "repeats": args.repeats, "median": med, "walk_bytes_per_s": walk_rate,
@@ -226,7 +227,6 @@ def main(argv=None) -> int:
                                 "stored_gb": stored / n * ILSVRC2012_IMAGES / 1e9},
         "what": "twocol prepare of the same images from the ILSVRC-2012 archives and from the extracted tree "
                 "(flat val with a labels file), medians; CPU time of the process and its workers"}
-    env = result.pop("environment")
     out = args.out or Path("bench/results") / f"{env['date']}-prepare-archives-cpu.json"
     Record(out, "prepare_archives", env=env, **result)
     print(f"{n} images of {mean_bytes / 1e3:.0f} KB mean, {workers} workers, {env['cpu']}, "

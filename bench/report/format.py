@@ -37,16 +37,6 @@ def target(pair, limit: float | None) -> str:
     return f"{h:.2f} {'<=' if h <= limit else '>'} {limit:.1f}: {'met' if h <= limit else 'NOT met'}"
 
 
-def seeds_above(p: dict, tag: str, base: str = "twocol", key: str = "top1") -> str:
-    """'9 / 10': on how many seeds `tag`'s error is above the baseline's (ties count as not)."""
-    runs = p["runs"]
-    if tag not in runs or base not in runs:
-        return "-"
-    by_seed = {r["seed"]: r[key] for r in runs[base]}
-    pairs = [(r[key], by_seed[r["seed"]]) for r in runs[tag] if r["seed"] in by_seed]
-    return f"{sum(a > b for a, b in pairs)} / {len(pairs)}"
-
-
 def table(head: list[str], rows: list[list[str]]) -> list[str]:
     return ["| " + " | ".join(head) + " |", "|" + "|".join(" --- " for _ in head) + "|",
             *("| " + " | ".join(r) + " |" for r in rows)]

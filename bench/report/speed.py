@@ -2,8 +2,8 @@
 training end to end from JPEG files, and the profiler's timeline of the two columns."""
 from __future__ import annotations
 
-from bench.ratios import throughput_summary
-from bench.targets import DATA_CPU, KERNELS_CPU, KERNELS_GPU, THROUGHPUT as TARGETS
+from bench.ratios import throughput_met, throughput_summary
+from bench.targets import DATA_CPU, KERNELS_CPU, KERNELS_GPU, THROUGHPUT as TARGETS, THROUGHPUT_UPPER
 from bench.report.format import commit_text, env_line, table
 from twocol.timeline import layer_table
 
@@ -11,12 +11,11 @@ KERNEL_CPU_TARGET = KERNELS_CPU["forward_backward_speedup_at_least_10x"]
 KERNEL_GPU_TARGET = KERNELS_GPU["every_pass_at_least_5x_torch"]
 KERNEL_GPU_COPY_FRACTION = KERNELS_GPU["kernels_at_least_80pct_of_copy_bandwidth_past_l2"]
 DATA_TARGET = DATA_CPU["dali_over_torch"]
-TARGET_LABELS = {"twocol_over_grouped": ("two-column / grouped step time", "<="),
-                 "twocol_over_torchvision_images_per_s": ("two-column / torchvision AlexNet images/s", ">="),
-                 "bf16_over_fp32_step": ("bf16 / fp32 step time", "<="),
-                 "twocol_over_grouped_graphed": ("two-column / grouped step time, CUDA graphs", "<="),
-                 "twocol_over_torchvision_images_per_s_graphed":
-                     ("two-column / torchvision AlexNet images/s, CUDA graphs", ">=")}
+TARGET_LABELS = {"twocol_over_grouped": "two-column / grouped step time",
+                 "twocol_over_torchvision_images_per_s": "two-column / torchvision AlexNet images/s",
+                 "bf16_over_fp32_step": "bf16 / fp32 step time",
+                 "twocol_over_grouped_graphed": "two-column / grouped step time, CUDA graphs",
+                 "twocol_over_torchvision_images_per_s_graphed": "two-column / torchvision AlexNet images/s, CUDA graphs"}
 
 
 def throughput_section(t: dict) -> list[str]:
@@ -26,6 +25,7 @@ def throughput_section(t: dict) -> list[str]:
              "taking turns step by step; a lever's row is the two-column net with that one change.", ""]
     amps = list(dict.fromkeys(r["amp"] for r in t["rows"]))
     summary = throughput_summary(t["rows"], amps)
+    met = throughput_met(summary)
     rows = []
     for r in t["rows"]:
         lever = summary.get(r["amp"], {}).get("levers_over_plain", {}).get(r["variant"])
@@ -47,7 +47,8 @@ def throughput_section(t: dict) -> list[str]:
     if t.get("not_reached"):
         lines += ["", "Not reached (the run was cut short): " + ", ".join(t["not_reached"]) + "."]
     lines += ["", "Targets:"]
-    for key, (label, sense) in TARGET_LABELS.items():
+    for key, label in TARGET_LABELS.items():
+        sense = "<=" if key in THROUGHPUT_UPPER else ">="
         for amp in amps:
             if key == "bf16_over_fp32_step" and amp != "bf16":
                 continue
@@ -56,7 +57,7 @@ def throughput_section(t: dict) -> list[str]:
             if v is None:
                 lines.append(f"- {amp}: {label}: not measured in this run (target {sense} {goal:.2f})")
                 continue
-            ok = v <= goal if sense == "<=" else v >= goal
+            ok = met[f"{amp}: {key}"]
             lines.append(f"- {amp}: {label} **{v:.3f}** (target {sense} {goal:.2f}: {'met' if ok else 'NOT met'})")
     for amp in amps:
         s = summary.get(amp, {})

@@ -26,7 +26,7 @@ from .devices import Placement
 from .links import profiled
 from .model import build_model
 from .optim import make_optimizer
-from .provenance import commit
+from .provenance import commit_fields
 from .step import train_step
 from .timeline import LAYER_LABEL, STEP_LABEL, UPDATE_LABEL, read_trace, step_timelines, summarize
 
@@ -118,8 +118,7 @@ def profile_training(cfg: Config, placement: Placement, out_dir: Path, *, steps:
     trace = out_dir / "trace.json.gz"
     prof.export_chrome_trace(str(trace))
     params = {name: sum(p.numel() for g in o.param_groups for p in g["params"]) for name, o in opts.items()}
-    sha, missing = commit()
-    return {"commit": sha, **({"commit_missing": missing} if missing else {}),
+    return {**commit_fields(),
             "config": cfg.name, "arch": cfg.model.arch, "placement": str(placement), "device": str(placement.a),
             "gpu": torch.cuda.get_device_name(placement.a) if cuda else None,
             "amp": cfg.train.amp, "column_streams": bool(streams and cuda), "batch": batch,

@@ -31,3 +31,10 @@ def commit(root: Path = ROOT) -> tuple[str | None, str | None]:
         return None, f"{COMMIT_VARIABLE}={named[:50]!r} is not a commit (7 to 40 hex digits)"
     return None, (f"{root} is not a git checkout and {COMMIT_VARIABLE} is not set (set it to the "
                   "commit the tree was copied from)")
+
+
+def commit_fields(root: Path = ROOT) -> dict:
+    """A result's record of its commit: {"commit": ...}, with "commit_missing" saying why where
+    it is not known (the commit is then null)."""
+    sha, missing = commit(root)
+    return {"commit": sha, **({"commit_missing": missing} if missing else {})}
