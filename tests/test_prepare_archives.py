@@ -326,6 +326,10 @@ def test_ilsvrc2010_reads_its_test_set_as_the_val_split(tmp_path, capsys):
     # Without --val-split test, the validation archive is needed.
     code, _, err = twocol(capsys, "prepare", root, tmp_path / "set2", "--size", "16")
     one_line_error(code, err, "lacks ILSVRC2010_images_val.tar")
+    # A ground truth larger than any devkit file (65 MiB, sparse) is refused unread.
+    os.truncate(root / "ILSVRC2010_test_ground_truth.txt", 65 << 20)
+    code, _, err = twocol(capsys, "prepare", root, tmp_path / "set3", "--size", "16", "--val-split", "test")
+    one_line_error(code, err, "more than a devkit's file takes")
 
 
 @pytest.mark.parametrize("keep,needle", [

@@ -256,9 +256,20 @@ class Listed:
     def chunks(self) -> Iterator[tuple[str, tuple[Item, ...]]]:
         for split in SPLITS:
             items = self.work.get(split, [])
-            step = chunk_size(len(items))
-            for i in range(0, len(items), step):
-                yield split, tuple(items[i:i + step])
+            yield from chunked(split, iter(items), chunk_size(len(items)))
+
+
+def chunked(split: str, items: Iterator[Item], step: int) -> Iterator[tuple[str, tuple[Item, ...]]]:
+    """`items` as the chunks of `step` items a source gives (split, items), the last one shorter;
+    a source that reads as it goes (the archives) gives them as it reads."""
+    batch: list[Item] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == step:
+            yield split, tuple(batch)
+            batch = []
+    if batch:
+        yield split, tuple(batch)
 
 
 def build(root: Path, *, params: dict, classes: list[str], work: dict[str, list[Item]],

@@ -23,6 +23,7 @@ import scipy.io
 
 from ..errors import DataError
 from .build import printable
+from .layout import open_regular
 
 # Bytes read of a file inside the devkit at most (meta.mat: about 0.3 MB; the archive: 2.5 MB).
 MAX_DEVKIT_FILE = 64 << 20
@@ -37,12 +38,17 @@ class Devkit:
     md5: str                      # of the devkit archive
 
 
-def md5_of(path: Path) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
+def read_small(path: Path) -> bytes:
+    """The whole of a devkit archive or a ground-truth file beside the archives, read once (its
+    MD5 is taken from these bytes), if it is a regular file of at most MAX_DEVKIT_FILE bytes."""
+    f = open_regular(path, MAX_DEVKIT_FILE, "a devkit's file takes")
+    if f is None:
+        raise DataError(f"{path} is missing")
+    try:
+        with f:
+            return f.read(MAX_DEVKIT_FILE + 1)  # bounded, should it have grown since
+    except OSError as e:
+        raise DataError(f"cannot read {path}: {e.strerror or e}") from None
 
 
 def _member(tar: tarfile.TarFile, suffix: str, where: str) -> bytes:
@@ -126,12 +132,13 @@ def read_devkit(path: Path, release: str, truth: str) -> Devkit:
     """The devkit archive at `path` of `release` ("ILSVRC2012"), whose validation ground truth
     is data/<truth>."""
     id_field = f"{release}_ID"
+    data = read_small(path)
     try:
-        with tarfile.open(path, "r:gz") as tar:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
             meta = _member(tar, "data/meta.mat", str(path))
             ground_truth = _member(tar, f"data/{truth}", str(path))
     except (tarfile.TarError, EOFError, zlib.error) as e:
         raise DataError(f"{path} is not a gzip-compressed tar archive, or is cut short ({e})") from None
     classes, wnid_of, train_images = read_meta(meta, id_field, f"{path}/data/meta.mat")
     val_ids = read_ids(ground_truth, id_field, wnid_of, f"{path}/data/{truth}")
-    return Devkit(classes, wnid_of, train_images, val_ids, md5_of(path))
+    return Devkit(classes, wnid_of, train_images, val_ids, hashlib.md5(data).hexdigest())

@@ -30,9 +30,9 @@ from typing import Iterator
 import numpy as np
 
 from ..errors import DataError
-from .build import BadImage, Item, build_from, chunk_size, printable, worker_count
+from .build import BadImage, Item, build_from, chunk_size, chunked, printable, worker_count
 from .decode import load_bytes
-from .devkit import Devkit, md5_of, read_devkit, read_ids
+from .devkit import Devkit, read_devkit, read_ids, read_small
 from .layout import SPLITS, class_folders, stored_path
 from .tarstream import Member, Skipped, TarStream, read_member
 
@@ -129,8 +129,8 @@ class ArchiveSource:
         self.extra: dict = {}
 
     def chunks(self) -> Iterator[tuple[str, tuple[Item, ...]]]:
-        yield from _chunked("val", self._val(), chunk_size(len(self.truth)))
-        yield from _chunked("train", self._train(), chunk_size(self.devkit.train_images))
+        yield from chunked("val", self._val(), chunk_size(len(self.truth)))
+        yield from chunked("train", self._train(), chunk_size(self.devkit.train_images))
         published = self.release.md5
         archives = {name: {"md5": md5, "published": published.get(name), "matches": published.get(name) == md5}
                     for name, md5 in self._md5.items()}
@@ -195,17 +195,6 @@ class ArchiveSource:
                          for c in self.classes if c not in seen]
 
 
-def _chunked(split: str, items: Iterator[Item], step: int) -> Iterator[tuple[str, tuple[Item, ...]]]:
-    batch: list[Item] = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == step:
-            yield split, tuple(batch)
-            batch = []
-    if batch:
-        yield split, tuple(batch)
-
-
 def prepare_archives(src: Path, dst: Path, release: Release, *, size: int, quality: int, workers: int | None,
                      split: str = "val") -> dict:
     """Prepare the archives of `release` in `src` into `dst`; `split` ("val", or "test" where the
@@ -226,12 +215,9 @@ def prepare_archives(src: Path, dst: Path, release: Release, *, size: int, quali
         truth = devkit.val_ids
     else:
         path = src / release.test_truth
-        try:
-            data = path.read_bytes()
-        except OSError as e:
-            raise DataError(f"cannot read {path}: {e.strerror or e}") from None
+        data = read_small(path)
         truth = read_ids(data, f"{release.name}_ID", devkit.wnid_of, str(path))
-        md5[release.test_truth] = md5_of(path)
+        md5[release.test_truth] = hashlib.md5(data).hexdigest()
     source = ArchiveSource(src, release, devkit, split, truth, md5)
     params = {"kind": "prepared", "source": str(src.resolve()), "image_size": size, "quality": quality,
               "release": release.name, "val_split": split}
