@@ -181,7 +181,7 @@ def main(argv=None) -> int:
             print(f"bench: the ensemble of {c.size} needs {c.size} seeds; with {nseeds} it is left out", flush=True)
     placement = Placement.parse(a.gpus)
     cpus = available_cpus()[0]
-    jobs = a.jobs or (max(1, cpus // p.threads) if placement.a.type == "cpu" else 1)
+    jobs = a.jobs if a.jobs is not None else (max(1, cpus // p.threads) if placement.a.type == "cpu" else 1)
     if jobs < 1:
         ap.error("--jobs must be at least 1")
     threads = p.threads if placement.a.type == "cpu" else None

@@ -110,6 +110,13 @@ def test_plan_lists_every_training_once_and_runs_nothing(tmp_path, capsys):
     assert "12 trainings" in out and not (tmp_path / "runs").exists()
 
 
+@pytest.mark.parametrize("jobs", ["0", "-1"])
+def test_a_jobs_count_below_one_is_refused(tmp_path, jobs, capsys):
+    with pytest.raises(SystemExit) as e:
+        paper.main(["--protocol", str(toy(tmp_path)), "--plan", "--jobs", jobs])
+    assert e.value.code == 2 and "--jobs must be at least 1" in capsys.readouterr().err
+
+
 def test_ablations_on_other_data_get_a_baseline_of_their_own(tmp_path):
     # Run directories are named by tag and seed: the ablations' two-column baseline on the small
     # set must not share the headline's twocol-seedN.
